@@ -1,0 +1,1 @@
+//! Wix webhook verification and Wix JSON → domain Order mapping (being written).

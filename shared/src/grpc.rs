@@ -1,0 +1,22 @@
+//! gRPC plumbing every service mounts: `grpc.health.v1` and server reflection in both
+//! `v1` and `v1alpha` (grpcurl 1.8.6 only speaks v1alpha; newer clients try v1 first).
+
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+use tonic_reflection::server::Builder;
+
+/// Adds health and reflection (v1 + v1alpha) to `routes`. The reporter starts with every
+/// service NOT_SERVING until the caller marks them serving.
+pub fn with_health_and_reflection(routes: Routes) -> anyhow::Result<(Routes, HealthReporter)> {
+    let builder = || {
+        Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let routes = routes
+        .add_service(health)
+        .add_service(builder().build_v1()?)
+        .add_service(builder().build_v1alpha()?);
+    Ok((routes, reporter))
+}

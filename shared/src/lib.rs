@@ -1,0 +1,21 @@
+//! Code both services use and nothing service-specific: generated proto types, typed config
+//! loading, SQLite (open, migrations, the writer thread), ESC/POS code pages, shutdown,
+//! systemd notify, backoff, logging and the gRPC health/reflection plumbing.
+//!
+//! Must never: know Wix JSON, know receipt layouts, or open another service's database.
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod codepage;
+mod codepage_tables;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod logging;
+pub mod notify;
+pub mod proto;
+pub mod shutdown;
+pub mod time;
+
+/// Version string both services report in `GetStatus`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

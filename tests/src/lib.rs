@@ -1,0 +1,4 @@
+//! Test kit: the ESC/POS printer simulator, the harness that starts the real binaries, and
+//! webhook signing. Used by the integration tests, the demo and the load generator.
+
+pub mod sim;

@@ -1,0 +1,1 @@
+//! Printer simulator (being written).
