@@ -6,6 +6,11 @@
 //! Callers send closures; each closure runs to completion (usually one transaction) before
 //! the next starts.
 //!
+//! Writes go through [`Db::write`]: the writer thread runs every write that is waiting in one
+//! transaction, each inside its own savepoint (a failing write rolls back only itself), commits
+//! once, and only then answers the callers. This group commit turns N concurrent webhooks into
+//! one fsync instead of N, without weakening "answered means committed".
+//!
 //! Durability: WAL with `synchronous=FULL`, so a commit that returned survives power loss.
 //! That is what lets ingest answer Wix 200 right after a commit.
 
@@ -15,7 +20,19 @@ use anyhow::Context;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-type Task = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Most writes the writer thread folds into one transaction.
+const MAX_GROUP: usize = 256;
+
+type Finish = Box<dyn FnOnce(Option<String>) + Send>;
+type WriteFn = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+
+enum Task {
+    /// Runs alone with the whole connection (reads, maintenance).
+    Call(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Runs inside the group transaction; returns whether it succeeded and how to answer
+    /// once the commit's outcome is known.
+    Write(WriteFn),
+}
 
 /// Handle to a database owned by a writer thread. Cheap to clone.
 #[derive(Clone)]
@@ -40,31 +57,109 @@ impl Db {
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
-                while let Ok(task) = rx.recv() {
-                    task(&mut conn);
+                let mut next = None;
+                loop {
+                    let task = match next.take() {
+                        Some(t) => t,
+                        None => match rx.recv() {
+                            Ok(t) => t,
+                            // All handles dropped: close cleanly (checkpoints the WAL).
+                            Err(_) => break,
+                        },
+                    };
+                    match task {
+                        Task::Call(f) => f(&mut conn),
+                        Task::Write(first) => {
+                            let mut group = vec![first];
+                            while group.len() < MAX_GROUP {
+                                match rx.try_recv() {
+                                    Ok(Task::Write(w)) => group.push(w),
+                                    Ok(call) => {
+                                        next = Some(call);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            run_group(&conn, group);
+                        }
+                    }
                 }
-                // All handles dropped: close cleanly (checkpoints the WAL).
-                drop(conn);
             })
             .context("spawning the sqlite writer thread")?;
         Ok(Self { tx })
     }
 
-    /// Runs `f` on the writer thread and returns its result.
+    /// Runs `f` alone on the writer thread and returns its result. For reads; a write here
+    /// manages its own transaction.
     pub async fn call<T, F>(&self, f: F) -> anyhow::Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel();
-        self.tx
-            .send(Box::new(move |conn| {
-                let _ = reply_tx.send(f(conn));
-            }))
-            .map_err(|_| anyhow::anyhow!("database writer thread has stopped"))?;
-        reply_rx
-            .await
-            .map_err(|_| anyhow::anyhow!("database writer thread dropped the request"))?
+        self.send(Task::Call(Box::new(move |conn| {
+            let _ = reply_tx.send(f(conn));
+        })))?;
+        reply_rx.await.map_err(|_| anyhow::anyhow!("database writer thread dropped the request"))?
+    }
+
+    /// Runs `f` inside a write transaction (shared with other writes waiting at the same
+    /// time, each in its own savepoint) and answers only after the commit. An `Err` from `f`
+    /// rolls back what `f` wrote and nothing else. `f` must not BEGIN or COMMIT itself.
+    pub async fn write<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> anyhow::Result<T> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.send(Task::Write(Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |commit_error| {
+                let out = match (result, commit_error) {
+                    (Ok(v), None) => Ok(v),
+                    (Ok(_), Some(e)) => Err(anyhow::anyhow!("commit failed: {e}")),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = reply_tx.send(out);
+            });
+            (ok, finish)
+        })))?;
+        reply_rx.await.map_err(|_| anyhow::anyhow!("database writer thread dropped the request"))?
+    }
+
+    fn send(&self, task: Task) -> anyhow::Result<()> {
+        self.tx.send(task).map_err(|_| anyhow::anyhow!("database writer thread has stopped"))
+    }
+}
+
+/// One transaction for a group of writes; answers after the commit (or its failure).
+fn run_group(conn: &Connection, group: Vec<WriteFn>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Without a transaction nothing may run. Dropping the writes unrun drops their reply
+        // channels: every caller gets an error (and ingest answers 503).
+        tracing::error!(error = %e, writes = group.len(), "cannot begin a write transaction");
+        drop(group);
+        return;
+    }
+    let mut finishes = Vec::with_capacity(group.len());
+    for w in group {
+        if let Err(e) = conn.execute_batch("SAVEPOINT w") {
+            tracing::error!(error = %e, "cannot open a savepoint; write refused");
+            drop(w);
+            continue;
+        }
+        let (ok, finish) = w(conn);
+        let sp = if ok { conn.execute_batch("RELEASE w") } else { conn.execute_batch("ROLLBACK TO w; RELEASE w") };
+        finishes.push((finish, sp.err().map(|e| format!("savepoint: {e}"))));
+    }
+    let commit_error = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+    if commit_error.is_some() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for (finish, own_error) in finishes {
+        finish(commit_error.clone().or(own_error));
     }
 }
 
@@ -121,6 +216,38 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn grouped_writes_commit_together_and_a_failing_write_rolls_back_alone() {
+        let dir = std::env::temp_dir().join(format!("wixprint-db-{}", rand::random::<u64>()));
+        let db = Db::open(&dir.join("t.db"), MIGRATIONS).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..200i64 {
+            let db = db.clone();
+            handles.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    c.execute("INSERT INTO t (x) VALUES (?1)", [i])?;
+                    if i % 10 == 0 {
+                        anyhow::bail!("write {i} refuses");
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for h in handles {
+            if h.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 180);
+        let n: i64 = db.call(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(n, 180, "failed writes must leave nothing behind");
+        let odd: i64 = db.call(|c| Ok(c.query_row("SELECT count(*) FROM t WHERE x % 10 = 0", [], |r| r.get(0))?)).await.unwrap();
+        assert_eq!(odd, 0);
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -1,4 +1,97 @@
-//! wix-ingest: the edge to Wix.
+//! wix-ingest: the edge to Wix. Receives order webhooks, verifies them, stores each new order
+//! version with its outbox row in one SQLite transaction, answers Wix, and forwards the
+//! versions to wix-print. Nothing downstream of this crate knows Wix JSON.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod config;
+pub mod outbox;
+pub mod store;
+pub mod webhook;
 pub mod wix;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use wixprint_shared::proto::ingest::ingest_admin_server::IngestAdminServer;
+
+pub use config::Config;
+
+/// Runs wix-ingest until `shutdown` is cancelled, then drains within the grace period.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let started_ms = wixprint_shared::time::now_ms();
+    let store = store::Store::open(&config.db_path)?;
+    let verifier = Arc::new(wix::WebhookVerifier::from_pem(&config.webhook_public_key_pem)?);
+    let wake = Arc::new(Notify::new());
+
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the webhook listener on {}", config.http_addr))?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding the admin gRPC listener on {}", config.grpc_addr))?;
+    let http_addr = http.local_addr()?;
+    let grpc_addr = grpc.local_addr()?;
+
+    let tracker = TaskTracker::new();
+    let app = webhook::router(webhook::WebhookState {
+        verifier,
+        store: store.clone(),
+        outbox_wake: wake.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let http_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(http, app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "webhook server failed");
+        }
+    });
+
+    let routes = tonic::service::Routes::new(IngestAdminServer::new(admin::Admin {
+        store: store.clone(),
+        print_service_url: config.print_service_url.clone(),
+        started_ms,
+    }));
+    let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
+    health.set_serving::<IngestAdminServer<admin::Admin>>().await;
+    let grpc_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_shutdown.cancelled())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "admin gRPC server failed");
+        }
+    });
+
+    let forwarder = outbox::Forwarder {
+        store: store.clone(),
+        client: outbox::Forwarder::client(&config.print_service_url, config.outbox_rpc_timeout)?,
+        wake,
+        backoff: config.outbox_backoff,
+        batch: 64,
+    };
+    tracker.spawn(forwarder.run(shutdown.clone()));
+    tracker.close();
+
+    tracing::info!(%http_addr, %grpc_addr, print_service = %config.print_service_url, db = %config.db_path.display(), "wix-ingest ready");
+    wixprint_shared::notify::ready(&format!("webhooks on {http_addr}, admin on {grpc_addr}"));
+
+    shutdown.cancelled().await;
+    wixprint_shared::notify::stopping();
+    if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
+        tracing::warn!(grace_ms = config.shutdown_grace.as_millis() as u64, "drain did not finish in time; exiting anyway (every acknowledged order is already on disk)");
+    }
+    tracing::info!("wix-ingest stopped");
+    Ok(())
+}

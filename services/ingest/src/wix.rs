@@ -1,1 +1,0 @@
-//! Wix webhook verification and Wix JSON → domain Order mapping (being written).

@@ -1,0 +1,172 @@
+//! The dispatcher: takes the next job in queue order and walks it through
+//! `sending → awaiting_confirm → printed`, one job at a time per printer.
+//!
+//! Invariants (design §1, §4):
+//! - each transition is committed before the side effect it announces;
+//! - a printer that is unreachable, silent or not ready pauses the queue and uses no attempt;
+//! - a job is `printed` only on the printer's confirmation; any doubt after bytes went out
+//!   makes it `uncertain`, reprinted with the KOPIE banner, never a silent second copy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use wixprint_shared::backoff::Backoff;
+use wixprint_shared::time::now_ms;
+
+use crate::config::ConfirmMode;
+use crate::printer::{Connection, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request, GS_R_PAPER};
+use crate::receipt::{self, Layout};
+use crate::store::{JobState, ReadyJob, Store};
+
+/// The banner a reprint after an uncertain outcome carries.
+pub const REPRINT_BANNER: &str = "KOPIE / REPRINT";
+
+pub struct Dispatcher {
+    pub store: Store,
+    pub url: PrinterUrl,
+    pub monitor: Monitor,
+    pub layout: Arc<Layout>,
+    pub timeouts: Timeouts,
+    pub confirm_mode: ConfirmMode,
+    pub retry_backoff: Backoff,
+    /// Wakes the dispatcher when jobs are queued.
+    pub wake: Arc<Notify>,
+    /// Time a job in flight may take to finish after shutdown was requested.
+    pub grace: Duration,
+}
+
+/// Renders `job` the way it prints: with the banner when it is a reprint.
+pub fn render_job(order: &wixprint_shared::proto::order::Order, receipt_type: wixprint_shared::proto::print::ReceiptType, reprint: bool, layout: &Layout) -> receipt::Document {
+    receipt::render(order, receipt_type, layout, reprint.then_some(REPRINT_BANNER))
+}
+
+enum Outcome {
+    /// The job was handled (printed, uncertain, dead); go on at once.
+    Next,
+    /// The printer cannot take it now; wait a poll interval.
+    PrinterNotReady,
+}
+
+impl Dispatcher {
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let job = match self.store.next_ready_job().await {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "reading the queue failed");
+                    self.idle(Duration::from_secs(1), &shutdown).await;
+                    continue;
+                }
+            };
+            let Some(job) = job else {
+                let wait = match self.store.next_due_ms().await {
+                    Ok(Some(ms)) => Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64),
+                    _ => Duration::from_secs(60),
+                };
+                self.idle(wait, &shutdown).await;
+                continue;
+            };
+            // A job in flight finishes even when shutdown arrives meanwhile (bounded by the grace).
+            let outcome = tokio::select! {
+                o = self.print(job) => o,
+                _ = async { shutdown.cancelled().await; tokio::time::sleep(self.grace).await } => {
+                    tracing::warn!("shutdown grace over with a ticket in flight; it will be reprinted with the banner after restart");
+                    return;
+                }
+            };
+            if let Outcome::PrinterNotReady = outcome {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.timeouts.poll) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    async fn idle(&self, wait: Duration, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.wake.notified() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    async fn print(&self, job: ReadyJob) -> Outcome {
+        // 1. Is the printer there and ready? Nothing is recorded as an attempt until it is.
+        let mut conn = match Connection::open(&self.url, self.timeouts).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.monitor.set(State::Offline, e.to_string());
+                return Outcome::PrinterNotReady;
+            }
+        };
+        match conn.status().await {
+            Ok(s) if s.ready() => self.monitor.set(s.state(), ""),
+            Ok(s) => {
+                self.monitor.set(s.state(), format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper));
+                return Outcome::PrinterNotReady;
+            }
+            Err(e) => {
+                self.monitor.set(State::Offline, e.to_string());
+                return Outcome::PrinterNotReady;
+            }
+        }
+
+        // 2. Render and commit `sending` before the first byte goes out.
+        let doc = render_job(&job.order, job.receipt_type, job.reprint, &self.layout);
+        let mut bytes = doc.to_escpos(&self.layout);
+        let id = process_id((job.id as u64) * 16 + u64::from(job.attempts));
+        match self.confirm_mode {
+            ConfirmMode::ProcessId => bytes.extend_from_slice(&process_id_request(id)),
+            ConfirmMode::Status => bytes.extend_from_slice(&GS_R_PAPER),
+        }
+        let confirm_id = String::from_utf8_lossy(&id).into_owned();
+        if let Err(e) = self.store.mark_sending(job.id, job.state, confirm_id).await {
+            tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record sending; not printing");
+            return Outcome::PrinterNotReady;
+        }
+
+        // 3. Send. From the first byte on, the outcome can be unknown.
+        if let Err(e) = conn.send(&bytes).await {
+            return self.uncertain(&job, JobState::Sending, e).await;
+        }
+        if let Err(e) = self.store.mark_awaiting_confirm(job.id).await {
+            // The ticket is out but we could not write that down: a restart will reprint it
+            // with the banner. Leave it in `sending`.
+            tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record awaiting_confirm");
+            return Outcome::PrinterNotReady;
+        }
+
+        // 4. Wait for the printer's word.
+        let confirmed = match self.confirm_mode {
+            ConfirmMode::ProcessId => conn.await_process_id(id, &self.monitor).await,
+            ConfirmMode::Status => conn.await_status_readback(&self.monitor).await,
+        };
+        match confirmed {
+            Ok(()) => {
+                if let Err(e) = self.store.mark_printed(job.id).await {
+                    tracing::error!(job_id = job.id, error = format!("{e:#}"), "printed but could not record it");
+                    return Outcome::PrinterNotReady;
+                }
+                tracing::info!(job_id = job.id, order = %job.order.number, receipt = ?job.receipt_type, reprint = job.reprint, "printed");
+                Outcome::Next
+            }
+            Err(e) => self.uncertain(&job, JobState::AwaitingConfirm, e).await,
+        }
+    }
+
+    async fn uncertain(&self, job: &ReadyJob, from: JobState, e: PrintError) -> Outcome {
+        let delay = self.retry_backoff.delay(job.attempts + 1);
+        let retry_at = now_ms() + delay.as_millis() as i64;
+        match self.store.mark_uncertain(job.id, from, e.to_string(), retry_at).await {
+            Ok(JobState::Dead) => tracing::error!(job_id = job.id, order = %job.order.number, error = %e, "attempts used up; job dead-lettered"),
+            Ok(_) => tracing::warn!(job_id = job.id, order = %job.order.number, error = %e, retry_in_ms = delay.as_millis() as u64,
+                "print outcome unknown; will reprint with banner"),
+            Err(db) => tracing::error!(job_id = job.id, error = format!("{db:#}"), "could not record the uncertain outcome"),
+        }
+        Outcome::Next
+    }
+}

@@ -1,0 +1,474 @@
+//! The printer driver: one TCP connection per job to an ESC/POS printer (Epson TM-m30III
+//! class), real-time status (`DLE EOT`), sending, and waiting for the printer's own word that
+//! the ticket is on paper (`GS ( H` process-ID response, or a `GS r` read-back).
+//!
+//! Must never: decide job states (the dispatcher does), or report success because a socket
+//! write returned: a TCP ACK only means the printer's network board buffered the bytes.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use wixprint_shared::time::now_ms;
+
+/// Where the printer is. Only `tcp://host[:port]` for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrinterUrl {
+    Tcp { host: String, port: u16 },
+}
+
+impl FromStr for PrinterUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("tcp://") {
+            let rest = rest.trim_end_matches('/');
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() => (
+                    h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                    p.parse::<u16>().map_err(|_| format!("invalid port {p:?} in {s:?}"))?,
+                ),
+                Some(_) => return Err(format!("missing host in {s:?}")),
+                None if !rest.is_empty() => (rest.to_owned(), 9100),
+                None => return Err(format!("missing host in {s:?}")),
+            };
+            if port == 0 {
+                return Err(format!("port 0 is not a printer port in {s:?}"));
+            }
+            return Ok(PrinterUrl::Tcp { host, port });
+        }
+        if s.starts_with("file://") {
+            return Err(format!("{s:?}: the file:// (USB device) transport is not supported yet; use tcp://host:9100"));
+        }
+        Err(format!("{s:?} is not a printer URL: expected tcp://host:port"))
+    }
+}
+
+impl fmt::Display for PrinterUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrinterUrl::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
+            PrinterUrl::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+        }
+    }
+}
+
+/// Decoded `DLE EOT` 1, 2 and 4 replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrinterStatus {
+    pub printer: u8,
+    pub offline_cause: u8,
+    pub paper: u8,
+}
+
+impl PrinterStatus {
+    pub fn offline(&self) -> bool {
+        self.printer & 0x08 != 0
+    }
+    pub fn cover_open(&self) -> bool {
+        self.offline_cause & 0x04 != 0
+    }
+    pub fn paper_out(&self) -> bool {
+        self.paper & 0x60 == 0x60 || self.offline_cause & 0x20 != 0
+    }
+    pub fn paper_low(&self) -> bool {
+        self.paper & 0x0C == 0x0C
+    }
+    pub fn error(&self) -> bool {
+        self.offline_cause & 0x40 != 0
+    }
+    /// Ready to take a ticket.
+    pub fn ready(&self) -> bool {
+        !self.offline() && !self.cover_open() && !self.paper_out() && !self.error()
+    }
+    /// The state name operators see: online / paper_low / paper_out / cover_open / error / offline.
+    pub fn state(&self) -> State {
+        if self.cover_open() {
+            State::CoverOpen
+        } else if self.paper_out() {
+            State::PaperOut
+        } else if self.error() {
+            State::Error
+        } else if self.offline() {
+            State::Offline
+        } else if self.paper_low() {
+            State::PaperLow
+        } else {
+            State::Online
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Unknown,
+    Online,
+    PaperLow,
+    PaperOut,
+    CoverOpen,
+    Error,
+    Offline,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Unknown => "unknown",
+            State::Online => "online",
+            State::PaperLow => "paper_low",
+            State::PaperOut => "paper_out",
+            State::CoverOpen => "cover_open",
+            State::Error => "error",
+            State::Offline => "offline",
+        }
+    }
+}
+
+/// Why a print did not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PrintError {
+    /// Nothing was sent: connection refused or timed out.
+    #[error("printer unreachable: {0}")]
+    Unreachable(String),
+    /// Nothing was sent: the printer answered but cannot print now.
+    #[error("printer not ready: {}", .0.state().as_str())]
+    NotReady(PrinterStatus),
+    /// Nothing was sent: the printer accepted the connection but did not answer status.
+    #[error("printer does not answer status requests: {0}")]
+    Silent(String),
+    /// Bytes went out and the outcome is unknown: the ticket may or may not be on paper.
+    #[error("print outcome unknown: {0}")]
+    Interrupted(String),
+}
+
+/// The printer's last known state, shared with the admin API.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub name: String,
+    pub url: String,
+    pub state: State,
+    pub detail: String,
+    pub since_ms: i64,
+    pub last_checked_ms: i64,
+    pub checks: u64,
+}
+
+#[derive(Clone)]
+pub struct Monitor(Arc<Mutex<Observed>>);
+
+impl Monitor {
+    pub fn new(name: &str, url: &PrinterUrl) -> Self {
+        Self(Arc::new(Mutex::new(Observed {
+            name: name.to_owned(),
+            url: url.to_string(),
+            state: State::Unknown,
+            detail: String::new(),
+            since_ms: now_ms(),
+            last_checked_ms: 0,
+            checks: 0,
+        })))
+    }
+
+    pub fn get(&self) -> Observed {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records `state`; logs only changes.
+    pub fn set(&self, state: State, detail: impl Into<String>) {
+        let detail = detail.into();
+        let mut o = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        o.checks += 1;
+        o.last_checked_ms = now_ms();
+        if o.state != state {
+            if state == State::Online {
+                tracing::info!(printer = %o.name, from = o.state.as_str(), "printer online");
+            } else {
+                tracing::warn!(printer = %o.name, from = o.state.as_str(), to = state.as_str(), %detail, "printer not ready; queue waits");
+            }
+            o.state = state;
+            o.since_ms = now_ms();
+        }
+        o.detail = detail;
+    }
+}
+
+/// Replies a printer sends on the TCP stream, told apart by Epson's identification rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reply {
+    /// `DLE EOT n` reply: `(b & 0x93) == 0x12`.
+    RealTime(u8),
+    /// Automatic Status Back block (4 bytes, first `(b & 0x93) == 0x10`).
+    Asb,
+    /// Header-to-NUL block (`37 22 d1 d2 d3 d4 00` for GS ( H), header byte included.
+    Block(Vec<u8>),
+    /// One-byte non-real-time reply (`GS r`): `(b & 0x90) == 0`.
+    Byte(u8),
+}
+
+#[derive(Default)]
+struct ReplyParser {
+    block: Option<Vec<u8>>,
+    asb_left: u8,
+}
+
+impl ReplyParser {
+    fn feed(&mut self, b: u8, out: &mut Vec<Reply>) {
+        if let Some(block) = self.block.as_mut() {
+            if b == 0 {
+                let block = self.block.take().unwrap_or_default();
+                out.push(Reply::Block(block));
+            } else if block.len() < 256 {
+                block.push(b);
+            }
+            return;
+        }
+        if self.asb_left > 0 {
+            self.asb_left -= 1;
+            if self.asb_left == 0 {
+                out.push(Reply::Asb);
+            }
+            return;
+        }
+        match b {
+            0x35 | 0x37 | 0x3B | 0x3D | 0x5F => self.block = Some(vec![b]),
+            _ if b & 0x93 == 0x12 => out.push(Reply::RealTime(b)),
+            _ if b & 0x93 == 0x10 => self.asb_left = 3,
+            _ if b & 0x90 == 0 => out.push(Reply::Byte(b)),
+            _ => {}
+        }
+    }
+}
+
+pub const GS_R_PAPER: [u8; 3] = [0x1D, 0x72, 0x01];
+
+/// The `GS ( H` fn 48 request for process id `id`.
+pub fn process_id_request(id: [u8; 4]) -> [u8; 11] {
+    [0x1D, 0x28, 0x48, 0x06, 0x00, 0x30, 0x30, id[0], id[1], id[2], id[3]]
+}
+
+/// A 4-character printable process id (base 36) from a number.
+pub fn process_id(n: u64) -> [u8; 4] {
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut n = n % 36u64.pow(4);
+    let mut id = [b'0'; 4];
+    for slot in id.iter_mut().rev() {
+        *slot = DIGITS[(n % 36) as usize];
+        n /= 36;
+    }
+    id
+}
+
+/// Timeouts the connection uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub status: Duration,
+    pub confirm: Duration,
+    pub poll: Duration,
+}
+
+/// One connection to the printer, used for one job.
+pub struct Connection {
+    stream: TcpStream,
+    parser: ReplyParser,
+    pending: std::collections::VecDeque<Reply>,
+    timeouts: Timeouts,
+}
+
+impl Connection {
+    pub async fn open(url: &PrinterUrl, timeouts: Timeouts) -> Result<Self, PrintError> {
+        let PrinterUrl::Tcp { host, port } = url;
+        let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), *port))).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(PrintError::Unreachable(format!("{url}: {e}"))),
+            Err(_) => return Err(PrintError::Unreachable(format!("{url}: connect timed out after {:?}", timeouts.connect))),
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Self { stream, parser: ReplyParser::default(), pending: Default::default(), timeouts })
+    }
+
+    async fn read_reply(&mut self, deadline: Instant) -> Result<Option<Reply>, std::io::Error> {
+        let mut buf = [0u8; 256];
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return Ok(Some(r));
+            }
+            let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Err(_) => return Ok(None),
+                Ok(r) => r?,
+            };
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "printer closed the connection"));
+            }
+            let mut out = Vec::new();
+            for &b in &buf[..n] {
+                self.parser.feed(b, &mut out);
+            }
+            self.pending.extend(out);
+        }
+    }
+
+    async fn real_time(&mut self, n: u8) -> Result<u8, PrintError> {
+        self.stream
+            .write_all(&[0x10, 0x04, n])
+            .await
+            .map_err(|e| PrintError::Unreachable(format!("sending DLE EOT {n}: {e}")))?;
+        let deadline = Instant::now() + self.timeouts.status;
+        loop {
+            match self.read_reply(deadline).await {
+                Ok(Some(Reply::RealTime(b))) => return Ok(b),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(PrintError::Silent(format!("no reply to DLE EOT {n} within {:?}", self.timeouts.status))),
+                Err(e) => return Err(PrintError::Unreachable(format!("reading DLE EOT {n}: {e}"))),
+            }
+        }
+    }
+
+    /// Reads `DLE EOT` 1, 2 and 4. Nothing is printed by this.
+    pub async fn status(&mut self) -> Result<PrinterStatus, PrintError> {
+        Ok(PrinterStatus { printer: self.real_time(1).await?, offline_cause: self.real_time(2).await?, paper: self.real_time(4).await? })
+    }
+
+    /// Writes a job. Any error here leaves the outcome unknown.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), PrintError> {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.timeouts.confirm, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PrintError::Interrupted(format!("connection lost while sending: {e}"))),
+            Err(_) => Err(PrintError::Interrupted("printer stopped reading while we were sending".into())),
+        }
+    }
+
+    /// Waits for the `GS ( H` reply carrying `id`, probing `DLE EOT 2` every poll interval.
+    /// While the printer reports itself stopped (paper out, cover open) the wait goes on:
+    /// the printer still holds the ticket and prints it once it is fixed. The confirm timeout
+    /// only runs while the printer says it is fine, and a printer that stops answering makes
+    /// the outcome unknown.
+    pub async fn await_process_id(&mut self, id: [u8; 4], monitor: &Monitor) -> Result<(), PrintError> {
+        self.await_confirmation(monitor, |r| matches!(r, Reply::Block(b) if b.len() >= 6 && b[0] == 0x37 && b[1] == 0x22 && b[2..6] == id))
+            .await
+    }
+
+    /// Waits for the `GS r 1` reply sent after the cut, then reads `DLE EOT` 1 and 4: printed
+    /// when the printer is online with paper.
+    pub async fn await_status_readback(&mut self, monitor: &Monitor) -> Result<(), PrintError> {
+        self.await_confirmation(monitor, |r| matches!(r, Reply::Byte(b) if b & 0x0C == 0)).await?;
+        let status = self.status().await.map_err(|e| PrintError::Interrupted(format!("status after print: {e}")))?;
+        if status.offline() || status.paper_out() {
+            return Err(PrintError::Interrupted(format!("printer reported {} right after the ticket", status.state().as_str())));
+        }
+        Ok(())
+    }
+
+    async fn await_confirmation(&mut self, monitor: &Monitor, is_confirmation: impl Fn(&Reply) -> bool) -> Result<(), PrintError> {
+        let mut confirm_deadline = Instant::now() + self.timeouts.confirm;
+        let mut probe_sent_at: Option<Instant> = None;
+        let mut next_probe = Instant::now() + self.timeouts.poll;
+        loop {
+            let wake = next_probe.min(confirm_deadline);
+            match self.read_reply(wake).await {
+                Ok(Some(r)) if is_confirmation(&r) => {
+                    monitor.set(State::Online, "");
+                    return Ok(());
+                }
+                Ok(Some(Reply::RealTime(b))) => {
+                    probe_sent_at = None;
+                    // Reply to DLE EOT 2: offline cause.
+                    let stopped = if b & 0x04 != 0 {
+                        Some(State::CoverOpen)
+                    } else if b & 0x20 != 0 {
+                        Some(State::PaperOut)
+                    } else if b & 0x40 != 0 {
+                        Some(State::Error)
+                    } else {
+                        None
+                    };
+                    match stopped {
+                        Some(state) => {
+                            monitor.set(state, "printer stopped while holding a ticket; waiting");
+                            // Waiting is not failing: restart the clock once it is fixed.
+                            confirm_deadline = Instant::now() + self.timeouts.confirm;
+                        }
+                        None => monitor.set(State::Online, ""),
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    let now = Instant::now();
+                    if let Some(sent) = probe_sent_at
+                        && now >= sent + self.timeouts.status
+                    {
+                        monitor.set(State::Offline, "printer stopped answering while printing");
+                        return Err(PrintError::Interrupted("printer stopped answering before confirming".into()));
+                    }
+                    if now >= confirm_deadline {
+                        return Err(PrintError::Interrupted(format!("no confirmation within {:?}", self.timeouts.confirm)));
+                    }
+                    if now >= next_probe {
+                        if probe_sent_at.is_none() {
+                            if let Err(e) = self.stream.write_all(&[0x10, 0x04, 0x02]).await {
+                                return Err(PrintError::Interrupted(format!("connection lost while waiting: {e}")));
+                            }
+                            probe_sent_at = Some(now);
+                        }
+                        next_probe = now + self.timeouts.poll.min(self.timeouts.status);
+                    }
+                }
+                Err(e) => {
+                    return Err(PrintError::Interrupted(format!("connection lost before confirmation: {e}")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_printer_urls() {
+        assert_eq!("tcp://192.168.1.50:9100".parse(), Ok(PrinterUrl::Tcp { host: "192.168.1.50".into(), port: 9100 }));
+        assert_eq!("tcp://printer".parse(), Ok(PrinterUrl::Tcp { host: "printer".into(), port: 9100 }));
+        assert!("http://x".parse::<PrinterUrl>().is_err());
+        assert!("tcp://:9100".parse::<PrinterUrl>().is_err());
+        assert!("tcp://x:99999".parse::<PrinterUrl>().is_err());
+    }
+
+    #[test]
+    fn tells_replies_apart() {
+        let mut p = ReplyParser::default();
+        let mut out = Vec::new();
+        for b in [0x12, 0x37, 0x22, b'0', b'0', b'1', b'Z', 0x00, 0x10, 0, 0, 0, 0x0C] {
+            p.feed(b, &mut out);
+        }
+        assert_eq!(
+            out,
+            vec![Reply::RealTime(0x12), Reply::Block(vec![0x37, 0x22, b'0', b'0', b'1', b'Z']), Reply::Asb, Reply::Byte(0x0C)]
+        );
+    }
+
+    #[test]
+    fn status_bytes_map_to_states() {
+        let s = |a, b, c| PrinterStatus { printer: a, offline_cause: b, paper: c }.state();
+        assert_eq!(s(0x12, 0x12, 0x12), State::Online);
+        assert_eq!(s(0x1A, 0x32, 0x7E), State::PaperOut);
+        assert_eq!(s(0x1A, 0x16, 0x12), State::CoverOpen);
+        assert_eq!(s(0x12, 0x12, 0x1E), State::PaperLow);
+        assert!(!PrinterStatus { printer: 0x1A, offline_cause: 0x12, paper: 0x12 }.ready());
+    }
+
+    #[test]
+    fn process_ids_are_four_printable_chars() {
+        assert_eq!(&process_id(0), b"0000");
+        assert_eq!(&process_id(35), b"000Z");
+        assert!(process_id(u64::MAX).iter().all(|b| (0x20..0x7F).contains(b)));
+    }
+}

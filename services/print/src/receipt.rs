@@ -1,1 +1,0 @@
-//! Receipt layouts (being written).

@@ -1,0 +1,755 @@
+//! Receipt tests on hand-built domain orders mirroring the Wix fixtures in
+//! tests/fixtures/wix (order_created.pickup.json, order_approved.delivery.json).
+
+use jiff::tz::{self, TimeZone};
+use wixprint_shared::codepage::CodePage;
+use wixprint_shared::proto::order::{
+    Address, Contact, Fulfillment, FulfillmentType, LineItem, Modifier, Order, OrderStatus, PaymentStatus, PriceSummary,
+};
+use wixprint_shared::proto::print::ReceiptType;
+
+use super::text::{columns, printable, wrap};
+use super::{Align, Document, Layout, Line, Size, render};
+
+const KINDS: [ReceiptType; 4] =
+    [ReceiptType::Kitchen, ReceiptType::Driver, ReceiptType::Customer, ReceiptType::Unspecified];
+const BANNER: &str = "KOPIE / REPRINT";
+
+fn ts(rfc3339: &str) -> prost_types::Timestamp {
+    let t: jiff::Timestamp = rfc3339.parse().unwrap();
+    prost_types::Timestamp { seconds: t.as_second(), nanos: t.subsec_nanosecond() }
+}
+
+fn item(name: &str, quantity: u32, unit: &str, total: &str, modifiers: Vec<Modifier>) -> LineItem {
+    LineItem {
+        id: format!("li-{name}"),
+        name: name.into(),
+        quantity,
+        unit_price: unit.into(),
+        line_total: total.into(),
+        modifiers,
+    }
+}
+
+fn modifier(group: &str, name: &str, quantity: u32, price: &str) -> Modifier {
+    Modifier { group: group.into(), name: name.into(), quantity, price: price.into() }
+}
+
+/// order_created.pickup.json as a domain order.
+fn pickup() -> Order {
+    Order {
+        id: "6d6062d8-0000-4000-8000-0000000000a1".into(),
+        number: "10033".into(),
+        created_at: Some(ts("2025-09-24T17:53:25.532Z")),
+        updated_at: Some(ts("2025-09-24T17:53:25.532Z")),
+        status: OrderStatus::Approved as i32,
+        payment_status: PaymentStatus::NotPaid as i32,
+        fulfillment: Some(Fulfillment {
+            r#type: FulfillmentType::Pickup as i32,
+            title: "Abholung".into(),
+            address: None,
+            contact: Some(Contact {
+                first_name: "Max".into(),
+                last_name: "Muster".into(),
+                phone: "+41790000000".into(),
+                ..Default::default()
+            }),
+            promised_from: Some(ts("2025-09-24T18:24:00Z")),
+            promised_to: None,
+            promised_text: "24.09.25 20:24".into(),
+            asap: false,
+            instructions: String::new(),
+        }),
+        line_items: vec![
+            item("Nam Tok", 3, "26.00", "78.00", vec![modifier("", "Ente", 1, "")]),
+            item("Som Tam", 3, "18.00", "54.00", vec![]),
+        ],
+        buyer_note: "Bitte ohne Koriander".into(),
+        price_summary: Some(PriceSummary {
+            subtotal: "132.00".into(),
+            discount: "0.00".into(),
+            shipping: "0.00".into(),
+            fees: String::new(),
+            tax: "0.00".into(),
+            total: "132.00".into(),
+            balance_due: "132.00".into(),
+            currency: "CHF".into(),
+            paid: "0".into(),
+        }),
+        buyer_language: "de".into(),
+        site_language: "de".into(),
+        ..Default::default()
+    }
+}
+
+const LONG_NAME: &str = "Käsespätzle mit Röstzwiebeln und extra großer Portion Bergkäse";
+
+/// order_approved.delivery.json as a domain order.
+fn delivery() -> Order {
+    Order {
+        id: "a1b2c3d4-0000-4000-8000-0000000000b2".into(),
+        number: "10034".into(),
+        created_at: Some(ts("2025-09-24T18:05:11.101Z")),
+        status: OrderStatus::Approved as i32,
+        payment_status: PaymentStatus::Paid as i32,
+        fulfillment: Some(Fulfillment {
+            r#type: FulfillmentType::Delivery as i32,
+            title: "Lieferung".into(),
+            address: Some(Address {
+                line1: "Sendlinger Straße 7".into(),
+                line2: "3. Stock, Hinterhaus".into(),
+                postal_code: "80331".into(),
+                city: "München".into(),
+                country: "DE".into(),
+                ..Default::default()
+            }),
+            contact: Some(Contact {
+                first_name: "Jürgen".into(),
+                last_name: "Jäger".into(),
+                phone: "+49 89 0000000".into(),
+                ..Default::default()
+            }),
+            promised_from: Some(ts("2025-09-24T18:40:00Z")),
+            promised_to: Some(ts("2025-09-24T18:50:00Z")),
+            promised_text: "24.09.25 20:50".into(),
+            asap: true,
+            instructions: "Hintereingang benutzen".into(),
+        }),
+        line_items: vec![
+            item(
+                LONG_NAME,
+                2,
+                "12.90",
+                "25.80",
+                vec![
+                    modifier("Größe", "Groß", 1, ""),
+                    modifier("Extras", "Speck", 1, "1.50"),
+                    modifier("Extras", "Spiegelei", 2, "1.00"),
+                ],
+            ),
+            item("Weißbier 0,5 l", 1, "4.90", "4.90", vec![]),
+            item("Reis (Beilage)", 1, "3.00", "3.00", vec![modifier("Hinweis", "kein Salz", 1, "")]),
+        ],
+        buyer_note: "Allergie: Erdnüsse! Bitte klingeln bei Jäger, 3. Stock".into(),
+        price_summary: Some(PriceSummary {
+            subtotal: "33.70".into(),
+            discount: "2.00".into(),
+            shipping: "3.50".into(),
+            fees: String::new(),
+            tax: "5.94".into(),
+            total: "35.20".into(),
+            balance_due: "0.00".into(),
+            currency: "EUR".into(),
+            paid: "35.20".into(),
+        }),
+        buyer_language: "de".into(),
+        site_language: "de".into(),
+        ..Default::default()
+    }
+}
+
+/// The restaurant's layout: 80 mm, Zurich summer time (UTC+2 on the fixtures' date).
+fn layout(width: usize) -> Layout {
+    Layout {
+        width,
+        code_page: CodePage::Pc858,
+        time_zone: TimeZone::fixed(tz::offset(2)),
+        restaurant_name: "Thai Take-Away Zürich".into(),
+    }
+}
+
+fn text(order: &Order, kind: ReceiptType) -> String {
+    let l = layout(48);
+    render(order, kind, &l, None).to_text(&l)
+}
+
+/// Every line fits the width (double-width chars count twice), is printable on the code page
+/// (one char = one byte), and carries no control characters or trailing spaces.
+fn assert_fits(doc: &Document, layout: &Layout) {
+    for line in &doc.lines {
+        let chars = line.text.chars().count();
+        assert!(
+            chars * line.size.column_factor() <= layout.width,
+            "{:?} line of {chars} chars is wider than {} columns: {:?}",
+            line.size,
+            layout.width,
+            line.text
+        );
+        assert!(!line.text.chars().any(char::is_control), "control character in {:?}", line.text);
+        assert_eq!(line.text, printable(&line.text, layout.code_page), "not in printable form: {:?}", line.text);
+        assert_eq!(layout.code_page.encode(&line.text).len(), chars, "not one byte per char: {:?}", line.text);
+        assert_eq!(line.text.trim_end(), line.text, "trailing spaces: {:?}", line.text);
+    }
+    let text = doc.to_text(layout);
+    assert_eq!(text.lines().count(), doc.lines.len());
+    for l in text.lines() {
+        assert!(l.chars().count() <= layout.width, "to_text line too long: {l:?}");
+    }
+}
+
+/// The document's text without any whitespace: wrapping only ever inserts whitespace, so a
+/// value that was printed completely is a substring of this.
+fn squeezed(doc: &Document) -> String {
+    doc.lines.iter().flat_map(|l| l.text.chars()).filter(|c| !c.is_whitespace()).collect()
+}
+
+fn squeeze(s: &str, cp: CodePage) -> String {
+    printable(s, cp).chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+#[test]
+fn kitchen_ticket_shows_what_to_cook_and_no_prices() {
+    let t = text(&pickup(), ReceiptType::Kitchen);
+    for word in [
+        "10033",
+        "ABHOLUNG",
+        "KÜCHE",
+        "3 x Nam Tok",
+        "+ Ente",
+        "3 x Som Tam",
+        "NOTIZ:",
+        "Bitte ohne Koriander",
+        "Artikel: 6",
+        "Kunde: Max Muster",
+    ] {
+        assert!(t.contains(word), "kitchen ticket lacks {word:?}:\n{t}");
+    }
+    // Promised 18:24 UTC is 20:24 in Zurich; ordered 19:53 local.
+    assert!(t.contains("20:24"), "{t}");
+    assert!(t.contains("Bestellt: 24.09.2025 19:53"), "{t}");
+    for price in ["26.00", "18.00", "54.00", "78.00", "132.00", "CHF"] {
+        assert!(!t.contains(price), "kitchen ticket shows a price ({price}):\n{t}");
+    }
+    let doc = render(&pickup(), ReceiptType::Kitchen, &layout(48), None);
+    let number = doc.lines.iter().find(|l| l.text == "#10033").expect("number line");
+    assert_eq!(number.size, Size::Double);
+    let item = doc.lines.iter().find(|l| l.text == "3 x Nam Tok").expect("item line");
+    assert!(item.bold && item.size == Size::DoubleHeight);
+    let time = doc.lines.iter().find(|l| l.text == "20:24").expect("promised time line");
+    assert_eq!(time.size, Size::Double);
+}
+
+#[test]
+fn kitchen_ticket_of_the_delivery_order_has_modifier_groups_and_no_prices() {
+    let t = text(&delivery(), ReceiptType::Kitchen);
+    for word in [
+        "LIEFERUNG",
+        "+ Größe: Groß",
+        "+ Extras: Speck",
+        "+ Extras: 2 x Spiegelei",
+        "+ Hinweis: kein Salz",
+        "Erdnüsse",
+        "Artikel: 4",
+        "SOFORT",
+    ] {
+        assert!(t.contains(word), "kitchen ticket lacks {word:?}:\n{t}");
+    }
+    // A slot prints as a range.
+    assert!(t.contains("20:40-20:50 SOFORT"), "{t}");
+    for price in ["12.90", "25.80", "1.50", "35.20", "EUR"] {
+        assert!(!t.contains(price), "kitchen ticket shows a price ({price}):\n{t}");
+    }
+}
+
+#[test]
+fn customer_receipt_prices_everything_in_the_orders_currency() {
+    let t = text(&pickup(), ReceiptType::Customer);
+    assert!(t.contains("132.00") && t.contains("CHF"), "{t}");
+    assert!(!t.contains("EUR"), "foreign currency on the receipt:\n{t}");
+    assert!(t.contains("  3 x 26.00"), "{t}");
+    assert!(t.contains("Thai Take-Away Zürich"), "{t}");
+    // Zero adjustments are left out.
+    for absent in ["Rabatt", "Liefergebühr", "MwSt.", "Gebühren", "BEZAHLT"] {
+        assert!(!t.contains(absent), "{absent:?} on the receipt:\n{t}");
+    }
+    let lines: Vec<&str> = t.lines().collect();
+    let item = lines.iter().find(|l| l.starts_with("3 x Nam Tok")).expect("item line");
+    assert!(item.ends_with(" 78.00") && item.chars().count() == 48, "{item:?}");
+    let total = lines.iter().find(|l| l.starts_with("TOTAL")).expect("total line");
+    assert!(total.ends_with("CHF 132.00") && total.chars().count() == 48, "{total:?}");
+    let due = lines.iter().find(|l| l.starts_with("Offener Betrag")).expect("balance line");
+    assert!(due.ends_with("CHF 132.00"), "{due:?}");
+    let doc = render(&pickup(), ReceiptType::Customer, &layout(48), None);
+    let total = doc.lines.iter().find(|l| l.text.starts_with("TOTAL")).unwrap();
+    assert!(total.bold && total.size == Size::DoubleHeight);
+}
+
+#[test]
+fn customer_receipt_of_the_paid_delivery_order() {
+    let t = text(&delivery(), ReceiptType::Customer);
+    assert!(!t.contains("CHF"), "{t}");
+    let lines: Vec<&str> = t.lines().collect();
+    let ends = |label: &str, amount: &str| {
+        let line = lines.iter().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label:?} line:\n{t}"));
+        assert!(line.ends_with(amount) && line.chars().count() == 48, "{line:?}");
+    };
+    ends("Zwischensumme", " 33.70");
+    ends("Rabatt", " -2.00");
+    ends("Liefergebühr", " 3.50");
+    ends("inkl. MwSt.", " 5.94");
+    ends("TOTAL", " EUR 35.20");
+    ends("  + Extras: Speck", " 1.50");
+    ends("  + Extras: 2 x Spiegelei", " 1.00");
+    assert!(t.contains("BEZAHLT"), "{t}");
+    assert!(!t.contains("Offener Betrag"), "{t}");
+    // The long name wraps under itself and its amount ends its last line.
+    let first = lines.iter().position(|l| l.starts_with("2 x Käsespätzle")).expect("item line");
+    assert!(!lines[first].contains("25.80"), "{t}");
+    let last = lines[first..].iter().find(|l| l.ends_with(" 25.80")).expect("amount line");
+    assert!(last.starts_with("    "), "continuation not indented: {last:?}");
+    let doc = render(&delivery(), ReceiptType::Customer, &layout(48), None);
+    assert!(squeezed(&doc).contains(&squeeze(LONG_NAME, CodePage::Pc858)), "{t}");
+}
+
+#[test]
+fn tax_not_contained_in_the_total_is_labelled_plainly() {
+    let mut o = delivery();
+    o.price_summary.as_mut().unwrap().total = "41.14".into();
+    let t = text(&o, ReceiptType::Customer);
+    assert!(t.contains("MwSt.") && !t.contains("inkl. MwSt."), "{t}");
+}
+
+#[test]
+fn driver_slip_collects_cash_for_the_unpaid_pickup_order() {
+    let t = text(&pickup(), ReceiptType::Driver);
+    for word in
+        ["ABHOLSCHEIN", "BAR ZU KASSIEREN", "CHF 132.00", "Max Muster", "+41790000000", "20:24", "Bitte ohne Koriander"]
+    {
+        assert!(t.contains(word), "driver slip lacks {word:?}:\n{t}");
+    }
+    assert!(!t.contains("BEZAHLT"), "{t}");
+    assert!(!t.contains("26.00"), "{t}");
+    // The number at the top and again at the bottom.
+    assert_eq!(t.matches("#10033").count(), 2, "{t}");
+    let doc = render(&pickup(), ReceiptType::Driver, &layout(48), None);
+    for word in ["BAR ZU KASSIEREN", "CHF 132.00"] {
+        assert_eq!(doc.lines.iter().find(|l| l.text == word).map(|l| l.size), Some(Size::Double), "{word}");
+    }
+    assert_eq!(doc.lines.last().map(|l| l.text.as_str()), Some("#10033"));
+}
+
+#[test]
+fn driver_slip_of_the_paid_delivery_order() {
+    let t = text(&delivery(), ReceiptType::Driver);
+    for word in [
+        "FAHRER",
+        "LIEFERUNG",
+        "BEZAHLT",
+        "Jürgen Jäger",
+        "Tel. +49 89 0000000",
+        "Sendlinger Straße 7",
+        "3. Stock, Hinterhaus",
+        "80331 München",
+        "Hintereingang benutzen",
+        "SOFORT",
+    ] {
+        assert!(t.contains(word), "driver slip lacks {word:?}:\n{t}");
+    }
+    assert!(!t.contains("KASSIEREN"), "{t}");
+    assert!(!t.contains("35.20"), "{t}");
+}
+
+#[test]
+fn driver_slip_collects_the_balance_rather_than_the_total() {
+    let mut o = delivery();
+    o.payment_status = PaymentStatus::PartiallyPaid as i32;
+    o.price_summary.as_mut().unwrap().balance_due = "15.2".into();
+    let t = text(&o, ReceiptType::Driver);
+    assert!(t.contains("BAR ZU KASSIEREN") && t.contains("EUR 15.20"), "{t}");
+    o.price_summary.as_mut().unwrap().balance_due = String::new();
+    let t = text(&o, ReceiptType::Driver);
+    assert!(t.contains("EUR 35.20"), "{t}");
+}
+
+#[test]
+fn english_labels_unless_the_buyer_speaks_german() {
+    let mut o = pickup();
+    o.buyer_language = "en".into();
+    let t = text(&o, ReceiptType::Driver);
+    assert!(t.contains("PICKUP") && t.contains("CASH TO COLLECT") && t.contains("CHF 132.00"), "{t}");
+    assert!(text(&o, ReceiptType::Kitchen).contains("NOTE:"));
+    // The site language decides only when the buyer's is unknown.
+    o.buyer_language = String::new();
+    assert!(text(&o, ReceiptType::Driver).contains("BAR ZU KASSIEREN"));
+    o.buyer_language = "de-CH".into();
+    o.site_language = "en".into();
+    assert!(text(&o, ReceiptType::Kitchen).contains("NOTIZ:"));
+    let paid = text(&Order { buyer_language: "fr".into(), ..delivery() }, ReceiptType::Driver);
+    assert!(paid.contains("PAID") && paid.contains("DELIVERY"), "{paid}");
+}
+
+#[test]
+fn every_line_fits_every_width() {
+    for width in [48, 42, 32, 24] {
+        let l = layout(width);
+        for order in [pickup(), delivery(), Order::default()] {
+            for kind in KINDS {
+                for banner in [None, Some(BANNER)] {
+                    assert_fits(&render(&order, kind, &l, banner), &l);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_reprint_banner_is_at_the_very_top_and_bottom() {
+    let l = layout(48);
+    for kind in KINDS {
+        let doc = render(&pickup(), kind, &l, Some(BANNER));
+        for line in [doc.lines.first().unwrap(), doc.lines.last().unwrap()] {
+            assert_eq!(line.text, BANNER);
+            assert!(line.reverse && line.bold && line.size == Size::Double && line.align == Align::Center);
+        }
+        assert_eq!(doc.lines.iter().filter(|l| l.text.contains("KOPIE")).count(), 2);
+        assert!(!render(&pickup(), kind, &l, None).to_text(&l).contains("KOPIE"));
+    }
+    // Centered in 24 double-width columns.
+    let t = render(&pickup(), ReceiptType::Kitchen, &l, Some(BANNER)).to_text(&l);
+    assert!(t.starts_with("    KOPIE / REPRINT\n"), "{t}");
+}
+
+#[test]
+fn escpos_frames_the_ticket_and_encodes_pc858() {
+    let l = layout(48);
+    let doc = render(&delivery(), ReceiptType::Driver, &l, None);
+    let bytes = doc.to_escpos(&l);
+    assert!(bytes.starts_with(&[0x1B, 0x40, 0x1B, 0x74, 0x13]), "{:02X?}", &bytes[..8]);
+    assert!(bytes.ends_with(&[0x1B, 0x64, 0x03, 0x1D, 0x56, 0x42, 0x00]));
+    // "Jürgen": ü is 0x81 on PC858.
+    assert!(bytes.windows(6).any(|w| w == [b'J', 0x81, b'r', b'g', b'e', b'n']));
+    // No confirmation request: the printer driver appends its own after the cut.
+    assert!(!bytes.windows(3).any(|w| w == [0x1D, 0x28, 0x48]), "GS ( H in the body");
+    assert!(!bytes.windows(2).any(|w| w == [0x1D, 0x72]), "GS r in the body");
+    // One LF per line, each line preceded by its full style.
+    assert_eq!(bytes.iter().filter(|&&b| b == 0x0A).count(), doc.lines.len());
+    let paid = doc.lines.iter().position(|l| l.text == "BEZAHLT").unwrap();
+    let mut styled = vec![0x1D, 0x21, 0x11, 0x1B, 0x45, 0x01, 0x1D, 0x42, 0x00, 0x1B, 0x61, 0x00];
+    styled.extend_from_slice(b"BEZAHLT\n");
+    assert!(bytes.windows(styled.len()).any(|w| w == styled.as_slice()), "line {paid} not styled as expected");
+
+    let wpc = Layout { code_page: CodePage::Wpc1252, ..layout(48) };
+    let bytes = render(&delivery(), ReceiptType::Driver, &wpc, None).to_escpos(&wpc);
+    assert!(bytes.starts_with(&[0x1B, 0x40, 0x1B, 0x74, 16]));
+    assert!(bytes.windows(2).any(|w| w == [b'J', 0xFC]));
+}
+
+#[test]
+fn escpos_text_is_the_preview_text() {
+    // What the printer receives decodes to what the preview shows (alignment aside).
+    let l = layout(42);
+    let doc = render(&delivery(), ReceiptType::Customer, &l, Some(BANNER));
+    let text = doc.to_text(&l);
+    let bytes = doc.to_escpos(&l);
+    for (line, shown) in doc.lines.iter().zip(text.lines()) {
+        let encoded = l.code_page.encode(&line.text);
+        assert!(
+            bytes.windows(encoded.len() + 1).any(|w| w[..encoded.len()] == encoded[..] && w[encoded.len()] == 0x0A)
+        );
+        assert_eq!(l.code_page.decode(&encoded), line.text);
+        assert_eq!(shown.trim_start(), line.text.trim_start());
+    }
+}
+
+#[test]
+fn to_text_aligns_in_the_lines_effective_width() {
+    let line = |text: &str, size, align| Line { text: text.into(), size, bold: false, reverse: false, align };
+    let doc = Document {
+        lines: vec![
+            line("ab", Size::Normal, Align::Center),
+            line("ab", Size::Double, Align::Center),
+            line("ab", Size::DoubleWidth, Align::Right),
+            line("ab", Size::DoubleHeight, Align::Right),
+            line("", Size::Normal, Align::Center),
+            line("a\u{0}b\u{1b}", Size::Normal, Align::Left),
+        ],
+    };
+    let l = Layout::new(10);
+    assert_eq!(doc.to_text(&l), "    ab\n ab\n   ab\n        ab\n\nab\n");
+    assert_eq!(Document { lines: vec![] }.to_text(&l), "");
+    // Hand-made lines with control characters never leak them to the printer.
+    let bytes = doc.to_escpos(&l);
+    assert!(bytes.windows(3).any(|w| w == b"ab\n"));
+}
+
+#[test]
+fn layout_new_defaults() {
+    let l = Layout::new(32);
+    assert_eq!((l.width, l.code_page, l.restaurant_name.as_str()), (32, CodePage::Pc858, ""));
+    assert_eq!(l.time_zone, TimeZone::UTC);
+    // UTC: the pickup promise prints as 18:24.
+    assert!(render(&pickup(), ReceiptType::Kitchen, &l, None).to_text(&l).contains("18:24"));
+}
+
+#[test]
+fn wrapping_never_cuts_anything_off() {
+    let cp = CodePage::Pc858;
+    assert_eq!(wrap("aaa bbb ccc", cp, 7, 0, 0), ["aaa bbb", "ccc"]);
+    assert_eq!(wrap("abcdefghij", cp, 4, 0, 0), ["abcd", "efgh", "ij"]);
+    assert_eq!(wrap("3 x abcdefghij", cp, 8, 0, 4), ["3 x abcd", "    efgh", "    ij"]);
+    assert_eq!(wrap("3 x abc defg", cp, 8, 0, 4), ["3 x abc", "    defg"], "a word that fits a fresh line moves there");
+    assert_eq!(wrap("+ a b", cp, 5, 2, 4), ["  + a", "  b"], "indents are clamped to half the width");
+    assert_eq!(wrap("eins\n\n\nzwei\r\ndrei", cp, 20, 0, 0), ["eins", "zwei", "drei"]);
+    assert_eq!(wrap("  \n\t ", cp, 20, 0, 0), Vec::<String>::new());
+    assert_eq!(wrap("ab", cp, 0, 5, 5), ["a", "b"]);
+    assert_eq!(columns("Nam Tok", "78.00", cp, 16, 0, 0), ["Nam Tok    78.00"]);
+    assert_eq!(columns("aaaa bbbb cccc", "1.00", cp, 14, 0, 2), ["aaaa bbbb", "  cccc    1.00"]);
+    assert_eq!(columns("", "1.00", cp, 8, 0, 0), ["    1.00"]);
+    // An amount too long for a column gets its own right-aligned lines.
+    assert_eq!(columns("TOTAL", "CHF 132.00", cp, 12, 0, 0), ["TOTAL", "  CHF 132.00"]);
+    assert_eq!(columns("x", "123456", cp, 4, 0, 0), ["x", "1234", "  56"]);
+}
+
+#[test]
+fn text_is_made_printable() {
+    let cp = CodePage::Pc858;
+    assert_eq!(printable("Mu\u{308}ller Cafe\u{301}", cp), "Müller Café");
+    assert_eq!(printable("a\u{0}b\u{1b}c\u{7f}\td", cp), "abc d");
+    assert_eq!(printable("„Hi“ – ok…", cp), "\"Hi\" - ok...");
+    assert_eq!(printable("Pizza 🍕 👍🏽 ❤️", cp), "Pizza ? ? ?");
+    assert_eq!(printable("zero\u{200B}width\u{00AD}", cp), "zerowidth");
+    assert_eq!(printable("\u{308}x\u{301}", cp), "x");
+    assert_eq!(printable("中文", cp), "??");
+}
+
+#[test]
+fn hostile_input_never_panics_and_never_overflows() {
+    let long = "Ä".repeat(10_000);
+    let mut o = pickup();
+    o.number = "\u{0}1\u{1b}@0033\u{7}".into();
+    o.line_items[0].name = long.clone();
+    o.line_items[0].quantity = u32::MAX;
+    o.line_items[0].unit_price = "99999999999999999999".into();
+    o.line_items[0].line_total = String::new();
+    o.line_items[1].name = format!("{} Tom Yum", "x".repeat(5000));
+    o.line_items[1].modifiers = vec![modifier(&"G".repeat(300), &"\n".repeat(100), 7, "-0.5"), modifier("", "", 0, "")];
+    o.buyer_note = "\u{0}\n\r\t\u{1b}@\u{1d}V".repeat(100);
+    o.price_summary.as_mut().unwrap().currency = "\u{1b}\u{0}".repeat(10);
+    o.price_summary.as_mut().unwrap().total = "1".repeat(27);
+    o.fulfillment.as_mut().unwrap().promised_from = Some(prost_types::Timestamp { seconds: i64::MAX, nanos: -5 });
+    o.created_at = Some(prost_types::Timestamp { seconds: i64::MIN, nanos: i32::MAX });
+    for width in [48, 32, 24, 3, 1, 0] {
+        let l = layout(width);
+        for kind in KINDS {
+            let doc = render(&o, kind, &l, Some(&"KOPIE".repeat(50)));
+            if width > 0 {
+                assert_fits(&doc, &l);
+            }
+            let _ = doc.to_escpos(&l);
+            assert!(
+                squeezed(&doc).contains(&long) || kind == ReceiptType::Driver,
+                "{width} {kind:?}: the long name was cut off"
+            );
+            assert!(doc.to_text(&l).contains("@0033"));
+        }
+    }
+    let l = layout(48);
+    let kitchen = render(&o, ReceiptType::Kitchen, &l, None);
+    assert!(kitchen.lines.iter().any(|l| l.text.starts_with("4294967295 x ÄÄÄ")));
+    assert!(squeezed(&kitchen).contains("+GGGG"), "modifier group lost");
+}
+
+#[test]
+fn an_empty_order_still_renders() {
+    let l = layout(48);
+    for kind in KINDS {
+        let doc = render(&Order::default(), kind, &l, None);
+        assert!(doc.to_text(&l).contains("#?"));
+        let bytes = doc.to_escpos(&l);
+        assert!(bytes.ends_with(&[0x1D, 0x56, 0x42, 0x00]));
+    }
+    let driver = render(&Order::default(), ReceiptType::Driver, &l, None).to_text(&l);
+    assert!(driver.contains("CASH TO COLLECT"), "English without a language: {driver}");
+}
+
+#[test]
+fn times_fall_back_and_name_the_day_when_it_is_not_today() {
+    let l = layout(48);
+    let mut o = pickup();
+    o.fulfillment.as_mut().unwrap().promised_from = Some(ts("2025-09-26T10:00:00Z"));
+    assert!(render(&o, ReceiptType::Kitchen, &l, None).to_text(&l).contains("26.09.2025 12:00"));
+    o.fulfillment.as_mut().unwrap().promised_from = None;
+    assert!(render(&o, ReceiptType::Kitchen, &l, None).to_text(&l).contains("24.09.25 20:24"));
+    o.fulfillment.as_mut().unwrap().promised_text = String::new();
+    o.fulfillment.as_mut().unwrap().asap = true;
+    let t = render(&o, ReceiptType::Kitchen, &l, None).to_text(&l);
+    assert!(t.contains("SOFORT") && t.contains("Abholzeit:"), "{t}");
+}
+
+#[test]
+fn a_canceled_order_says_so() {
+    let mut o = pickup();
+    o.status = OrderStatus::Canceled as i32;
+    let l = layout(48);
+    for kind in KINDS {
+        let doc = render(&o, kind, &l, None);
+        assert!(doc.lines.iter().any(|l| l.text == "STORNIERT" && l.reverse), "{kind:?}");
+    }
+}
+
+/// Minimal LCG (Knuth's MMIX constants): reproducible pseudo-random input without a crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn string(&mut self) -> String {
+        const PIECES: &[&str] = &[
+            "Nam",
+            "Tok",
+            "Käse",
+            "Spätzle",
+            "Größe",
+            "ß",
+            "ü",
+            "€",
+            " ",
+            " ",
+            "  ",
+            "\n",
+            "\r\n",
+            "\t",
+            "\u{0}",
+            "\u{1b}",
+            "\u{1d}V",
+            "\u{7f}",
+            "😀",
+            "👍🏽",
+            "❤️",
+            "中",
+            "ก",
+            "e\u{301}",
+            "\u{308}",
+            "\u{200d}",
+            "…",
+            "–",
+            "\u{a0}",
+            "?",
+            "Donaudampfschifffahrtsgesellschaftskapitänsmütze",
+            "1",
+            "x",
+            "-",
+            ":",
+            "(",
+            "'",
+        ];
+        let n = self.below(12);
+        let mut s: String = (0..n).map(|_| PIECES[self.below(PIECES.len())]).collect();
+        if self.below(10) == 0 {
+            s.push_str(&"W".repeat(self.below(300)));
+        }
+        s
+    }
+
+    fn money(&mut self) -> String {
+        const MONEY: &[&str] = &["", "0", "0.00", "12.5", "-3.2", "132", "abc", "1e3", "99999999999999999999.99", ".5"];
+        MONEY[self.below(MONEY.len())].to_owned()
+    }
+}
+
+fn random_order(r: &mut Lcg) -> Order {
+    let items = (0..r.below(5))
+        .map(|_| LineItem {
+            id: r.string(),
+            name: r.string(),
+            quantity: [0, 1, 2, 17, u32::MAX][r.below(5)],
+            unit_price: r.money(),
+            line_total: r.money(),
+            modifiers: (0..r.below(4))
+                .map(|_| Modifier {
+                    group: r.string(),
+                    name: r.string(),
+                    quantity: r.below(4) as u32,
+                    price: r.money(),
+                })
+                .collect(),
+        })
+        .collect();
+    let fulfillment = (r.below(4) != 0).then(|| Fulfillment {
+        r#type: r.below(4) as i32,
+        title: r.string(),
+        address: (r.below(2) == 0).then(|| Address {
+            line1: r.string(),
+            line2: r.string(),
+            postal_code: r.string(),
+            city: r.string(),
+            ..Default::default()
+        }),
+        contact: (r.below(2) == 0).then(|| Contact {
+            first_name: r.string(),
+            last_name: r.string(),
+            phone: r.string(),
+            company: r.string(),
+            email: r.string(),
+        }),
+        promised_from: (r.below(2) == 0)
+            .then(|| prost_types::Timestamp { seconds: 1_758_738_240 + r.below(1_000_000) as i64, nanos: 0 }),
+        promised_to: (r.below(3) == 0)
+            .then(|| prost_types::Timestamp { seconds: 1_758_738_240 + r.below(1_000_000) as i64, nanos: 0 }),
+        promised_text: r.string(),
+        asap: r.below(2) == 0,
+        instructions: r.string(),
+    });
+    Order {
+        id: r.string(),
+        number: r.string(),
+        created_at: (r.below(2) == 0).then(|| prost_types::Timestamp { seconds: 1_758_736_405, nanos: 0 }),
+        status: r.below(7) as i32,
+        payment_status: r.below(11) as i32,
+        fulfillment,
+        line_items: items,
+        buyer_note: r.string(),
+        price_summary: (r.below(4) != 0).then(|| PriceSummary {
+            subtotal: r.money(),
+            discount: r.money(),
+            shipping: r.money(),
+            fees: r.money(),
+            tax: r.money(),
+            total: r.money(),
+            balance_due: r.money(),
+            currency: r.string(),
+            paid: r.money(),
+        }),
+        buyer_language: ["de", "en", "", "DE-ch", "ü"][r.below(5)].into(),
+        site_language: r.string(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pseudo_random_orders_always_fit_and_lose_no_text() {
+    let mut r = Lcg(0x5EED_0F_1337);
+    for round in 0..400 {
+        let order = random_order(&mut r);
+        let width = [48, 42, 32, 24][round % 4];
+        let mut l = layout(width);
+        l.code_page = if round % 3 == 0 { CodePage::Wpc1252 } else { CodePage::Pc858 };
+        l.restaurant_name = r.string();
+        let banner = (r.below(3) == 0).then(|| r.string());
+        for kind in KINDS {
+            let doc = render(&order, kind, &l, banner.as_deref());
+            assert_fits(&doc, &l);
+            let bytes = doc.to_escpos(&l);
+            assert!(bytes.starts_with(&[0x1B, 0x40, 0x1B, 0x74, l.code_page.escpos_table()]));
+            assert!(bytes.ends_with(&[0x1D, 0x56, 0x42, 0x00]));
+            let all = squeezed(&doc);
+            if kind != ReceiptType::Driver {
+                for item in &order.line_items {
+                    let name = squeeze(&item.name, l.code_page);
+                    assert!(all.contains(&name), "round {round}, {kind:?}: item name {name:?} cut off");
+                }
+            }
+            if kind != ReceiptType::Customer {
+                let note = squeeze(&order.buyer_note, l.code_page);
+                assert!(all.contains(&note), "round {round}, {kind:?}: note {note:?} cut off");
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Text shaping: arbitrary order text (names typed by customers, notes with line breaks,
+//! emoji, control characters) to what the printer can print, and word wrapping of that.
+//!
+//! Everything here works on the printable form, where one `char` is one printed column and
+//! one encoded byte; that is what makes "fits the width" checkable by counting chars.
+
+use wixprint_shared::codepage::{CodePage, transliterate};
+
+/// The printable form of `text` on `cp`: whitespace (line breaks and tabs included) becomes
+/// a space, control and invisible characters are dropped, decomposed accents are composed,
+/// characters the code page lacks are transliterated or become `?`.
+pub(crate) fn printable(text: &str, cp: CodePage) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(mut c) = chars.next() {
+        // Text from macOS/iOS can arrive decomposed ("u" + U+0308); the code pages only have
+        // the composed letter. A mark that does not compose is dropped: the base letter alone
+        // reads better than a `?` after it.
+        while let Some(&mark) = chars.peek() {
+            if !is_combining(mark) {
+                break;
+            }
+            chars.next();
+            if let Some(composed) = compose(c, mark) {
+                c = composed;
+            }
+        }
+        push_printable(&mut out, c, cp);
+    }
+    out
+}
+
+fn push_printable(out: &mut String, c: char, cp: CodePage) {
+    if c.is_whitespace() {
+        out.push(' ');
+    } else if c.is_control() || is_invisible(c) || is_combining(c) {
+        // Dropped: control bytes would be read as printer commands (NUL, ESC, GS ...).
+    } else if cp.can_encode(c) {
+        out.push(c);
+    } else if let Some(t) = transliterate(c) {
+        // Transliterations are ASCII, but check anyway: the invariant is one char per byte.
+        out.extend(t.chars().map(|t| if cp.can_encode(t) { t } else { '?' }));
+    } else {
+        out.push('?');
+    }
+}
+
+/// Characters with no glyph of their own (zero-width joiners, direction marks, variation
+/// selectors, emoji skin tones, soft hyphen): printing them as `?` would only add noise.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{FE00}'..='\u{FE0F}'
+        | '\u{FEFF}'
+        | '\u{1F3FB}'..='\u{1F3FF}'
+        | '\u{E0000}'..='\u{E007F}'
+        | '\u{E0100}'..='\u{E01EF}')
+}
+
+fn is_combining(c: char) -> bool {
+    matches!(c,
+        '\u{0300}'..='\u{036F}'
+        | '\u{1AB0}'..='\u{1AFF}'
+        | '\u{1DC0}'..='\u{1DFF}'
+        | '\u{20D0}'..='\u{20FF}'
+        | '\u{FE20}'..='\u{FE2F}')
+}
+
+/// The few compositions that matter for German/French/Spanish menus and names.
+fn compose(base: char, mark: char) -> Option<char> {
+    let (bases, composed) = match mark {
+        '\u{0308}' => ("aeiouyAEIOU", "äëïöüÿÄËÏÖÜ"),
+        '\u{0301}' => ("aeiouyAEIOUY", "áéíóúýÁÉÍÓÚÝ"),
+        '\u{0300}' => ("aeiouAEIOU", "àèìòùÀÈÌÒÙ"),
+        '\u{0302}' => ("aeiouAEIOU", "âêîôûÂÊÎÔÛ"),
+        '\u{0303}' => ("anoANO", "ãñõÃÑÕ"),
+        '\u{0327}' => ("cC", "çÇ"),
+        '\u{030A}' => ("aA", "åÅ"),
+        _ => return None,
+    };
+    let i = bases.chars().position(|b| b == base)?;
+    composed.chars().nth(i)
+}
+
+/// Breaks `text` into lines of at most `width` columns.
+///
+/// Words wrap; a word longer than a line is hard-broken (nothing is ever cut off). The first
+/// line starts with `first_indent` spaces, later ones with `cont_indent` (a hanging indent
+/// keeps "3 x Name" continuations under the name). Line breaks in the text start a new line;
+/// blank lines are dropped so a note full of newlines cannot waste paper. Returns no lines
+/// when the text has nothing printable.
+pub(crate) fn wrap(text: &str, cp: CodePage, width: usize, first_indent: usize, cont_indent: usize) -> Vec<String> {
+    let mut w = Wrapper::new(width, first_indent, cont_indent);
+    for paragraph in text.split(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}']) {
+        let paragraph = printable(paragraph, cp);
+        for word in paragraph.split(' ').filter(|w| !w.is_empty()) {
+            w.word(word);
+        }
+        w.end_line();
+    }
+    w.lines
+}
+
+/// Two columns: `left` wraps in a column that leaves room for `right`, and `right` sits
+/// right-aligned on the last line of `left` (amounts line up under each other). When `right`
+/// is too long for that, `left` takes the full width and `right` follows on its own
+/// right-aligned line(s).
+pub(crate) fn columns(
+    left: &str,
+    right: &str,
+    cp: CodePage,
+    width: usize,
+    first_indent: usize,
+    cont_indent: usize,
+) -> Vec<String> {
+    let width = width.max(1);
+    let right = printable(right, cp);
+    let right = right.trim();
+    let rlen = right.chars().count();
+    if rlen == 0 {
+        return wrap(left, cp, width, first_indent, cont_indent);
+    }
+    let left_width = width.saturating_sub(rlen + 1);
+    if left_width >= width / 2 && left_width > 0 {
+        let mut lines = wrap(left, cp, left_width, first_indent, cont_indent);
+        let last = lines.pop().unwrap_or_default();
+        let pad = width - last.chars().count() - rlen;
+        lines.push(format!("{last}{}{right}", " ".repeat(pad)));
+        return lines;
+    }
+    let mut lines = wrap(left, cp, width, first_indent, cont_indent);
+    for chunk in wrap(right, cp, width, 0, 0) {
+        let pad = width - chunk.chars().count();
+        lines.push(format!("{}{chunk}", " ".repeat(pad)));
+    }
+    lines
+}
+
+/// Greedy line filler behind [`wrap`].
+struct Wrapper {
+    width: usize,
+    first_indent: usize,
+    cont_indent: usize,
+    lines: Vec<String>,
+    line: String,
+    /// Columns used on `line`, indent included.
+    used: usize,
+    has_words: bool,
+}
+
+impl Wrapper {
+    fn new(width: usize, first_indent: usize, cont_indent: usize) -> Wrapper {
+        let width = width.max(1);
+        // An indent may take at most half the line, so even narrow double-width lines keep
+        // room for text and hard-breaking always makes progress.
+        let clamp = |i: usize| i.min(width / 2);
+        let mut w = Wrapper {
+            width,
+            first_indent: clamp(first_indent),
+            cont_indent: clamp(cont_indent),
+            lines: Vec::new(),
+            line: String::new(),
+            used: 0,
+            has_words: false,
+        };
+        w.start_line();
+        w
+    }
+
+    fn start_line(&mut self) {
+        let indent = if self.lines.is_empty() { self.first_indent } else { self.cont_indent };
+        self.line = " ".repeat(indent);
+        self.used = indent;
+        self.has_words = false;
+    }
+
+    fn end_line(&mut self) {
+        if self.has_words {
+            let line = std::mem::take(&mut self.line);
+            self.lines.push(line);
+            self.start_line();
+        }
+    }
+
+    fn word(&mut self, word: &str) {
+        let len = word.chars().count();
+        if self.has_words {
+            let fits_here = self.used + 1 + len <= self.width;
+            // A word longer than any line is broken anyway: start it right here instead of
+            // leaving the rest of this line empty (keeps "3 x" next to the name).
+            let fits_nowhere = self.cont_indent + len > self.width;
+            if fits_here || (fits_nowhere && self.used + 2 <= self.width) {
+                self.line.push(' ');
+                self.used += 1;
+            } else {
+                self.end_line();
+            }
+        }
+        let mut rest = word;
+        let mut rest_len = len;
+        // Hard-break what does not fit. `width - used` is at least 1 here (indents are
+        // clamped to half the width, a space is only added with room after it), so every
+        // round consumes characters.
+        while self.used + rest_len > self.width {
+            let take = self.width - self.used;
+            let split = rest.char_indices().nth(take).map_or(rest.len(), |(i, _)| i);
+            self.line.push_str(&rest[..split]);
+            self.has_words = true;
+            self.end_line();
+            rest = &rest[split..];
+            rest_len -= take;
+        }
+        if rest_len > 0 {
+            self.line.push_str(rest);
+            self.used += rest_len;
+            self.has_words = true;
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! gRPC services of wix-print: `PrintService.SubmitOrder` (the durable path from wix-ingest)
+//! and `PrintAdmin` (what an operator asks with grpcurl).
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use wixprint_shared::proto::print::print_admin_server::PrintAdmin;
+use wixprint_shared::proto::print::print_service_server::PrintService;
+use wixprint_shared::proto::print::*;
+
+use crate::dispatcher::render_job;
+use crate::printer::Monitor;
+use crate::receipt::Layout;
+use crate::store::{QueuePolicy, Store};
+
+fn internal(e: anyhow::Error) -> Status {
+    tracing::error!(error = format!("{e:#}"), "request failed");
+    Status::unavailable(format!("{e:#}"))
+}
+
+pub struct Printing {
+    pub store: Store,
+    pub policy: QueuePolicy,
+    pub wake: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl PrintService for Printing {
+    async fn submit_order(&self, req: Request<SubmitOrderRequest>) -> Result<Response<SubmitOrderResponse>, Status> {
+        let SubmitOrderRequest { order, version } = req.into_inner();
+        let Some(order) = order else {
+            return Err(Status::invalid_argument("order is required"));
+        };
+        if order.id.trim().is_empty() {
+            return Err(Status::invalid_argument("order.id is required"));
+        }
+        if version < 1 {
+            return Err(Status::invalid_argument(format!("version must be >= 1, got {version}")));
+        }
+        let order_id = order.id.clone();
+        let resp = self.store.submit(order, version, self.policy.clone()).await.map_err(internal)?;
+        if !resp.job_ids.is_empty() {
+            self.wake.notify_one();
+        }
+        tracing::info!(%order_id, version, disposition = ?Disposition::try_from(resp.disposition).unwrap_or_default(),
+            duplicate = resp.duplicate, jobs = resp.job_ids.len(), "order version received");
+        Ok(Response::new(resp))
+    }
+}
+
+pub struct Admin {
+    pub store: Store,
+    pub monitor: Monitor,
+    pub layout: Arc<Layout>,
+    pub started_ms: i64,
+}
+
+#[tonic::async_trait]
+impl PrintAdmin for Admin {
+    async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
+        let counts = self.store.counts().await.map_err(internal)?;
+        let (orders, order_versions) = self.store.order_counts().await.map_err(internal)?;
+        let last_printed = self.store.last_printed().await.map_err(internal)?;
+        let p = self.monitor.get();
+        Ok(Response::new(GetStatusResponse {
+            jobs: counts.into_iter().map(|(s, count)| StateCount { state: s.to_proto() as i32, count }).collect(),
+            printers: vec![PrinterStatus {
+                name: p.name,
+                url: p.url,
+                state: p.state.as_str().to_owned(),
+                detail: p.detail,
+                since: Some(wixprint_shared::time::timestamp_from_ms(p.since_ms)),
+                last_checked: wixprint_shared::time::opt_timestamp(Some(p.last_checked_ms)),
+                checks: p.checks,
+            }],
+            last_printed,
+            orders,
+            order_versions,
+            version: wixprint_shared::VERSION.to_owned(),
+            started_at: Some(wixprint_shared::time::timestamp_from_ms(self.started_ms)),
+        }))
+    }
+
+    async fn list_jobs(&self, req: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+        let req = req.into_inner();
+        let state = match JobState::try_from(req.state) {
+            Ok(JobState::Unspecified) => None,
+            Ok(s) => crate::store::JobState::from_proto(s),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown job state {}", req.state))),
+        };
+        let limit = match req.limit {
+            0 => 100,
+            n if n > 1000 => return Err(Status::invalid_argument("limit must be at most 1000")),
+            n => n,
+        };
+        let order_id = Some(req.order_id).filter(|s| !s.is_empty());
+        let jobs = self.store.list_jobs(state, order_id, limit).await.map_err(internal)?;
+        Ok(Response::new(ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
+        let id = req.into_inner().id;
+        let Some((job, order, transitions)) = self.store.get_job(id).await.map_err(internal)? else {
+            return Err(Status::not_found(format!("no job with id {id}")));
+        };
+        let receipt_type = ReceiptType::try_from(job.receipt_type).unwrap_or(ReceiptType::Unspecified);
+        let text = render_job(&order, receipt_type, job.reprint, &self.layout).to_text(&self.layout);
+        Ok(Response::new(GetJobResponse { job: Some(job), text, transitions }))
+    }
+}

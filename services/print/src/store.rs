@@ -1,0 +1,512 @@
+//! The print database: orders and their versions as received, and the print queue.
+//!
+//! Invariants:
+//! - (order id, version) is recorded once; a repeat returns the stored answer.
+//! - A job's fingerprint (order id, kind, receipt type, copy) is UNIQUE: one receipt set per
+//!   order, whatever arrives twice.
+//! - Every state change is one committed transaction with a `job_transitions` row, written
+//!   before the side effect it announces (see the dispatcher).
+//!
+//! All SQL of wix-print lives here.
+
+use anyhow::Context;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use wixprint_shared::db::Db;
+use wixprint_shared::proto::order::{Order, OrderStatus};
+use wixprint_shared::proto::print::{self as api, Disposition, ReceiptType, SubmitOrderResponse};
+use wixprint_shared::time::{now_ms, opt_timestamp};
+
+pub static MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE orders (
+    order_id        TEXT PRIMARY KEY,
+    number          TEXT NOT NULL,
+    latest_version  INTEGER NOT NULL,
+    status          INTEGER NOT NULL,
+    set_version     INTEGER,
+    received_ms     INTEGER NOT NULL
+);
+CREATE TABLE order_versions (
+    order_id     TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    disposition  INTEGER NOT NULL,
+    job_ids      TEXT NOT NULL,
+    order_pb     BLOB NOT NULL,
+    PRIMARY KEY (order_id, version)
+);
+CREATE TABLE jobs (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    order_id        TEXT NOT NULL,
+    order_number    TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    kind            TEXT NOT NULL DEFAULT 'ticket',
+    receipt_type    INTEGER NOT NULL,
+    copy            INTEGER NOT NULL DEFAULT 1,
+    state           TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    order_time_ms   INTEGER NOT NULL,
+    type_rank       INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    reprint         INTEGER NOT NULL DEFAULT 0,
+    printer         TEXT NOT NULL,
+    confirm_id      TEXT,
+    last_error      TEXT,
+    created_ms      INTEGER NOT NULL,
+    updated_ms      INTEGER NOT NULL,
+    printed_ms      INTEGER,
+    UNIQUE (order_id, kind, receipt_type, copy)
+);
+CREATE INDEX jobs_ready ON jobs (state, priority, order_time_ms, type_rank, id);
+CREATE TABLE job_transitions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     INTEGER NOT NULL REFERENCES jobs(id),
+    from_state TEXT NOT NULL,
+    to_state   TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL,
+    detail     TEXT NOT NULL
+);
+CREATE INDEX job_transitions_job ON job_transitions (job_id, id);
+"#];
+
+/// Job lifecycle (design §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Sending,
+    AwaitingConfirm,
+    Printed,
+    Uncertain,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Sending,
+        JobState::AwaitingConfirm,
+        JobState::Printed,
+        JobState::Uncertain,
+        JobState::Failed,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Sending => "sending",
+            JobState::AwaitingConfirm => "awaiting_confirm",
+            JobState::Printed => "printed",
+            JobState::Uncertain => "uncertain",
+            JobState::Failed => "failed",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn to_proto(self) -> api::JobState {
+        match self {
+            JobState::Queued => api::JobState::Queued,
+            JobState::Sending => api::JobState::Sending,
+            JobState::AwaitingConfirm => api::JobState::AwaitingConfirm,
+            JobState::Printed => api::JobState::Printed,
+            JobState::Uncertain => api::JobState::Uncertain,
+            JobState::Failed => api::JobState::Failed,
+            JobState::Dead => api::JobState::Dead,
+            JobState::Cancelled => api::JobState::Cancelled,
+        }
+    }
+
+    pub fn from_proto(s: api::JobState) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.to_proto() == s)
+    }
+}
+
+/// Queue position of a receipt type: priority first (lower prints first), then order time,
+/// then kitchen → driver → customer.
+fn priority_and_rank(t: ReceiptType) -> (i32, i32) {
+    match t {
+        ReceiptType::Kitchen => (1, 1),
+        ReceiptType::Driver => (2, 2),
+        ReceiptType::Customer => (3, 3),
+        ReceiptType::Unspecified => (3, 4),
+    }
+}
+
+/// A job ready to print, with the order version it renders.
+#[derive(Debug, Clone)]
+pub struct ReadyJob {
+    pub id: i64,
+    pub state: JobState,
+    pub receipt_type: ReceiptType,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub reprint: bool,
+    pub order: Order,
+}
+
+/// Per-job queue settings from config.
+#[derive(Debug, Clone)]
+pub struct QueuePolicy {
+    pub receipt_types: Vec<ReceiptType>,
+    pub max_attempts: u32,
+    pub printer: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    pub fn open(path: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(Self { db: Db::open(path, MIGRATIONS)? })
+    }
+
+    /// Records an order version and, for the first approved version, creates its receipt set,
+    /// all in one transaction. A repeat of (order id, version) changes nothing and returns the
+    /// stored answer.
+    pub async fn submit(&self, order: Order, version: i64, policy: QueuePolicy) -> anyhow::Result<SubmitOrderResponse> {
+        self.db
+            .write(move |tx| {
+                let seen: Option<(i32, String)> = tx
+                    .query_row(
+                        "SELECT disposition, job_ids FROM order_versions WHERE order_id = ?1 AND version = ?2",
+                        params![order.id, version],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((disposition, job_ids)) = seen {
+                    return Ok(SubmitOrderResponse { disposition, job_ids: parse_ids(&job_ids), duplicate: true });
+                }
+                let now = now_ms();
+                let set_version: Option<Option<i64>> = tx
+                    .query_row("SELECT set_version FROM orders WHERE order_id = ?1", params![order.id], |r| r.get(0))
+                    .optional()?;
+                let approved = order.status == OrderStatus::Approved as i32;
+                let mut job_ids = Vec::new();
+                let disposition = match (set_version.flatten(), approved) {
+                    (Some(_), _) => Disposition::AlreadyQueued,
+                    (None, false) => Disposition::NotPrintable,
+                    (None, true) => {
+                        let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
+                        for &t in &policy.receipt_types {
+                            let (priority, rank) = priority_and_rank(t);
+                            tx.execute(
+                                "INSERT INTO jobs (order_id, order_number, version, receipt_type, copy, state, priority, order_time_ms,
+                                    type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
+                                 VALUES (?1, ?2, ?3, ?4, 1, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?9)",
+                                params![order.id, order.number, version, t as i32, priority, order_time, rank, policy.max_attempts, now, policy.printer],
+                            )?;
+                            let id = tx.last_insert_rowid();
+                            insert_transition(&tx, id, "", JobState::Queued, &format!("order {} version {version}", order.number))?;
+                            job_ids.push(id);
+                        }
+                        Disposition::Queued
+                    }
+                };
+                let ids_text = job_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                tx.execute(
+                    "INSERT INTO order_versions (order_id, version, received_ms, disposition, job_ids, order_pb) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![order.id, version, now, disposition as i32, ids_text, order.encode_to_vec()],
+                )?;
+                let set_now = (disposition == Disposition::Queued).then_some(version);
+                tx.execute(
+                    "INSERT INTO orders (order_id, number, latest_version, status, set_version, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(order_id) DO UPDATE SET
+                        number = CASE WHEN excluded.latest_version > latest_version THEN excluded.number ELSE number END,
+                        status = CASE WHEN excluded.latest_version > latest_version THEN excluded.status ELSE status END,
+                        latest_version = max(latest_version, excluded.latest_version),
+                        set_version = coalesce(set_version, excluded.set_version)",
+                    params![order.id, order.number, version, order.status, set_now, now],
+                )?;
+                Ok(SubmitOrderResponse { disposition: disposition as i32, job_ids, duplicate: false })
+            })
+            .await
+    }
+
+    /// Start-up: a job caught in `sending` or `awaiting_confirm` may or may not be on paper.
+    /// It becomes `uncertain` and is reprinted with the KOPIE banner.
+    pub async fn mark_interrupted_uncertain(&self) -> anyhow::Result<u64> {
+        self.db
+            .write(|tx| {
+                let ids: Vec<(i64, String)> = {
+                    let mut stmt = tx.prepare("SELECT id, state FROM jobs WHERE state IN ('sending', 'awaiting_confirm')")?;
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+                };
+                let now = now_ms();
+                for (id, from) in &ids {
+                    tx.execute(
+                        "UPDATE jobs SET state = 'uncertain', reprint = 1, next_attempt_ms = ?2, updated_ms = ?2,
+                           last_error = 'interrupted by a restart before the printer confirmed' WHERE id = ?1",
+                        params![id, now],
+                    )?;
+                    insert_transition(&tx, *id, from, JobState::Uncertain, "found after restart; will reprint with banner")?;
+                }
+                Ok(ids.len() as u64)
+            })
+            .await
+    }
+
+    /// The next job to print, by priority, order time, receipt type.
+    pub async fn next_ready_job(&self) -> anyhow::Result<Option<ReadyJob>> {
+        self.db
+            .call(|conn| {
+                let row = conn
+                    .query_row(
+                        "SELECT j.id, j.state, j.receipt_type, j.attempts, j.max_attempts, j.reprint, v.order_pb
+                         FROM jobs j JOIN order_versions v ON v.order_id = j.order_id AND v.version = j.version
+                         WHERE j.state IN ('queued', 'uncertain', 'failed') AND j.next_attempt_ms <= ?1
+                         ORDER BY j.priority, j.order_time_ms, j.type_rank, j.id LIMIT 1",
+                        params![now_ms()],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, i32>(2)?,
+                                r.get::<_, u32>(3)?,
+                                r.get::<_, u32>(4)?,
+                                r.get::<_, bool>(5)?,
+                                r.get::<_, Vec<u8>>(6)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((id, state, rt, attempts, max_attempts, reprint, pb)) = row else {
+                    return Ok(None);
+                };
+                Ok(Some(ReadyJob {
+                    id,
+                    state: JobState::parse(&state).context("unknown job state in database")?,
+                    receipt_type: ReceiptType::try_from(rt).unwrap_or(ReceiptType::Unspecified),
+                    attempts,
+                    max_attempts,
+                    reprint,
+                    order: Order::decode(pb.as_slice()).with_context(|| format!("job {id}: stored order is undecodable"))?,
+                }))
+            })
+            .await
+    }
+
+    /// Earliest time a waiting job becomes due, if any job waits.
+    pub async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
+        self.db
+            .call(|conn| {
+                Ok(conn.query_row(
+                    "SELECT min(next_attempt_ms) FROM jobs WHERE state IN ('queued', 'uncertain', 'failed')",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+    }
+
+    /// `queued|uncertain|failed → sending`: one attempt used; committed before any byte goes out.
+    pub async fn mark_sending(&self, id: i64, from: JobState, confirm_id: String) -> anyhow::Result<()> {
+        self.transition(id, from, JobState::Sending, format!("attempt with process id {confirm_id}"), move |tx, now| {
+            tx.execute(
+                "UPDATE jobs SET state = 'sending', attempts = attempts + 1, confirm_id = ?2, updated_ms = ?3 WHERE id = ?1",
+                params![id, confirm_id, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `sending → awaiting_confirm`: the bytes are out.
+    pub async fn mark_awaiting_confirm(&self, id: i64) -> anyhow::Result<()> {
+        self.transition(id, JobState::Sending, JobState::AwaitingConfirm, "sent; waiting for the printer".into(), move |tx, now| {
+            tx.execute("UPDATE jobs SET state = 'awaiting_confirm', updated_ms = ?2 WHERE id = ?1", params![id, now])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `awaiting_confirm → printed`: the printer said so.
+    pub async fn mark_printed(&self, id: i64) -> anyhow::Result<()> {
+        self.transition(id, JobState::AwaitingConfirm, JobState::Printed, "confirmed by the printer".into(), move |tx, now| {
+            tx.execute(
+                "UPDATE jobs SET state = 'printed', printed_ms = ?2, updated_ms = ?2, last_error = NULL WHERE id = ?1",
+                params![id, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `sending|awaiting_confirm → uncertain` (reprint with banner), or `dead` when the attempts
+    /// are used up.
+    pub async fn mark_uncertain(&self, id: i64, from: JobState, detail: String, retry_at_ms: i64) -> anyhow::Result<JobState> {
+        self.db
+            .write(move |tx| {
+                let (attempts, max): (u32, u32) =
+                    tx.query_row("SELECT attempts, max_attempts FROM jobs WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let to = if attempts >= max { JobState::Dead } else { JobState::Uncertain };
+                let now = now_ms();
+                tx.execute(
+                    "UPDATE jobs SET state = ?2, reprint = 1, last_error = ?3, next_attempt_ms = ?4, updated_ms = ?5 WHERE id = ?1",
+                    params![id, to.as_str(), detail, retry_at_ms, now],
+                )?;
+                insert_transition(&tx, id, from.as_str(), to, &detail)?;
+                Ok(to)
+            })
+            .await
+    }
+
+    /// `sending → previous state`: nothing reached the printer (it went away between the
+    /// status check and the send), so the attempt is given back. Waiting is not failing.
+    pub async fn release_unsent(&self, id: i64, back_to: JobState, detail: String) -> anyhow::Result<()> {
+        self.transition(id, JobState::Sending, back_to, detail.clone(), move |tx, now| {
+            tx.execute(
+                "UPDATE jobs SET state = ?2, attempts = max(attempts - 1, 0), last_error = ?3, updated_ms = ?4 WHERE id = ?1",
+                params![id, back_to.as_str(), detail, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn transition(
+        &self,
+        id: i64,
+        from: JobState,
+        to: JobState,
+        detail: String,
+        update: impl FnOnce(&Connection, i64) -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.db
+            .write(move |tx| {
+                let current: String = tx.query_row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
+                if current != from.as_str() {
+                    anyhow::bail!("job {id}: expected state {} but found {current}", from.as_str());
+                }
+                update(&tx, now_ms())?;
+                insert_transition(&tx, id, from.as_str(), to, &detail)?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn counts(&self) -> anyhow::Result<Vec<(JobState, u64)>> {
+        self.db
+            .call(|conn| {
+                let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")?;
+                let rows: Vec<(String, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                Ok(JobState::ALL
+                    .into_iter()
+                    .map(|s| (s, rows.iter().find(|(n, _)| n == s.as_str()).map(|(_, c)| *c as u64).unwrap_or(0)))
+                    .collect())
+            })
+            .await
+    }
+
+    pub async fn order_counts(&self) -> anyhow::Result<(u64, u64)> {
+        self.db
+            .call(|conn| {
+                let orders: i64 = conn.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
+                let versions: i64 = conn.query_row("SELECT count(*) FROM order_versions", [], |r| r.get(0))?;
+                Ok((orders as u64, versions as u64))
+            })
+            .await
+    }
+
+    pub async fn list_jobs(&self, state: Option<JobState>, order_id: Option<String>, limit: u32) -> anyhow::Result<Vec<api::Job>> {
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{JOB_SQL} WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR order_id = ?2) ORDER BY id LIMIT ?3"
+                ))?;
+                let jobs = stmt
+                    .query_map(params![state.map(|s| s.as_str()), order_id, limit], job_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(jobs)
+            })
+            .await
+    }
+
+    pub async fn last_printed(&self) -> anyhow::Result<Option<api::Job>> {
+        self.db
+            .call(|conn| {
+                Ok(conn
+                    .query_row(&format!("{JOB_SQL} WHERE state = 'printed' ORDER BY printed_ms DESC, id DESC LIMIT 1"), [], job_from_row)
+                    .optional()?)
+            })
+            .await
+    }
+
+    /// A job, its order version and its transitions.
+    pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(api::Job, Order, Vec<api::JobTransition>)>> {
+        self.db
+            .call(move |conn| {
+                let Some(job) = conn.query_row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_from_row).optional()? else {
+                    return Ok(None);
+                };
+                let order = load_order(conn, &job.order_id, job.version)?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT from_state, to_state, at_ms, detail FROM job_transitions WHERE job_id = ?1 ORDER BY id")?;
+                let transitions = stmt
+                    .query_map(params![id], |r| {
+                        Ok(api::JobTransition { from_state: r.get(0)?, to_state: r.get(1)?, at: opt_timestamp(r.get(2)?), detail: r.get(3)? })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Some((job, order, transitions)))
+            })
+            .await
+    }
+}
+
+fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result<Order> {
+    let pb: Vec<u8> = conn.query_row(
+        "SELECT order_pb FROM order_versions WHERE order_id = ?1 AND version = ?2",
+        params![order_id, version],
+        |r| r.get(0),
+    )?;
+    Order::decode(pb.as_slice()).context("stored order is undecodable")
+}
+
+const JOB_SQL: &str = "SELECT id, order_id, order_number, version, receipt_type, copy, state, attempts, priority, reprint, printer,
+    last_error, created_ms, updated_ms, printed_ms, next_attempt_ms FROM jobs";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::Job> {
+    let state: String = r.get(6)?;
+    Ok(api::Job {
+        id: r.get(0)?,
+        order_id: r.get(1)?,
+        order_number: r.get(2)?,
+        version: r.get(3)?,
+        receipt_type: r.get(4)?,
+        copy: r.get(5)?,
+        state: JobState::parse(&state).map(|s| s.to_proto()).unwrap_or(api::JobState::Unspecified) as i32,
+        attempts: r.get(7)?,
+        priority: r.get(8)?,
+        reprint: r.get(9)?,
+        printer: r.get(10)?,
+        last_error: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+        created_at: opt_timestamp(r.get(12)?),
+        updated_at: opt_timestamp(r.get(13)?),
+        printed_at: opt_timestamp(r.get(14)?),
+        next_attempt_at: opt_timestamp(r.get(15)?),
+    })
+}
+
+fn insert_transition(tx: &Connection, id: i64, from: &str, to: JobState, detail: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO job_transitions (job_id, from_state, to_state, at_ms, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, from, to.as_str(), now_ms(), detail],
+    )?;
+    Ok(())
+}
+
+fn parse_ids(s: &str) -> Vec<i64> {
+    s.split(',').filter_map(|p| p.parse().ok()).collect()
+}

@@ -1,0 +1,313 @@
+//! Starts the real `wix-ingest` and `wix-print` binaries on 127.0.0.1 with temporary state,
+//! the printer simulator, and a generated webhook key, and gives tests typed handles.
+//!
+//! Readiness is the services' own `READY=1` systemd notification, received on a socket the
+//! harness passes as `NOTIFY_SOCKET`: no sleeping, no guessing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::UnixDatagram;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+use wixprint_shared::proto::ingest::ingest_admin_client::IngestAdminClient;
+use wixprint_shared::proto::print::print_admin_client::PrintAdminClient;
+use wixprint_shared::proto::print::{self as papi, JobState};
+
+use crate::sim::PrinterSim;
+use crate::webhook::KeyPair;
+
+/// Directory holding the workspace binaries (`target/debug` or `target/release`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+pub fn bin_path(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the services bind it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// One service process with its environment, restartable.
+pub struct Service {
+    pub name: &'static str,
+    binary: PathBuf,
+    env: BTreeMap<String, String>,
+    dir: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Service {
+    pub fn new(name: &'static str, dir: &Path, env: BTreeMap<String, String>) -> Self {
+        Self { name, binary: bin_path(name), env, dir: dir.to_owned(), child: None, starts: 0 }
+    }
+
+    pub fn set_env(&mut self, k: &str, v: impl Into<String>) {
+        self.env.insert(k.to_owned(), v.into());
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.name))
+    }
+
+    /// The service's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Starts the process and waits for its READY=1.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.binary.exists(), "{} not found: build the workspace binaries first (cargo build --workspace)", self.binary.display());
+        self.starts += 1;
+        let sock_path = self.dir.join(format!("{}-notify-{}.sock", self.name, self.starts));
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = UnixDatagram::bind(&sock_path).context("binding the notify socket")?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
+        let mut cmd = Command::new(&self.binary);
+        cmd.envs(&self.env)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("RUST_LOG", self.env.get("RUST_LOG").cloned().unwrap_or_else(|| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("spawning {}", self.binary.display()))?;
+        let mut buf = vec![0u8; 4096];
+        let ready = async {
+            loop {
+                let n = sock.recv(&mut buf).await?;
+                if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+                    return anyhow::Ok(());
+                }
+            }
+        };
+        tokio::select! {
+            r = ready => r?,
+            status = child.wait() => bail!("{} exited before it was ready ({:?}):\n{}", self.name, status?, self.log()),
+            _ = tokio::time::sleep(Duration::from_secs(60)) => bail!("{} not ready within 60 s:\n{}", self.name, self.log()),
+        }
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no drain, no goodbye (a crash or power loss of the process).
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+            let _ = c.wait().await;
+        }
+    }
+
+    /// SIGTERM, then waits for the exit; returns how long it took and the exit status.
+    pub async fn terminate(&mut self) -> anyhow::Result<(Duration, std::process::ExitStatus)> {
+        let mut c = self.child.take().context("not running")?;
+        let pid = c.id().context("no pid")?;
+        let started = std::time::Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)?;
+        let status = tokio::time::timeout(Duration::from_secs(30), c.wait()).await.context("did not exit within 30 s")??;
+        Ok((started.elapsed(), status))
+    }
+}
+
+/// Options for [`Stack::start`].
+#[derive(Default)]
+pub struct StackOptions {
+    /// Extra environment for wix-print.
+    pub print_env: Vec<(String, String)>,
+    /// Extra environment for wix-ingest.
+    pub ingest_env: Vec<(String, String)>,
+    /// Leave wix-print stopped (start it later with `stack.print.start()`).
+    pub print_stopped: bool,
+}
+
+impl StackOptions {
+    pub fn print_env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.print_env.push((k.into(), v.into()));
+        self
+    }
+    pub fn ingest_env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.ingest_env.push((k.into(), v.into()));
+        self
+    }
+    pub fn print_stopped(mut self) -> Self {
+        self.print_stopped = true;
+        self
+    }
+}
+
+/// Both services, the simulator and a webhook key, in one temp dir.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub sim: PrinterSim,
+    pub keys: &'static KeyPair,
+    pub ingest: Service,
+    pub print: Service,
+    pub http_url: String,
+    pub ingest_grpc: String,
+    pub print_grpc: String,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+        let dir = tempfile::tempdir()?;
+        let keys = KeyPair::shared();
+        let key_file = dir.path().join("wix-public.pem");
+        std::fs::write(&key_file, &keys.public_pem)?;
+        let sim = PrinterSim::start("127.0.0.1:0").await?;
+        let (http_port, ingest_port, print_port) = (free_port(), free_port(), free_port());
+        let print_grpc = format!("127.0.0.1:{print_port}");
+        let ingest_grpc = format!("127.0.0.1:{ingest_port}");
+
+        let mut penv = BTreeMap::new();
+        penv.insert("PRINT_GRPC_ADDR".into(), print_grpc.clone());
+        penv.insert("PRINT_DB_PATH".into(), dir.path().join("print.db").display().to_string());
+        penv.insert("PRINTER_URL".into(), sim.url());
+        penv.insert("PRINT_TIME_ZONE".into(), "Europe/Zurich".into());
+        penv.insert("PRINT_OFFLINE_POLL_MS".into(), "100".into());
+        penv.insert("PRINT_STATUS_TIMEOUT_MS".into(), "500".into());
+        penv.insert("PRINT_RETRY_BACKOFF_MIN_MS".into(), "50".into());
+        penv.insert("PRINT_RETRY_BACKOFF_MAX_MS".into(), "500".into());
+        penv.extend(opts.print_env);
+        let mut ienv = BTreeMap::new();
+        ienv.insert("INGEST_HTTP_ADDR".into(), format!("127.0.0.1:{http_port}"));
+        ienv.insert("INGEST_GRPC_ADDR".into(), ingest_grpc.clone());
+        ienv.insert("INGEST_DB_PATH".into(), dir.path().join("ingest.db").display().to_string());
+        ienv.insert("WIX_WEBHOOK_PUBLIC_KEY_FILE".into(), key_file.display().to_string());
+        ienv.insert("PRINT_SERVICE_URL".into(), format!("http://{print_grpc}"));
+        ienv.insert("INGEST_OUTBOX_BACKOFF_MIN_MS".into(), "50".into());
+        ienv.insert("INGEST_OUTBOX_BACKOFF_MAX_MS".into(), "500".into());
+        ienv.extend(opts.ingest_env);
+
+        let mut print = Service::new("wix-print", dir.path(), penv);
+        let mut ingest = Service::new("wix-ingest", dir.path(), ienv);
+        if !opts.print_stopped {
+            print.start().await?;
+        }
+        ingest.start().await?;
+        Ok(Stack {
+            dir,
+            sim,
+            keys,
+            ingest,
+            print,
+            http_url: format!("http://127.0.0.1:{http_port}"),
+            ingest_grpc,
+            print_grpc,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// POSTs a raw body to the webhook endpoint; returns the status code and body text.
+    pub async fn post_webhook(&self, body: impl Into<reqwest::Body>) -> anyhow::Result<(u16, String)> {
+        self.poster().post(body).await
+    }
+
+    /// A cheap, cloneable, `'static` handle for posting webhooks from spawned tasks.
+    pub fn poster(&self) -> WebhookPoster {
+        WebhookPoster { client: self.http.clone(), url: format!("{}/webhooks/wix", self.http_url) }
+    }
+
+    /// Signs an inner event with the stack's key and posts it; fails unless Wix would get 200.
+    pub async fn send_event(&self, event: &serde_json::Value) -> anyhow::Result<String> {
+        let (status, body) = self.post_webhook(self.keys.sign_event(event)).await?;
+        anyhow::ensure!(status == 200, "webhook answered {status}: {body}");
+        Ok(body)
+    }
+
+    pub async fn print_admin(&self) -> anyhow::Result<PrintAdminClient<Channel>> {
+        Ok(PrintAdminClient::connect(format!("http://{}", self.print_grpc)).await?)
+    }
+
+    pub async fn ingest_admin(&self) -> anyhow::Result<IngestAdminClient<Channel>> {
+        Ok(IngestAdminClient::connect(format!("http://{}", self.ingest_grpc)).await?)
+    }
+
+    /// Jobs in wix-print (all states).
+    pub async fn jobs(&self) -> anyhow::Result<Vec<papi::Job>> {
+        let mut c = self.print_admin().await?;
+        Ok(c.list_jobs(papi::ListJobsRequest { limit: 1000, ..Default::default() }).await?.into_inner().jobs)
+    }
+
+    /// Waits until every job is printed and ingest's outbox is empty: the pipeline is quiet.
+    pub async fn wait_quiet(&self, timeout: Duration) -> anyhow::Result<()> {
+        let ingest = self.ingest_admin().await?;
+        let print = self.print_admin().await?;
+        wait_until(timeout, "pipeline quiet", || {
+            let (mut ingest, mut print) = (ingest.clone(), print.clone());
+            async move {
+                let st = ingest.get_status(wixprint_shared::proto::ingest::GetStatusRequest {}).await?.into_inner();
+                if st.outbox_pending > 0 {
+                    return Ok(false);
+                }
+                let ps = print.get_status(papi::GetStatusRequest {}).await?.into_inner();
+                Ok(ps.jobs.iter().all(|c| c.count == 0 || matches!(JobState::try_from(c.state), Ok(JobState::Printed | JobState::Dead | JobState::Cancelled))))
+            }
+        })
+        .await
+    }
+
+    /// Dumps both services' logs (for a failing assertion's message).
+    pub fn logs(&self) -> String {
+        format!("--- wix-ingest ---\n{}\n--- wix-print ---\n{}", self.ingest.log(), self.print.log())
+    }
+}
+
+/// Posts webhook bodies to one wix-ingest.
+#[derive(Clone)]
+pub struct WebhookPoster {
+    client: reqwest::Client,
+    pub url: String,
+}
+
+impl WebhookPoster {
+    pub async fn post(&self, body: impl Into<reqwest::Body>) -> anyhow::Result<(u16, String)> {
+        let resp = self.client.post(&self.url).header("content-type", "text/plain").body(body).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await?))
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true, or fails after `timeout`. For conditions
+/// only visible through the admin API (state in another process); the services' own
+/// readiness is awaited on their notifications instead.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_err:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
