@@ -9,19 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let proto_root = PathBuf::from("../proto");
-    let files = [
-        "wixprint/order/v1/order.proto",
-        "wixprint/print/v1/print.proto",
-        "wixprint/ingest/v1/ingest.proto",
-    ];
+    let files = ["wixprint/order/v1/order.proto", "wixprint/print/v1/print.proto", "wixprint/ingest/v1/ingest.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed=../proto/{f}");
     }
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("wixprint_descriptor.bin"))
-        .compile_protos(
-            &files.iter().map(|f| proto_root.join(f)).collect::<Vec<_>>(),
-            &[proto_root],
-        )?;
+        .compile_protos(&files.iter().map(|f| proto_root.join(f)).collect::<Vec<_>>(), &[proto_root])?;
     Ok(())
 }

@@ -61,10 +61,7 @@ mod tests {
             Backoff::new(Duration::from_secs(2), Duration::from_secs(1), 0.1),
             Err(BackoffError::MinAboveMax { .. })
         ));
-        assert_eq!(
-            Backoff::new(Duration::from_secs(1), Duration::from_secs(2), 1.5),
-            Err(BackoffError::Jitter(1.5))
-        );
+        assert_eq!(Backoff::new(Duration::from_secs(1), Duration::from_secs(2), 1.5), Err(BackoffError::Jitter(1.5)));
     }
 
     #[test]

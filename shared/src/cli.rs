@@ -8,8 +8,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Args, ConfigError, EXIT_CONFIG, Key, Source};
 
 /// Parses the command line and config, then runs `run` until SIGTERM/SIGINT.
-pub fn main<C, F, Fut>(binary: &str, about: &str, keys: &'static [Key], parse: F, run: impl FnOnce(C, CancellationToken) -> Fut)
-where
+pub fn main<C, F, Fut>(
+    binary: &str,
+    about: &str,
+    keys: &'static [Key],
+    parse: F,
+    run: impl FnOnce(C, CancellationToken) -> Fut,
+) where
     F: FnOnce(&Source) -> Result<C, ConfigError>,
     Fut: Future<Output = anyhow::Result<()>>,
 {
@@ -27,9 +32,7 @@ where
         println!("{binary} {}", crate::VERSION);
         return;
     }
-    let cfg = Source::load(keys, args.config.as_deref())
-        .and_then(|s| parse(&s))
-        .unwrap_or_else(|e| exit_config(e));
+    let cfg = Source::load(keys, args.config.as_deref()).and_then(|s| parse(&s)).unwrap_or_else(|e| exit_config(e));
     if args.check_only {
         println!("configuration OK");
         return;

@@ -29,11 +29,7 @@ impl CodePage {
 
     /// Decodes one byte (printable range) to its character.
     pub fn decode_byte(self, b: u8) -> char {
-        if b < 0x80 {
-            b as char
-        } else {
-            self.high()[(b - 0x80) as usize]
-        }
+        if b < 0x80 { b as char } else { self.high()[(b - 0x80) as usize] }
     }
 
     /// Decodes bytes that are known to be text (no commands) to a string.
@@ -46,10 +42,7 @@ impl CodePage {
         if (c as u32) >= 0x20 && (c as u32) < 0x7F {
             return Some(c as u8);
         }
-        self.high()
-            .iter()
-            .position(|&h| h == c && h != '\u{FFFD}')
-            .map(|i| 0x80 + i as u8)
+        self.high().iter().position(|&h| h == c && h != '\u{FFFD}').map(|i| 0x80 + i as u8)
     }
 
     /// True when `c` prints as itself on this code page.

@@ -26,11 +26,7 @@ pub struct Key {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config key `{key}` (env {env}): {reason}")]
-    Invalid {
-        key: &'static str,
-        env: &'static str,
-        reason: String,
-    },
+    Invalid { key: &'static str, env: &'static str, reason: String },
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error("command line: {0}")]
@@ -65,10 +61,8 @@ impl Source {
     ) -> Result<Self, ConfigError> {
         let mut values = BTreeMap::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::File { path: path.to_owned(), reason: e.to_string() })?;
             let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
                 path: path.to_owned(),
                 reason: e.message().to_owned(),
@@ -77,10 +71,7 @@ impl Source {
             flatten("", &toml::Value::Table(table), &mut flat);
             for (name, value) in flat {
                 let Some(key) = keys.iter().find(|k| k.name == name) else {
-                    return Err(ConfigError::File {
-                        path: path.to_owned(),
-                        reason: format!("unknown key `{name}`"),
-                    });
+                    return Err(ConfigError::File { path: path.to_owned(), reason: format!("unknown key `{name}`") });
                 };
                 values.insert(key.name, (value, Origin::File));
             }
@@ -94,10 +85,7 @@ impl Source {
     }
 
     fn key(&self, name: &str) -> &'static Key {
-        self.keys
-            .iter()
-            .find(|k| k.name == name)
-            .unwrap_or_else(|| panic!("config key `{name}` is not declared"))
+        self.keys.iter().find(|k| k.name == name).unwrap_or_else(|| panic!("config key `{name}` is not declared"))
     }
 
     /// An error about `name`, naming its variable.
@@ -108,20 +96,13 @@ impl Source {
             Some((_, Origin::Env)) => " (from the environment)",
             None => "",
         };
-        ConfigError::Invalid {
-            key: key.name,
-            env: key.env,
-            reason: format!("{reason}{origin}"),
-        }
+        ConfigError::Invalid { key: key.name, env: key.env, reason: format!("{reason}{origin}") }
     }
 
     /// The raw value, if set and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
         let key = self.key(name);
-        self.values
-            .get(key.name)
-            .map(|(v, _)| v.trim())
-            .filter(|v| !v.is_empty())
+        self.values.get(key.name).map(|(v, _)| v.trim()).filter(|v| !v.is_empty())
     }
 
     pub fn string(&self, name: &str, default: &str) -> String {
@@ -129,8 +110,7 @@ impl Source {
     }
 
     pub fn required(&self, name: &str) -> Result<&str, ConfigError> {
-        self.get(name)
-            .ok_or_else(|| self.invalid(name, "is required but not set"))
+        self.get(name).ok_or_else(|| self.invalid(name, "is required but not set"))
     }
 
     /// Parses the value with `FromStr`, or returns `default` when unset.
@@ -141,9 +121,7 @@ impl Source {
     {
         match self.get(name) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|e| self.invalid(name, format!("invalid value {v:?}: {e}"))),
+            Some(v) => v.parse().map_err(|e| self.invalid(name, format!("invalid value {v:?}: {e}"))),
         }
     }
 
@@ -175,11 +153,7 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&name, v, out);
             }
         }
@@ -214,11 +188,8 @@ impl Args {
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--config" | "-c" => {
-                    out.config = Some(
-                        it.next()
-                            .ok_or_else(|| ConfigError::Args("--config needs a file".into()))?
-                            .into(),
-                    )
+                    out.config =
+                        Some(it.next().ok_or_else(|| ConfigError::Args("--config needs a file".into()))?.into())
                 }
                 s if s.starts_with("--config=") => out.config = Some(s["--config=".len()..].into()),
                 "--check-config" => out.check_only = true,

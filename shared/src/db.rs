@@ -15,10 +15,14 @@
 //! That is what lets ingest answer Wix 200 right after a commit.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
+
+/// How long a write waits for another process's lock by default.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most writes the writer thread folds into one transaction.
 const MAX_GROUP: usize = 256;
@@ -44,15 +48,18 @@ impl Db {
     /// Opens (creating if needed) the database at `path` and migrates it. `migrations[i]`
     /// brings the schema to `user_version = i + 1`; each runs in its own transaction.
     pub fn open(path: &Path, migrations: &'static [&'static str]) -> anyhow::Result<Self> {
+        Self::open_with(path, migrations, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// Like [`Db::open`], with how long a write waits for a lock held by another process
+    /// before it fails (and the caller answers 503).
+    pub fn open_with(path: &Path, migrations: &'static [&'static str], busy_timeout: Duration) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating database directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
         }
-        let mut conn = Connection::open(path)
-            .with_context(|| format!("opening database {}", path.display()))?;
-        configure(&conn).with_context(|| format!("configuring database {}", path.display()))?;
-        migrate(&mut conn, migrations)
-            .with_context(|| format!("migrating database {}", path.display()))?;
+        let mut conn = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
+        configure(&conn, busy_timeout).with_context(|| format!("configuring database {}", path.display()))?;
+        migrate(&mut conn, migrations).with_context(|| format!("migrating database {}", path.display()))?;
         let (tx, rx) = std::sync::mpsc::channel::<Task>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -163,11 +170,11 @@ fn run_group(conn: &Connection, group: Vec<WriteFn>) {
     }
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
+fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(busy_timeout)?;
     Ok(())
 }
 
@@ -182,8 +189,7 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> anyhow::Result<()> {
     }
     for (i, sql) in migrations.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("migration {}", i + 1))?;
+        tx.execute_batch(sql).with_context(|| format!("migration {}", i + 1))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -201,20 +207,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("wixprint-db-{}", rand::random::<u64>()));
         let path = dir.join("t.db");
         let db = Db::open(&path, MIGRATIONS).unwrap();
-        db.call(|c| Ok(c.execute("INSERT INTO t (x, y) VALUES (1, 'a')", [])?))
-            .await
-            .unwrap();
+        db.call(|c| Ok(c.execute("INSERT INTO t (x, y) VALUES (1, 'a')", [])?)).await.unwrap();
         drop(db);
         let db = Db::open(&path, MIGRATIONS).unwrap();
-        let n: i64 = db
-            .call(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
-            .await
-            .unwrap();
+        let n: i64 = db.call(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(n, 1);
-        let mode: String = db
-            .call(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?))
-            .await
-            .unwrap();
+        let mode: String = db.call(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?)).await.unwrap();
         assert_eq!(mode, "wal");
         std::fs::remove_dir_all(dir).ok();
     }
@@ -246,7 +244,8 @@ mod tests {
         assert_eq!(ok, 180);
         let n: i64 = db.call(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(n, 180, "failed writes must leave nothing behind");
-        let odd: i64 = db.call(|c| Ok(c.query_row("SELECT count(*) FROM t WHERE x % 10 = 0", [], |r| r.get(0))?)).await.unwrap();
+        let odd: i64 =
+            db.call(|c| Ok(c.query_row("SELECT count(*) FROM t WHERE x % 10 = 0", [], |r| r.get(0))?)).await.unwrap();
         assert_eq!(odd, 0);
         std::fs::remove_dir_all(dir).ok();
     }

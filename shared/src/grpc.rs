@@ -14,9 +14,6 @@ pub fn with_health_and_reflection(routes: Routes) -> anyhow::Result<(Routes, Hea
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let (reporter, health) = tonic_health::server::health_reporter();
-    let routes = routes
-        .add_service(health)
-        .add_service(builder().build_v1()?)
-        .add_service(builder().build_v1alpha()?);
+    let routes = routes.add_service(health).add_service(builder().build_v1()?).add_service(builder().build_v1alpha()?);
     Ok((routes, reporter))
 }

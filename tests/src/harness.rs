@@ -78,7 +78,11 @@ impl Service {
 
     /// Starts the process and waits for its READY=1.
     pub async fn start(&mut self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.binary.exists(), "{} not found: build the workspace binaries first (cargo build --workspace)", self.binary.display());
+        anyhow::ensure!(
+            self.binary.exists(),
+            "{} not found: build the workspace binaries first (cargo build --workspace)",
+            self.binary.display()
+        );
         self.starts += 1;
         let sock_path = self.dir.join(format!("{}-notify-{}.sock", self.name, self.starts));
         let _ = std::fs::remove_file(&sock_path);
@@ -125,7 +129,8 @@ impl Service {
         let pid = c.id().context("no pid")?;
         let started = std::time::Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM)?;
-        let status = tokio::time::timeout(Duration::from_secs(30), c.wait()).await.context("did not exit within 30 s")??;
+        let status =
+            tokio::time::timeout(Duration::from_secs(30), c.wait()).await.context("did not exit within 30 s")??;
         Ok((started.elapsed(), status))
     }
 }
@@ -262,7 +267,13 @@ impl Stack {
                     return Ok(false);
                 }
                 let ps = print.get_status(papi::GetStatusRequest {}).await?.into_inner();
-                Ok(ps.jobs.iter().all(|c| c.count == 0 || matches!(JobState::try_from(c.state), Ok(JobState::Printed | JobState::Dead | JobState::Cancelled))))
+                Ok(ps.jobs.iter().all(|c| {
+                    c.count == 0
+                        || matches!(
+                            JobState::try_from(c.state),
+                            Ok(JobState::Printed | JobState::Dead | JobState::Cancelled)
+                        )
+                }))
             }
         })
         .await

@@ -107,8 +107,8 @@ impl Mode {
         // Bits 1 and 4 are fixed to 1 in every real-time status byte, hence the 0x12 base.
         let [s1, s2, s3, s4] = match self {
             Mode::Online | Mode::WithholdConfirm | Mode::DropMidTicket => [0x12; 4],
-            // Plain offline: offline caused by an error (n=2 bit 6), with no more specific cause.
-            Mode::Offline => [0x1A, 0x52, 0x12, 0x12],
+            // Plain offline (e.g. waiting for online recovery): n=1 bit 3, no more specific cause.
+            Mode::Offline => [0x1A, 0x12, 0x12, 0x12],
             Mode::PaperOut => [0x1A, 0x32, 0x12, 0x7E],
             Mode::CoverOpen => [0x1A, 0x16, 0x12, 0x12],
             Mode::Silent | Mode::Unreachable => return None,
@@ -1477,7 +1477,7 @@ mod tests {
         let mut s = connect(&sim).await;
         let cases = [
             (Mode::Online, [0x12, 0x12, 0x12, 0x12]),
-            (Mode::Offline, [0x1A, 0x52, 0x12, 0x12]),
+            (Mode::Offline, [0x1A, 0x12, 0x12, 0x12]),
             (Mode::PaperOut, [0x1A, 0x32, 0x12, 0x7E]),
             (Mode::CoverOpen, [0x1A, 0x16, 0x12, 0x12]),
             (Mode::WithholdConfirm, [0x12, 0x12, 0x12, 0x12]),

@@ -13,7 +13,10 @@ pub const FIXTURES: &[(&str, &str)] = &[
     ("order_approved.delivery.json", include_str!("../fixtures/wix/order_approved.delivery.json")),
     ("order_updated.pickup.json", include_str!("../fixtures/wix/order_updated.pickup.json")),
     ("order_canceled.pickup.json", include_str!("../fixtures/wix/order_canceled.pickup.json")),
-    ("order_payment_status_updated.pickup.json", include_str!("../fixtures/wix/order_payment_status_updated.pickup.json")),
+    (
+        "order_payment_status_updated.pickup.json",
+        include_str!("../fixtures/wix/order_payment_status_updated.pickup.json"),
+    ),
 ];
 
 /// A fixture as JSON. Panics on an unknown name (a typo in a test).

@@ -70,7 +70,12 @@ async fn signed_pickup_order_prints_kitchen_driver_and_customer_tickets() {
     let job = admin.get_job(GetJobRequest { id: jobs[0].id }).await.unwrap().into_inner();
     let trimmed = |s: &str| s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
     assert_eq!(trimmed(&job.text), trimmed(kitchen));
-    assert!(job.transitions.iter().map(|t| t.to_state.as_str()).eq(["queued", "sending", "awaiting_confirm", "printed"]));
+    assert!(job.transitions.iter().map(|t| t.to_state.as_str()).eq([
+        "queued",
+        "sending",
+        "awaiting_confirm",
+        "printed"
+    ]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +108,8 @@ async fn bad_webhooks_are_refused_and_store_nothing() {
     for (what, body, expected) in cases {
         let (status, text) = stack.post_webhook(body).await.unwrap();
         assert!(expected.contains(&status), "{what}: answered {status} ({text}), expected {expected:?}");
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: error body is not JSON: {text}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: error body is not JSON: {text}"));
         assert!(!v["error"].as_str().unwrap_or("").is_empty(), "{what}: no reason given: {text}");
     }
 
@@ -138,7 +144,11 @@ async fn redelivered_and_approved_events_of_one_order_print_one_set() {
 
     assert_eq!(stack.sim.tickets().len(), 3, "{:#?}", stack.sim.tickets().iter().map(|t| &t.text).collect::<Vec<_>>());
     let mut ingest = stack.ingest_admin().await.unwrap();
-    let order = ingest.get_order(GetOrderRequest { id: "6d6062d8-0000-4000-8000-0000000000a1".into() }).await.unwrap().into_inner();
+    let order = ingest
+        .get_order(GetOrderRequest { id: "6d6062d8-0000-4000-8000-0000000000a1".into() })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(order.summary.unwrap().version, 2, "created + approved are two versions");
     assert_eq!(order.events.len(), 2, "five deliveries of one event are one event");
     let mut print = stack.print_admin().await.unwrap();
@@ -163,10 +173,49 @@ async fn order_acknowledged_while_print_is_down_prints_once_it_starts() {
     })
     .await
     .unwrap();
+    // wix-ingest crashes and comes back before wix-print does: the outbox row survives.
+    stack.ingest.kill().await;
+    stack.ingest.start().await.unwrap();
     stack.print.start().await.unwrap();
     tickets(&stack, 3).await;
     stack.wait_quiet(T).await.unwrap();
     assert_eq!(stack.sim.tickets().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gets_503_when_the_order_cannot_be_committed_and_200_once_it_can() {
+    let stack = stack(StackOptions::default().ingest_env("INGEST_DB_BUSY_TIMEOUT_MS", "200")).await;
+    // Another process holds the write lock (a stuck backup, a full disk's worth of trouble).
+    let db_path = stack.dir.path().join("ingest.db");
+    let locker = rusqlite::Connection::open(&db_path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let token = stack.keys.sign_event(&fixture(PICKUP));
+    let (status, body) = stack.post_webhook(token.clone()).await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("could not store"), "{body}");
+    locker.execute_batch("ROLLBACK").unwrap();
+    drop(locker);
+
+    let mut ingest = stack.ingest_admin().await.unwrap();
+    let st = ingest.get_status(IngestStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((st.orders, st.webhook_events), (0, 0), "a 503 must leave nothing behind");
+    // Wix retries the same delivery: now it is stored and prints once.
+    let (status, body) = stack.post_webhook(token).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    tickets(&stack, 3).await;
+    stack.wait_quiet(T).await.unwrap();
+    assert_eq!(stack.sim.tickets().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_readback_confirmation_prints_for_printers_without_process_id() {
+    let stack = stack(StackOptions::default().print_env("PRINT_CONFIRM_MODE", "status")).await;
+    stack.send_event(&fixture(PICKUP)).await.unwrap();
+    tickets(&stack, 3).await;
+    stack.wait_quiet(T).await.unwrap();
+    assert_eq!(stack.sim.tickets().len(), 3);
+    assert_eq!(stack.sim.confirmations_sent(), 0, "status mode must not rely on GS ( H");
+    assert!(stack.jobs().await.unwrap().iter().all(|j| j.state == JobState::Printed as i32 && j.attempts == 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +228,12 @@ async fn ticket_unconfirmed_when_print_is_killed_reprints_with_banner_and_nothin
     wait_until(T, "kitchen job awaiting confirmation", || {
         let mut admin = admin.clone();
         async move {
-            let jobs = admin.list_jobs(wixprint_shared::proto::print::ListJobsRequest { state: JobState::AwaitingConfirm as i32, ..Default::default() }).await?;
+            let jobs = admin
+                .list_jobs(wixprint_shared::proto::print::ListJobsRequest {
+                    state: JobState::AwaitingConfirm as i32,
+                    ..Default::default()
+                })
+                .await?;
             Ok(jobs.into_inner().jobs.len() == 1)
         }
     })
@@ -194,24 +248,33 @@ async fn ticket_unconfirmed_when_print_is_killed_reprints_with_banner_and_nothin
     assert_eq!(stack.sim.tickets().len(), 4);
     assert!(!t[0].text.contains("KOPIE"));
     assert!(t[1].text.contains("KOPIE / REPRINT"), "the reprint lacks its banner:\n{}", t[1].text);
-    assert!(t[1].text.contains("Nam Tok") && !t[1].text.contains("132.00"), "the reprint is not the kitchen ticket:\n{}", t[1].text);
+    assert!(
+        t[1].text.contains("Nam Tok") && !t[1].text.contains("132.00"),
+        "the reprint is not the kitchen ticket:\n{}",
+        t[1].text
+    );
     for other in &t[2..] {
         assert!(!other.text.contains("KOPIE"), "a ticket without doubt carries the banner:\n{}", other.text);
     }
     admin = stack.print_admin().await.unwrap();
-    let jobs = admin.list_jobs(wixprint_shared::proto::print::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
+    let jobs =
+        admin.list_jobs(wixprint_shared::proto::print::ListJobsRequest::default()).await.unwrap().into_inner().jobs;
     assert!(jobs.iter().all(|j| j.state == JobState::Printed as i32));
     assert_eq!(jobs.iter().map(|j| j.reprint).collect::<Vec<_>>(), vec![true, false, false]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn printer_offline_or_unreachable_pauses_the_queue_without_using_attempts() {
-    for mode in [Mode::Offline, Mode::Unreachable, Mode::PaperOut] {
+    for mode in [Mode::Offline, Mode::Unreachable, Mode::PaperOut, Mode::CoverOpen, Mode::Silent] {
         let stack = stack(StackOptions::default()).await;
         stack.sim.set_mode(mode);
         stack.send_event(&fixture(PICKUP)).await.unwrap();
         let mut admin = stack.print_admin().await.unwrap();
-        let expected = if mode == Mode::PaperOut { "paper_out" } else { "offline" };
+        let expected = match mode {
+            Mode::PaperOut => "paper_out",
+            Mode::CoverOpen => "cover_open",
+            _ => "offline",
+        };
         wait_until(T, "printer reported not ready", || {
             let mut admin = admin.clone();
             async move {
@@ -285,10 +348,14 @@ where
 async fn admin_ports_serve_health_and_reflection_v1_and_v1alpha() {
     use tonic_reflection::pb::{v1, v1alpha};
     let stack = stack(StackOptions::default()).await;
-    for (addr, service) in [(&stack.print_grpc, "wixprint.print.v1.PrintAdmin"), (&stack.ingest_grpc, "wixprint.ingest.v1.IngestAdmin")] {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    for (addr, service) in
+        [(&stack.print_grpc, "wixprint.print.v1.PrintAdmin"), (&stack.ingest_grpc, "wixprint.ingest.v1.IngestAdmin")]
+    {
+        let channel =
+            tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        let st = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        let st =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(st.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
         let mut c1 = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
@@ -308,7 +375,9 @@ async fn admin_ports_serve_health_and_reflection_v1_and_v1alpha() {
         let mut ca = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
         let req = v1alpha::ServerReflectionRequest {
             host: String::new(),
-            message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(service.into())),
+            message_request: Some(v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                service.into(),
+            )),
         };
         let mut stream = ca.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
         let resp = stream.message().await.unwrap().unwrap().message_response;
@@ -317,4 +386,62 @@ async fn admin_ports_serve_health_and_reflection_v1_and_v1alpha() {
             "v1alpha reflection cannot describe {service}: {resp:?}"
         );
     }
+}
+
+/// The operator's tool: grpcurl 1.8.6 (reflection v1alpha only) lists, describes and calls the
+/// admin services exactly as the README shows. `scripts/install-deps.sh` installs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_describes_and_calls_both_admin_services() {
+    let stack = stack(StackOptions::default()).await;
+    stack.send_event(&fixture(PICKUP)).await.unwrap();
+    tickets(&stack, 3).await;
+    stack.wait_quiet(T).await.unwrap();
+    let grpcurl = |args: &[&str]| {
+        let out = std::process::Command::new("grpcurl")
+            .args(args)
+            .output()
+            .expect("grpcurl is not on PATH: run scripts/install-deps.sh");
+        assert!(out.status.success(), "grpcurl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let list = grpcurl(&["-plaintext", &stack.print_grpc, "list"]);
+    for s in ["wixprint.print.v1.PrintAdmin", "wixprint.print.v1.PrintService", "grpc.health.v1.Health"] {
+        assert!(list.contains(s), "{list}");
+    }
+    let status = grpcurl(&["-plaintext", &stack.print_grpc, "wixprint.print.v1.PrintAdmin/GetStatus"]);
+    assert!(status.contains("\"lastPrinted\"") && status.contains("JOB_STATE_PRINTED"), "{status}");
+    let jobs = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"state":"JOB_STATE_PRINTED"}"#,
+        &stack.print_grpc,
+        "wixprint.print.v1.PrintAdmin/ListJobs",
+    ]);
+    assert_eq!(jobs.matches("\"orderNumber\": \"10033\"").count(), 3, "{jobs}");
+    let orders = grpcurl(&["-plaintext", &stack.ingest_grpc, "wixprint.ingest.v1.IngestAdmin/ListOrders"]);
+    assert!(orders.contains("10033") && orders.contains("\"delivered\": true"), "{orders}");
+    let describe = grpcurl(&["-plaintext", &stack.ingest_grpc, "describe", "wixprint.order.v1.Order"]);
+    assert!(describe.contains("price_summary"), "{describe}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_dropped_mid_ticket_reprints_that_ticket_with_banner() {
+    let stack = stack(StackOptions::default()).await;
+    stack.sim.set_mode(Mode::DropMidTicket);
+    stack.send_event(&fixture(PICKUP)).await.unwrap();
+    let t = tickets(&stack, 4).await;
+    stack.wait_quiet(T).await.unwrap();
+    let all = stack.sim.tickets();
+    assert_eq!(all.len(), 4, "{:#?}", all.iter().map(|t| &t.text).collect::<Vec<_>>());
+    assert!(!t[0].complete, "the first ticket was cut off by the simulator");
+    // The reprint waits out a short retry backoff, so other tickets may print before it.
+    let reprints: Vec<_> = t[1..].iter().filter(|x| x.text.contains("KOPIE / REPRINT")).collect();
+    assert_eq!(reprints.len(), 1);
+    assert!(reprints[0].complete && reprints[0].text.contains("Nam Tok") && !reprints[0].text.contains("132.00"));
+    assert!(t[1..].iter().all(|x| x.complete));
+    let jobs = stack.jobs().await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| (j.attempts, j.reprint)).collect::<Vec<_>>(),
+        vec![(2, true), (1, false), (1, false)]
+    );
 }

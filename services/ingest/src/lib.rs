@@ -26,7 +26,7 @@ pub use config::Config;
 /// Runs wix-ingest until `shutdown` is cancelled, then drains within the grace period.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started_ms = wixprint_shared::time::now_ms();
-    let store = store::Store::open(&config.db_path)?;
+    let store = store::Store::open(&config.db_path, config.db_busy_timeout)?;
     let verifier = Arc::new(wix::WebhookVerifier::from_pem(&config.webhook_public_key_pem)?);
     let wake = Arc::new(Notify::new());
 
@@ -48,9 +48,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {
-        let served = axum::serve(http, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
+        let served =
+            axum::serve(http, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await;
         if let Err(e) = served {
             tracing::error!(error = %e, "webhook server failed");
         }
@@ -90,7 +89,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     shutdown.cancelled().await;
     wixprint_shared::notify::stopping();
     if tokio::time::timeout(config.shutdown_grace, tracker.wait()).await.is_err() {
-        tracing::warn!(grace_ms = config.shutdown_grace.as_millis() as u64, "drain did not finish in time; exiting anyway (every acknowledged order is already on disk)");
+        tracing::warn!(
+            grace_ms = config.shutdown_grace.as_millis() as u64,
+            "drain did not finish in time; exiting anyway (every acknowledged order is already on disk)"
+        );
     }
     tracing::info!("wix-ingest stopped");
     Ok(())

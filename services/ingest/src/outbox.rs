@@ -82,7 +82,11 @@ impl Forwarder {
                             retry_in_ms = delay.as_millis() as u64, error = %status.message(), "wix-print unavailable; will retry");
                         let r = self
                             .store
-                            .mark_failed(row.id, format!("{}: {}", status.code(), status.message()), now_ms() + delay.as_millis() as i64)
+                            .mark_failed(
+                                row.id,
+                                format!("{}: {}", status.code(), status.message()),
+                                now_ms() + delay.as_millis() as i64,
+                            )
                             .await;
                         if let Err(e) = r {
                             tracing::error!(error = format!("{e:#}"), "recording the outbox failure failed");
@@ -115,8 +119,5 @@ impl Forwarder {
 
 /// Errors that retrying cannot fix: wix-print looked at the request and refused it.
 fn is_permanent(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange
-    )
+    matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange)
 }

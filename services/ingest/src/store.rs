@@ -95,8 +95,8 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn open(path: &std::path::Path) -> anyhow::Result<Self> {
-        Ok(Self { db: Db::open(path, MIGRATIONS)? })
+    pub fn open(path: &std::path::Path, busy_timeout: std::time::Duration) -> anyhow::Result<Self> {
+        Ok(Self { db: Db::open_with(path, MIGRATIONS, busy_timeout)? })
     }
 
     /// Stores a verified webhook in one transaction: the event (dedupe on its id) and, for an
@@ -157,11 +157,8 @@ impl Store {
     pub async fn next_outbox_due_ms(&self) -> anyhow::Result<Option<i64>> {
         self.db
             .call(|conn| {
-                Ok(conn.query_row(
-                    "SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending'",
-                    [],
-                    |r| r.get(0),
-                )?)
+                Ok(conn
+                    .query_row("SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?)
             })
             .await
     }
@@ -239,7 +236,8 @@ impl Store {
     pub async fn list_orders(&self, limit: u32) -> anyhow::Result<Vec<api::OrderSummary>> {
         self.db
             .call(move |conn| {
-                let mut stmt = conn.prepare_cached(&format!("{SUMMARY_SQL} ORDER BY o.received_ms DESC, o.order_id LIMIT ?1"))?;
+                let mut stmt =
+                    conn.prepare_cached(&format!("{SUMMARY_SQL} ORDER BY o.received_ms DESC, o.order_id LIMIT ?1"))?;
                 let rows = stmt.query_map(params![limit], summary_from_row)?.collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             })

@@ -29,10 +29,7 @@ pub struct WebhookState {
 }
 
 pub fn router(state: WebhookState) -> Router {
-    Router::new()
-        .route("/webhooks/wix", post(receive))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(state)
+    Router::new().route("/webhooks/wix", post(receive)).route("/healthz", get(|| async { "ok\n" })).with_state(state)
 }
 
 async fn receive(State(state): State<WebhookState>, body: Body) -> Response {

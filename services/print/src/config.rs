@@ -13,23 +13,55 @@ use wixprint_shared::proto::print::ReceiptType;
 use crate::printer::PrinterUrl;
 
 pub static KEYS: &[Key] = &[
-    Key { name: "grpc_addr", env: "PRINT_GRPC_ADDR", help: "gRPC listener: SubmitOrder + admin (default 127.0.0.1:50052)" },
+    Key {
+        name: "grpc_addr",
+        env: "PRINT_GRPC_ADDR",
+        help: "gRPC listener: SubmitOrder + admin (default 127.0.0.1:50052)",
+    },
     Key { name: "db_path", env: "PRINT_DB_PATH", help: "SQLite file (default ./print.db)" },
     Key { name: "printer_url", env: "PRINTER_URL", help: "printer, e.g. tcp://192.168.1.50:9100 (required)" },
     Key { name: "printer_name", env: "PRINTER_NAME", help: "name shown in status (default front)" },
-    Key { name: "receipt_types", env: "PRINT_RECEIPT_TYPES", help: "receipts per order (default kitchen,driver,customer)" },
+    Key {
+        name: "receipt_types",
+        env: "PRINT_RECEIPT_TYPES",
+        help: "receipts per order (default kitchen,driver,customer)",
+    },
     Key { name: "width", env: "PRINT_WIDTH", help: "characters per line in Font A: 48, 42 or 32 (default 48)" },
     Key { name: "code_page", env: "PRINT_CODE_PAGE", help: "pc858 or wpc1252 (default pc858)" },
     Key { name: "time_zone", env: "PRINT_TIME_ZONE", help: "IANA time zone for printed times (default: the system's)" },
     Key { name: "restaurant_name", env: "PRINT_RESTAURANT_NAME", help: "header of the customer receipt" },
-    Key { name: "confirm_mode", env: "PRINT_CONFIRM_MODE", help: "process_id (GS ( H, Epson) or status (GS r read-back) (default process_id)" },
-    Key { name: "confirm_timeout_ms", env: "PRINT_CONFIRM_TIMEOUT_MS", help: "wait for the printer's confirmation while it reports online (default 15000)" },
-    Key { name: "status_timeout_ms", env: "PRINT_STATUS_TIMEOUT_MS", help: "wait for a status reply before calling the printer offline (default 2000)" },
+    Key {
+        name: "confirm_mode",
+        env: "PRINT_CONFIRM_MODE",
+        help: "process_id (GS ( H, Epson) or status (GS r read-back) (default process_id)",
+    },
+    Key {
+        name: "confirm_timeout_ms",
+        env: "PRINT_CONFIRM_TIMEOUT_MS",
+        help: "wait for the printer's confirmation while it reports online (default 15000)",
+    },
+    Key {
+        name: "status_timeout_ms",
+        env: "PRINT_STATUS_TIMEOUT_MS",
+        help: "wait for a status reply before calling the printer offline (default 2000)",
+    },
     Key { name: "connect_timeout_ms", env: "PRINT_CONNECT_TIMEOUT_MS", help: "TCP connect timeout (default 2000)" },
-    Key { name: "offline_poll_ms", env: "PRINT_OFFLINE_POLL_MS", help: "status poll interval while the printer is not ready (default 1000)" },
+    Key {
+        name: "offline_poll_ms",
+        env: "PRINT_OFFLINE_POLL_MS",
+        help: "status poll interval while the printer is not ready (default 1000)",
+    },
     Key { name: "max_attempts", env: "PRINT_MAX_ATTEMPTS", help: "attempts before a job is dead-lettered (default 5)" },
-    Key { name: "retry_backoff_min_ms", env: "PRINT_RETRY_BACKOFF_MIN_MS", help: "first retry delay after a failed attempt (default 1000)" },
-    Key { name: "retry_backoff_max_ms", env: "PRINT_RETRY_BACKOFF_MAX_MS", help: "largest retry delay (default 60000)" },
+    Key {
+        name: "retry_backoff_min_ms",
+        env: "PRINT_RETRY_BACKOFF_MIN_MS",
+        help: "first retry delay after a failed attempt (default 1000)",
+    },
+    Key {
+        name: "retry_backoff_max_ms",
+        env: "PRINT_RETRY_BACKOFF_MAX_MS",
+        help: "largest retry delay (default 60000)",
+    },
     Key { name: "shutdown_grace_ms", env: "PRINT_SHUTDOWN_GRACE_MS", help: "drain time on SIGTERM (default 4000)" },
 ];
 
@@ -72,7 +104,12 @@ impl Config {
                 "kitchen" => ReceiptType::Kitchen,
                 "driver" | "pickup" => ReceiptType::Driver,
                 "customer" => ReceiptType::Customer,
-                other => return Err(src.invalid("receipt_types", format!("unknown receipt type {other:?} (kitchen, driver, customer)"))),
+                other => {
+                    return Err(src.invalid(
+                        "receipt_types",
+                        format!("unknown receipt type {other:?} (kitchen, driver, customer)"),
+                    ));
+                }
             };
             if !receipt_types.contains(&t) {
                 receipt_types.push(t);
@@ -100,8 +137,9 @@ impl Config {
         if max_attempts == 0 {
             return Err(src.invalid("max_attempts", "must be at least 1"));
         }
-        let retry_backoff = Backoff::new(src.millis("retry_backoff_min_ms", 1_000)?, src.millis("retry_backoff_max_ms", 60_000)?, 0.2)
-            .map_err(|e| src.invalid("retry_backoff_min_ms", e))?;
+        let retry_backoff =
+            Backoff::new(src.millis("retry_backoff_min_ms", 1_000)?, src.millis("retry_backoff_max_ms", 60_000)?, 0.2)
+                .map_err(|e| src.invalid("retry_backoff_min_ms", e))?;
         Ok(Self {
             grpc_addr: src.parse("grpc_addr", "127.0.0.1:50052".parse().expect("literal"))?,
             db_path: src.path("db_path").unwrap_or_else(|| "print.db".into()),

@@ -17,7 +17,9 @@ use wixprint_shared::backoff::Backoff;
 use wixprint_shared::time::now_ms;
 
 use crate::config::ConfirmMode;
-use crate::printer::{Connection, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request, GS_R_PAPER};
+use crate::printer::{
+    Connection, GS_R_PAPER, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request,
+};
 use crate::receipt::{self, Layout};
 use crate::store::{JobState, ReadyJob, Store};
 
@@ -39,7 +41,12 @@ pub struct Dispatcher {
 }
 
 /// Renders `job` the way it prints: with the banner when it is a reprint.
-pub fn render_job(order: &wixprint_shared::proto::order::Order, receipt_type: wixprint_shared::proto::print::ReceiptType, reprint: bool, layout: &Layout) -> receipt::Document {
+pub fn render_job(
+    order: &wixprint_shared::proto::order::Order,
+    receipt_type: wixprint_shared::proto::print::ReceiptType,
+    reprint: bool,
+    layout: &Layout,
+) -> receipt::Document {
     receipt::render(order, receipt_type, layout, reprint.then_some(REPRINT_BANNER))
 }
 
@@ -106,7 +113,8 @@ impl Dispatcher {
         match conn.status().await {
             Ok(s) if s.ready() => self.monitor.set(s.state(), ""),
             Ok(s) => {
-                self.monitor.set(s.state(), format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper));
+                self.monitor
+                    .set(s.state(), format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper));
                 return Outcome::PrinterNotReady;
             }
             Err(e) => {
@@ -162,10 +170,16 @@ impl Dispatcher {
         let delay = self.retry_backoff.delay(job.attempts + 1);
         let retry_at = now_ms() + delay.as_millis() as i64;
         match self.store.mark_uncertain(job.id, from, e.to_string(), retry_at).await {
-            Ok(JobState::Dead) => tracing::error!(job_id = job.id, order = %job.order.number, error = %e, "attempts used up; job dead-lettered"),
-            Ok(_) => tracing::warn!(job_id = job.id, order = %job.order.number, error = %e, retry_in_ms = delay.as_millis() as u64,
-                "print outcome unknown; will reprint with banner"),
-            Err(db) => tracing::error!(job_id = job.id, error = format!("{db:#}"), "could not record the uncertain outcome"),
+            Ok(JobState::Dead) => {
+                tracing::error!(job_id = job.id, order = %job.order.number, error = %e, "attempts used up; job dead-lettered")
+            }
+            Ok(_) => {
+                tracing::warn!(job_id = job.id, order = %job.order.number, error = %e, retry_in_ms = delay.as_millis() as u64,
+                "print outcome unknown; will reprint with banner")
+            }
+            Err(db) => {
+                tracing::error!(job_id = job.id, error = format!("{db:#}"), "could not record the uncertain outcome")
+            }
         }
         Outcome::Next
     }

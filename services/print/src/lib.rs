@@ -30,7 +30,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let store = store::Store::open(&config.db_path)?;
     let interrupted = store.mark_interrupted_uncertain().await?;
     if interrupted > 0 {
-        tracing::warn!(jobs = interrupted, "found jobs interrupted before the printer confirmed; they reprint with the KOPIE banner");
+        tracing::warn!(
+            jobs = interrupted,
+            "found jobs interrupted before the printer confirmed; they reprint with the KOPIE banner"
+        );
     }
     let grpc = TcpListener::bind(config.grpc_addr)
         .await
@@ -51,13 +54,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         printer: config.printer_name.clone(),
     };
 
-    let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing { store: store.clone(), policy, wake: wake.clone() }))
-        .add_service(PrintAdminServer::new(service::Admin {
-            store: store.clone(),
-            monitor: monitor.clone(),
-            layout: layout.clone(),
-            started_ms,
-        }));
+    let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing {
+        store: store.clone(),
+        policy,
+        wake: wake.clone(),
+    }))
+    .add_service(PrintAdminServer::new(service::Admin {
+        store: store.clone(),
+        monitor: monitor.clone(),
+        layout: layout.clone(),
+        started_ms,
+    }));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<PrintServiceServer<service::Printing>>().await;
     health.set_serving::<PrintAdminServer<service::Admin>>().await;
@@ -98,7 +105,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     shutdown.cancelled().await;
     wixprint_shared::notify::stopping();
-    if tokio::time::timeout(config.shutdown_grace + std::time::Duration::from_millis(500), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace + std::time::Duration::from_millis(500), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain did not finish in time; exiting anyway (the queue is on disk)");
     }
     grpc_stop.cancel();

@@ -285,7 +285,9 @@ impl Connection {
         let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), *port))).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(PrintError::Unreachable(format!("{url}: {e}"))),
-            Err(_) => return Err(PrintError::Unreachable(format!("{url}: connect timed out after {:?}", timeouts.connect))),
+            Err(_) => {
+                return Err(PrintError::Unreachable(format!("{url}: connect timed out after {:?}", timeouts.connect)));
+            }
         };
         let _ = stream.set_nodelay(true);
         Ok(Self { stream, parser: ReplyParser::default(), pending: Default::default(), timeouts })
@@ -322,7 +324,12 @@ impl Connection {
             match self.read_reply(deadline).await {
                 Ok(Some(Reply::RealTime(b))) => return Ok(b),
                 Ok(Some(_)) => continue,
-                Ok(None) => return Err(PrintError::Silent(format!("no reply to DLE EOT {n} within {:?}", self.timeouts.status))),
+                Ok(None) => {
+                    return Err(PrintError::Silent(format!(
+                        "no reply to DLE EOT {n} within {:?}",
+                        self.timeouts.status
+                    )));
+                }
                 Err(e) => return Err(PrintError::Unreachable(format!("reading DLE EOT {n}: {e}"))),
             }
         }
@@ -330,7 +337,11 @@ impl Connection {
 
     /// Reads `DLE EOT` 1, 2 and 4. Nothing is printed by this.
     pub async fn status(&mut self) -> Result<PrinterStatus, PrintError> {
-        Ok(PrinterStatus { printer: self.real_time(1).await?, offline_cause: self.real_time(2).await?, paper: self.real_time(4).await? })
+        Ok(PrinterStatus {
+            printer: self.real_time(1).await?,
+            offline_cause: self.real_time(2).await?,
+            paper: self.real_time(4).await?,
+        })
     }
 
     /// Writes a job. Any error here leaves the outcome unknown.
@@ -352,8 +363,11 @@ impl Connection {
     /// only runs while the printer says it is fine, and a printer that stops answering makes
     /// the outcome unknown.
     pub async fn await_process_id(&mut self, id: [u8; 4], monitor: &Monitor) -> Result<(), PrintError> {
-        self.await_confirmation(monitor, |r| matches!(r, Reply::Block(b) if b.len() >= 6 && b[0] == 0x37 && b[1] == 0x22 && b[2..6] == id))
-            .await
+        self.await_confirmation(
+            monitor,
+            |r| matches!(r, Reply::Block(b) if b.len() >= 6 && b[0] == 0x37 && b[1] == 0x22 && b[2..6] == id),
+        )
+        .await
     }
 
     /// Waits for the `GS r 1` reply sent after the cut, then reads `DLE EOT` 1 and 4: printed
@@ -362,12 +376,19 @@ impl Connection {
         self.await_confirmation(monitor, |r| matches!(r, Reply::Byte(b) if b & 0x0C == 0)).await?;
         let status = self.status().await.map_err(|e| PrintError::Interrupted(format!("status after print: {e}")))?;
         if status.offline() || status.paper_out() {
-            return Err(PrintError::Interrupted(format!("printer reported {} right after the ticket", status.state().as_str())));
+            return Err(PrintError::Interrupted(format!(
+                "printer reported {} right after the ticket",
+                status.state().as_str()
+            )));
         }
         Ok(())
     }
 
-    async fn await_confirmation(&mut self, monitor: &Monitor, is_confirmation: impl Fn(&Reply) -> bool) -> Result<(), PrintError> {
+    async fn await_confirmation(
+        &mut self,
+        monitor: &Monitor,
+        is_confirmation: impl Fn(&Reply) -> bool,
+    ) -> Result<(), PrintError> {
         let mut confirm_deadline = Instant::now() + self.timeouts.confirm;
         let mut probe_sent_at: Option<Instant> = None;
         let mut next_probe = Instant::now() + self.timeouts.poll;
@@ -409,7 +430,10 @@ impl Connection {
                         return Err(PrintError::Interrupted("printer stopped answering before confirming".into()));
                     }
                     if now >= confirm_deadline {
-                        return Err(PrintError::Interrupted(format!("no confirmation within {:?}", self.timeouts.confirm)));
+                        return Err(PrintError::Interrupted(format!(
+                            "no confirmation within {:?}",
+                            self.timeouts.confirm
+                        )));
                     }
                     if now >= next_probe {
                         if probe_sent_at.is_none() {
@@ -451,7 +475,12 @@ mod tests {
         }
         assert_eq!(
             out,
-            vec![Reply::RealTime(0x12), Reply::Block(vec![0x37, 0x22, b'0', b'0', b'1', b'Z']), Reply::Asb, Reply::Byte(0x0C)]
+            vec![
+                Reply::RealTime(0x12),
+                Reply::Block(vec![0x37, 0x22, b'0', b'0', b'1', b'Z']),
+                Reply::Asb,
+                Reply::Byte(0x0C)
+            ]
         );
     }
 

@@ -209,7 +209,7 @@ impl Store {
                                 params![order.id, order.number, version, t as i32, priority, order_time, rank, policy.max_attempts, now, policy.printer],
                             )?;
                             let id = tx.last_insert_rowid();
-                            insert_transition(&tx, id, "", JobState::Queued, &format!("order {} version {version}", order.number))?;
+                            insert_transition(tx, id, "", JobState::Queued, &format!("order {} version {version}", order.number))?;
                             job_ids.push(id);
                         }
                         Disposition::Queued
@@ -241,7 +241,8 @@ impl Store {
         self.db
             .write(|tx| {
                 let ids: Vec<(i64, String)> = {
-                    let mut stmt = tx.prepare("SELECT id, state FROM jobs WHERE state IN ('sending', 'awaiting_confirm')")?;
+                    let mut stmt =
+                        tx.prepare("SELECT id, state FROM jobs WHERE state IN ('sending', 'awaiting_confirm')")?;
                     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
                 };
                 let now = now_ms();
@@ -251,7 +252,13 @@ impl Store {
                            last_error = 'interrupted by a restart before the printer confirmed' WHERE id = ?1",
                         params![id, now],
                     )?;
-                    insert_transition(&tx, *id, from, JobState::Uncertain, "found after restart; will reprint with banner")?;
+                    insert_transition(
+                        tx,
+                        *id,
+                        from,
+                        JobState::Uncertain,
+                        "found after restart; will reprint with banner",
+                    )?;
                 }
                 Ok(ids.len() as u64)
             })
@@ -292,7 +299,8 @@ impl Store {
                     attempts,
                     max_attempts,
                     reprint,
-                    order: Order::decode(pb.as_slice()).with_context(|| format!("job {id}: stored order is undecodable"))?,
+                    order: Order::decode(pb.as_slice())
+                        .with_context(|| format!("job {id}: stored order is undecodable"))?,
                 }))
             })
             .await
@@ -325,28 +333,49 @@ impl Store {
 
     /// `sending → awaiting_confirm`: the bytes are out.
     pub async fn mark_awaiting_confirm(&self, id: i64) -> anyhow::Result<()> {
-        self.transition(id, JobState::Sending, JobState::AwaitingConfirm, "sent; waiting for the printer".into(), move |tx, now| {
-            tx.execute("UPDATE jobs SET state = 'awaiting_confirm', updated_ms = ?2 WHERE id = ?1", params![id, now])?;
-            Ok(())
-        })
+        self.transition(
+            id,
+            JobState::Sending,
+            JobState::AwaitingConfirm,
+            "sent; waiting for the printer".into(),
+            move |tx, now| {
+                tx.execute(
+                    "UPDATE jobs SET state = 'awaiting_confirm', updated_ms = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                Ok(())
+            },
+        )
         .await
     }
 
     /// `awaiting_confirm → printed`: the printer said so.
     pub async fn mark_printed(&self, id: i64) -> anyhow::Result<()> {
-        self.transition(id, JobState::AwaitingConfirm, JobState::Printed, "confirmed by the printer".into(), move |tx, now| {
-            tx.execute(
+        self.transition(
+            id,
+            JobState::AwaitingConfirm,
+            JobState::Printed,
+            "confirmed by the printer".into(),
+            move |tx, now| {
+                tx.execute(
                 "UPDATE jobs SET state = 'printed', printed_ms = ?2, updated_ms = ?2, last_error = NULL WHERE id = ?1",
                 params![id, now],
             )?;
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .await
     }
 
     /// `sending|awaiting_confirm → uncertain` (reprint with banner), or `dead` when the attempts
     /// are used up.
-    pub async fn mark_uncertain(&self, id: i64, from: JobState, detail: String, retry_at_ms: i64) -> anyhow::Result<JobState> {
+    pub async fn mark_uncertain(
+        &self,
+        id: i64,
+        from: JobState,
+        detail: String,
+        retry_at_ms: i64,
+    ) -> anyhow::Result<JobState> {
         self.db
             .write(move |tx| {
                 let (attempts, max): (u32, u32) =
@@ -357,7 +386,7 @@ impl Store {
                     "UPDATE jobs SET state = ?2, reprint = 1, last_error = ?3, next_attempt_ms = ?4, updated_ms = ?5 WHERE id = ?1",
                     params![id, to.as_str(), detail, retry_at_ms, now],
                 )?;
-                insert_transition(&tx, id, from.as_str(), to, &detail)?;
+                insert_transition(tx, id, from.as_str(), to, &detail)?;
                 Ok(to)
             })
             .await
@@ -386,12 +415,13 @@ impl Store {
     ) -> anyhow::Result<()> {
         self.db
             .write(move |tx| {
-                let current: String = tx.query_row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
+                let current: String =
+                    tx.query_row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
                 if current != from.as_str() {
                     anyhow::bail!("job {id}: expected state {} but found {current}", from.as_str());
                 }
-                update(&tx, now_ms())?;
-                insert_transition(&tx, id, from.as_str(), to, &detail)?;
+                update(tx, now_ms())?;
+                insert_transition(tx, id, from.as_str(), to, &detail)?;
                 Ok(())
             })
             .await
@@ -401,7 +431,8 @@ impl Store {
         self.db
             .call(|conn| {
                 let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")?;
-                let rows: Vec<(String, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                let rows: Vec<(String, i64)> =
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
                 Ok(JobState::ALL
                     .into_iter()
                     .map(|s| (s, rows.iter().find(|(n, _)| n == s.as_str()).map(|(_, c)| *c as u64).unwrap_or(0)))
@@ -420,7 +451,12 @@ impl Store {
             .await
     }
 
-    pub async fn list_jobs(&self, state: Option<JobState>, order_id: Option<String>, limit: u32) -> anyhow::Result<Vec<api::Job>> {
+    pub async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        order_id: Option<String>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<api::Job>> {
         self.db
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
@@ -438,7 +474,11 @@ impl Store {
         self.db
             .call(|conn| {
                 Ok(conn
-                    .query_row(&format!("{JOB_SQL} WHERE state = 'printed' ORDER BY printed_ms DESC, id DESC LIMIT 1"), [], job_from_row)
+                    .query_row(
+                        &format!("{JOB_SQL} WHERE state = 'printed' ORDER BY printed_ms DESC, id DESC LIMIT 1"),
+                        [],
+                        job_from_row,
+                    )
                     .optional()?)
             })
             .await
@@ -448,15 +488,23 @@ impl Store {
     pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(api::Job, Order, Vec<api::JobTransition>)>> {
         self.db
             .call(move |conn| {
-                let Some(job) = conn.query_row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_from_row).optional()? else {
+                let Some(job) =
+                    conn.query_row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_from_row).optional()?
+                else {
                     return Ok(None);
                 };
                 let order = load_order(conn, &job.order_id, job.version)?;
-                let mut stmt =
-                    conn.prepare_cached("SELECT from_state, to_state, at_ms, detail FROM job_transitions WHERE job_id = ?1 ORDER BY id")?;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT from_state, to_state, at_ms, detail FROM job_transitions WHERE job_id = ?1 ORDER BY id",
+                )?;
                 let transitions = stmt
                     .query_map(params![id], |r| {
-                        Ok(api::JobTransition { from_state: r.get(0)?, to_state: r.get(1)?, at: opt_timestamp(r.get(2)?), detail: r.get(3)? })
+                        Ok(api::JobTransition {
+                            from_state: r.get(0)?,
+                            to_state: r.get(1)?,
+                            at: opt_timestamp(r.get(2)?),
+                            detail: r.get(3)?,
+                        })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Some((job, order, transitions)))
@@ -474,7 +522,8 @@ fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result
     Order::decode(pb.as_slice()).context("stored order is undecodable")
 }
 
-const JOB_SQL: &str = "SELECT id, order_id, order_number, version, receipt_type, copy, state, attempts, priority, reprint, printer,
+const JOB_SQL: &str =
+    "SELECT id, order_id, order_number, version, receipt_type, copy, state, attempts, priority, reprint, printer,
     last_error, created_ms, updated_ms, printed_ms, next_attempt_ms FROM jobs";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::Job> {

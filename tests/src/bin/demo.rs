@@ -38,17 +38,27 @@ async fn main() -> anyhow::Result<()> {
 
     let tickets = stack.sim.wait_for_tickets(6, Duration::from_secs(30)).await?;
     stack.wait_quiet(Duration::from_secs(30)).await?;
-    println!("\nThe printer received {} tickets (two orders × kitchen, driver, customer):\n", stack.sim.tickets().len());
+    println!(
+        "\nThe printer received {} tickets (two orders × kitchen, driver, customer):\n",
+        stack.sim.tickets().len()
+    );
     for t in &tickets {
-        println!("┌──── ticket #{} ({} bytes, {}) ────", t.seq, t.raw.len(), if t.complete { "cut" } else { "PARTIAL" });
+        println!(
+            "┌──── ticket #{} ({} bytes, {}) ────",
+            t.seq,
+            t.raw.len(),
+            if t.complete { "cut" } else { "PARTIAL" }
+        );
         for line in t.text.lines() {
             println!("│ {line}");
         }
         println!("└────\n");
     }
     if keep {
-        println!("Running until Ctrl-C. Try:\n  grpcurl -plaintext {} wixprint.print.v1.PrintAdmin/GetStatus\n  grpcurl -plaintext -d '{{\"state\":\"JOB_STATE_PRINTED\"}}' {} wixprint.print.v1.PrintAdmin/ListJobs\n  grpcurl -plaintext {} wixprint.ingest.v1.IngestAdmin/ListOrders",
-            stack.print_grpc, stack.print_grpc, stack.ingest_grpc);
+        println!(
+            "Running until Ctrl-C. Try:\n  grpcurl -plaintext {} wixprint.print.v1.PrintAdmin/GetStatus\n  grpcurl -plaintext -d '{{\"state\":\"JOB_STATE_PRINTED\"}}' {} wixprint.print.v1.PrintAdmin/ListJobs\n  grpcurl -plaintext {} wixprint.ingest.v1.IngestAdmin/ListOrders",
+            stack.print_grpc, stack.print_grpc, stack.ingest_grpc
+        );
         tokio::signal::ctrl_c().await?;
     }
     Ok(())

@@ -76,8 +76,12 @@ fn ticket_order(text: &str, numbers: &HashMap<String, usize>) -> Option<usize> {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args();
     let profile = if bin_dir().ends_with("release") { "release" } else { "debug (use --release for real numbers)" };
-    println!("loadgen: {} orders at concurrency {}, then {} paced at {}/s; binaries: {profile}", args.orders, args.concurrency, args.paced, args.rate);
-    let stack = Stack::start(StackOptions::default().print_env("RUST_LOG", "warn").ingest_env("RUST_LOG", "warn")).await?;
+    println!(
+        "loadgen: {} orders at concurrency {}, then {} paced at {}/s; binaries: {profile}",
+        args.orders, args.concurrency, args.paced, args.rate
+    );
+    let stack =
+        Stack::start(StackOptions::default().print_env("RUST_LOG", "warn").ingest_env("RUST_LOG", "warn")).await?;
     let (ipid, ppid) = (stack.ingest.pid().unwrap_or(0), stack.print.pid().unwrap_or(0));
 
     // Warm-up: one order end to end.
@@ -90,7 +94,12 @@ async fn main() -> anyhow::Result<()> {
     let total = args.orders;
     let tokens: Arc<Vec<String>> = Arc::new(
         (1..=total)
-            .map(|n| stack.keys.sign_event(&distinct_order(if n % 2 == 0 { "order_created.pickup.json" } else { "order_approved.delivery.json" }, n as u64)))
+            .map(|n| {
+                stack.keys.sign_event(&distinct_order(
+                    if n % 2 == 0 { "order_created.pickup.json" } else { "order_approved.delivery.json" },
+                    n as u64,
+                ))
+            })
             .collect(),
     );
     let next = Arc::new(AtomicUsize::new(0));
@@ -159,20 +168,46 @@ async fn main() -> anyhow::Result<()> {
 
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     println!("\nmachine: {} cores, {machine}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
     println!("\n| measure | value | goal |");
     println!("|---|---|---|");
     println!("| webhook accept latency p50 (concurrency {}) | {} | |", args.concurrency, ms(percentile(&accept, 0.50)));
-    println!("| webhook accept latency p99 (concurrency {}) | {} | < 5 ms |", args.concurrency, ms(percentile(&accept, 0.99)));
+    println!(
+        "| webhook accept latency p99 (concurrency {}) | {} | < 5 ms |",
+        args.concurrency,
+        ms(percentile(&accept, 0.99))
+    );
     println!("| webhook accept latency max | {} | |", ms(accept.last().copied().unwrap_or_default()));
     println!("| accepted orders/s ({} orders) | {:.0} | ≥ 500 |", total, total as f64 / accept_wall.as_secs_f64());
-    println!("| all {} tickets confirmed after | {:.2} s ({:.0} tickets/s) | |", 3 * total, drain_wall.as_secs_f64(), (3 * total) as f64 / drain_wall.as_secs_f64());
-    println!("| webhook → kitchen ticket p50 ({} orders at {}/s) | {} | |", first.len(), args.rate, ms(percentile(&first, 0.50)));
+    println!(
+        "| all {} tickets confirmed after | {:.2} s ({:.0} tickets/s) | |",
+        3 * total,
+        drain_wall.as_secs_f64(),
+        (3 * total) as f64 / drain_wall.as_secs_f64()
+    );
+    println!(
+        "| webhook → kitchen ticket p50 ({} orders at {}/s) | {} | |",
+        first.len(),
+        args.rate,
+        ms(percentile(&first, 0.50))
+    );
     println!("| webhook → kitchen ticket p99 | {} | < 50 ms |", ms(percentile(&first, 0.99)));
-    println!("| webhook → last of 3 tickets p50 / p99 | {} / {} | |", ms(percentile(&last, 0.50)), ms(percentile(&last, 0.99)));
-    println!("| wix-ingest RSS idle / after run / peak | {} / {} / {} KiB | < 20 MB idle |", idle.0.0, after.0.0, after.0.1);
-    println!("| wix-print RSS idle / after run / peak | {} / {} / {} KiB | < 20 MB idle |", idle.1.0, after.1.0, after.1.1);
+    println!(
+        "| webhook → last of 3 tickets p50 / p99 | {} / {} | |",
+        ms(percentile(&last, 0.50)),
+        ms(percentile(&last, 0.99))
+    );
+    println!(
+        "| wix-ingest RSS idle / after run / peak | {} / {} / {} KiB | < 20 MB idle |",
+        idle.0.0, after.0.0, after.0.1
+    );
+    println!(
+        "| wix-print RSS idle / after run / peak | {} / {} / {} KiB | < 20 MB idle |",
+        idle.1.0, after.1.0, after.1.1
+    );
     Ok(())
 }

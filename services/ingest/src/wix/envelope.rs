@@ -187,6 +187,13 @@ impl WebhookVerifier {
     }
 
     /// Verifies `body` (the raw request body) and unwraps it into a [`WebhookEvent`].
+    ///
+    /// Checked: RS256 signature with the configured key; `exp` when present (60 s leeway; a
+    /// token without `exp` is accepted, as Wix's SDK does). Not checked: `iat`, `nbf`, `aud`,
+    /// `iss` (Wix's SDK does not check them for webhooks either).
+    ///
+    /// For the six order event kinds the order must be present and map (see [`map_order`]);
+    /// other event types are accepted with the order mapped only if possible.
     pub fn verify(&self, body: &[u8]) -> Result<WebhookEvent, WebhookError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.verify_at(body, now)

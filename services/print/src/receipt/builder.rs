@@ -71,10 +71,6 @@ impl<'a> Builder<'a> {
         self.push(vec![c.to_string().repeat(columns)], Style::NORMAL);
     }
 
-    pub fn blank(&mut self) {
-        self.push(vec![String::new()], Style::NORMAL);
-    }
-
     pub fn finish(self) -> Document {
         Document { lines: self.lines }
     }

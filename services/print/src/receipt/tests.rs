@@ -540,7 +540,7 @@ fn hostile_input_never_panics_and_never_overflows() {
                 squeezed(&doc).contains(&long) || kind == ReceiptType::Driver,
                 "{width} {kind:?}: the long name was cut off"
             );
-            assert!(doc.to_text(&l).contains("@0033"));
+            assert!(squeezed(&doc).contains("#1@0033"), "control characters not stripped from the number");
         }
     }
     let l = layout(48);
@@ -700,7 +700,7 @@ fn random_order(r: &mut Lcg) -> Order {
     Order {
         id: r.string(),
         number: r.string(),
-        created_at: (r.below(2) == 0).then(|| prost_types::Timestamp { seconds: 1_758_736_405, nanos: 0 }),
+        created_at: (r.below(2) == 0).then_some(prost_types::Timestamp { seconds: 1_758_736_405, nanos: 0 }),
         status: r.below(7) as i32,
         payment_status: r.below(11) as i32,
         fulfillment,
@@ -725,7 +725,7 @@ fn random_order(r: &mut Lcg) -> Order {
 
 #[test]
 fn pseudo_random_orders_always_fit_and_lose_no_text() {
-    let mut r = Lcg(0x5EED_0F_1337);
+    let mut r = Lcg(0x5EED_0F13);
     for round in 0..400 {
         let order = random_order(&mut r);
         let width = [48, 42, 32, 24][round % 4];
