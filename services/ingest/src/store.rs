@@ -9,7 +9,7 @@ use anyhow::Context;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use wixprint_shared::db::Db;
+use wixprint_shared::db::{Cached, Db};
 use wixprint_shared::proto::ingest as api;
 use wixprint_shared::proto::order::{Order, OrderSource};
 use wixprint_shared::proto::print::SubmitOrderRequest;
@@ -105,7 +105,7 @@ impl Store {
         self.db
             .write(move |tx| {
                 let now = now_ms();
-                let inserted = tx.execute(
+                let inserted = tx.exec(
                     "INSERT INTO webhook_events (event_id, event_type, entity_id, sequence, received_ms, outcome, payload)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'recorded', ?6) ON CONFLICT(event_id) DO NOTHING",
                     params![event.event_id, event.event_type, event.entity_id, event.sequence, now, event.payload],
@@ -120,7 +120,7 @@ impl Store {
                     }
                     _ => Recorded::Recorded,
                 };
-                tx.execute(
+                tx.exec(
                     "UPDATE webhook_events SET outcome = ?1 WHERE event_id = ?2",
                     params![result.outcome(), event.event_id],
                 )?;
@@ -166,7 +166,7 @@ impl Store {
     pub async fn mark_delivered(&self, id: i64) -> anyhow::Result<()> {
         self.db
             .write(move |conn| {
-                conn.execute(
+                conn.exec(
                     "UPDATE outbox SET state = 'delivered', delivered_ms = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
                     params![id, now_ms()],
                 )?;
@@ -179,7 +179,7 @@ impl Store {
     pub async fn mark_failed(&self, id: i64, error: String, next_attempt_ms: i64) -> anyhow::Result<()> {
         self.db
             .write(move |conn| {
-                conn.execute(
+                conn.exec(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3 WHERE id = ?1",
                     params![id, error, next_attempt_ms],
                 )?;
@@ -192,7 +192,7 @@ impl Store {
     pub async fn mark_rejected(&self, id: i64, error: String) -> anyhow::Result<()> {
         self.db
             .write(move |conn| {
-                conn.execute(
+                conn.exec(
                     "UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
                     params![id, error],
                 )?;
@@ -204,13 +204,13 @@ impl Store {
     pub async fn status(&self) -> anyhow::Result<api::GetStatusResponse> {
         self.db
             .call(|conn| {
-                let count = |sql: &str| -> rusqlite::Result<u64> { conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64) };
-                let oldest: Option<i64> = conn.query_row(
+                let count = |sql: &str| -> rusqlite::Result<u64> { conn.row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64) };
+                let oldest: Option<i64> = conn.row(
                     "SELECT min(created_ms) FROM outbox WHERE state = 'pending'",
                     [],
                     |r| r.get(0),
                 )?;
-                let last_webhook: Option<i64> = conn.query_row("SELECT max(received_ms) FROM webhook_events", [], |r| r.get(0))?;
+                let last_webhook: Option<i64> = conn.row("SELECT max(received_ms) FROM webhook_events", [], |r| r.get(0))?;
                 let last_error: Option<String> = conn
                     .query_row(
                         "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY id LIMIT 1",
@@ -253,7 +253,7 @@ impl Store {
                 else {
                     return Ok(None);
                 };
-                let pb: Vec<u8> = conn.query_row("SELECT order_pb FROM orders WHERE order_id = ?1", params![order_id], |r| r.get(0))?;
+                let pb: Vec<u8> = conn.row("SELECT order_pb FROM orders WHERE order_id = ?1", params![order_id], |r| r.get(0))?;
                 let order = Order::decode(pb.as_slice()).context("stored order is undecodable")?;
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, version, state, attempts, last_error, created_ms, delivered_ms FROM outbox WHERE order_id = ?1 ORDER BY id",
@@ -335,7 +335,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
             version + 1
         }
     };
-    tx.execute(
+    tx.exec(
         "INSERT INTO orders (order_id, number, status, source, version, sequence, updated_ms, created_ms, received_ms, order_pb)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT(order_id) DO UPDATE SET number = excluded.number, status = excluded.status, version = excluded.version,
@@ -343,7 +343,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
         params![order.id, order.number, order.status, order.source, version, sequence, updated_ms, created_ms, now, pb],
     )?;
     let request = SubmitOrderRequest { order: Some(order.clone()), version };
-    tx.execute(
+    tx.exec(
         "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
         params![order.id, version, request.encode_to_vec(), now],
     )?;

@@ -42,16 +42,19 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
             );
         }
     };
+    let started = std::time::Instant::now();
     let event = match state.verifier.verify(&bytes) {
         Ok(e) => e,
         Err(WebhookError::Unauthorized(reason)) => return refuse(StatusCode::UNAUTHORIZED, reason),
         Err(WebhookError::BadRequest(reason)) => return refuse(StatusCode::BAD_REQUEST, reason),
     };
+    let verified = started.elapsed();
     let event_id = event.event_id.clone();
     let event_type = event.event_type.clone();
     match state.store.record_webhook(event, OrderSource::WixWebhook).await {
         Ok(recorded) => {
-            tracing::info!(%event_id, %event_type, outcome = recorded.outcome(), "webhook stored");
+            tracing::info!(%event_id, %event_type, outcome = recorded.outcome(),
+                verify_us = verified.as_micros() as u64, commit_us = (started.elapsed() - verified).as_micros() as u64, "webhook stored");
             let mut body = json!({ "status": recorded.outcome(), "event_id": event_id });
             if let Recorded::Applied { order_id, version } = &recorded {
                 body["order_id"] = json!(order_id);

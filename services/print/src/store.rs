@@ -13,7 +13,7 @@ use anyhow::Context;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use wixprint_shared::db::Db;
+use wixprint_shared::db::{Cached, Db};
 use wixprint_shared::proto::order::{Order, OrderStatus};
 use wixprint_shared::proto::print::{self as api, Disposition, ReceiptType, SubmitOrderResponse};
 use wixprint_shared::time::{now_ms, opt_timestamp};
@@ -202,7 +202,7 @@ impl Store {
                         let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
                         for &t in &policy.receipt_types {
                             let (priority, rank) = priority_and_rank(t);
-                            tx.execute(
+                            tx.exec(
                                 "INSERT INTO jobs (order_id, order_number, version, receipt_type, copy, state, priority, order_time_ms,
                                     type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
                                  VALUES (?1, ?2, ?3, ?4, 1, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?9)",
@@ -216,12 +216,12 @@ impl Store {
                     }
                 };
                 let ids_text = job_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-                tx.execute(
+                tx.exec(
                     "INSERT INTO order_versions (order_id, version, received_ms, disposition, job_ids, order_pb) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![order.id, version, now, disposition as i32, ids_text, order.encode_to_vec()],
                 )?;
                 let set_now = (disposition == Disposition::Queued).then_some(version);
-                tx.execute(
+                tx.exec(
                     "INSERT INTO orders (order_id, number, latest_version, status, set_version, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT(order_id) DO UPDATE SET
                         number = CASE WHEN excluded.latest_version > latest_version THEN excluded.number ELSE number END,
@@ -247,7 +247,7 @@ impl Store {
                 };
                 let now = now_ms();
                 for (id, from) in &ids {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE jobs SET state = 'uncertain', reprint = 1, next_attempt_ms = ?2, updated_ms = ?2,
                            last_error = 'interrupted by a restart before the printer confirmed' WHERE id = ?1",
                         params![id, now],
@@ -310,7 +310,7 @@ impl Store {
     pub async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
         self.db
             .call(|conn| {
-                Ok(conn.query_row(
+                Ok(conn.row(
                     "SELECT min(next_attempt_ms) FROM jobs WHERE state IN ('queued', 'uncertain', 'failed')",
                     [],
                     |r| r.get(0),
@@ -322,7 +322,7 @@ impl Store {
     /// `queued|uncertain|failed → sending`: one attempt used; committed before any byte goes out.
     pub async fn mark_sending(&self, id: i64, from: JobState, confirm_id: String) -> anyhow::Result<()> {
         self.transition(id, from, JobState::Sending, format!("attempt with process id {confirm_id}"), move |tx, now| {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET state = 'sending', attempts = attempts + 1, confirm_id = ?2, updated_ms = ?3 WHERE id = ?1",
                 params![id, confirm_id, now],
             )?;
@@ -339,10 +339,7 @@ impl Store {
             JobState::AwaitingConfirm,
             "sent; waiting for the printer".into(),
             move |tx, now| {
-                tx.execute(
-                    "UPDATE jobs SET state = 'awaiting_confirm', updated_ms = ?2 WHERE id = ?1",
-                    params![id, now],
-                )?;
+                tx.exec("UPDATE jobs SET state = 'awaiting_confirm', updated_ms = ?2 WHERE id = ?1", params![id, now])?;
                 Ok(())
             },
         )
@@ -357,7 +354,7 @@ impl Store {
             JobState::Printed,
             "confirmed by the printer".into(),
             move |tx, now| {
-                tx.execute(
+                tx.exec(
                 "UPDATE jobs SET state = 'printed', printed_ms = ?2, updated_ms = ?2, last_error = NULL WHERE id = ?1",
                 params![id, now],
             )?;
@@ -379,10 +376,10 @@ impl Store {
         self.db
             .write(move |tx| {
                 let (attempts, max): (u32, u32) =
-                    tx.query_row("SELECT attempts, max_attempts FROM jobs WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    tx.row("SELECT attempts, max_attempts FROM jobs WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 let to = if attempts >= max { JobState::Dead } else { JobState::Uncertain };
                 let now = now_ms();
-                tx.execute(
+                tx.exec(
                     "UPDATE jobs SET state = ?2, reprint = 1, last_error = ?3, next_attempt_ms = ?4, updated_ms = ?5 WHERE id = ?1",
                     params![id, to.as_str(), detail, retry_at_ms, now],
                 )?;
@@ -396,7 +393,7 @@ impl Store {
     /// status check and the send), so the attempt is given back. Waiting is not failing.
     pub async fn release_unsent(&self, id: i64, back_to: JobState, detail: String) -> anyhow::Result<()> {
         self.transition(id, JobState::Sending, back_to, detail.clone(), move |tx, now| {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET state = ?2, attempts = max(attempts - 1, 0), last_error = ?3, updated_ms = ?4 WHERE id = ?1",
                 params![id, back_to.as_str(), detail, now],
             )?;
@@ -415,8 +412,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         self.db
             .write(move |tx| {
-                let current: String =
-                    tx.query_row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
+                let current: String = tx.row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
                 if current != from.as_str() {
                     anyhow::bail!("job {id}: expected state {} but found {current}", from.as_str());
                 }
@@ -444,8 +440,8 @@ impl Store {
     pub async fn order_counts(&self) -> anyhow::Result<(u64, u64)> {
         self.db
             .call(|conn| {
-                let orders: i64 = conn.query_row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
-                let versions: i64 = conn.query_row("SELECT count(*) FROM order_versions", [], |r| r.get(0))?;
+                let orders: i64 = conn.row("SELECT count(*) FROM orders", [], |r| r.get(0))?;
+                let versions: i64 = conn.row("SELECT count(*) FROM order_versions", [], |r| r.get(0))?;
                 Ok((orders as u64, versions as u64))
             })
             .await
@@ -488,8 +484,7 @@ impl Store {
     pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(api::Job, Order, Vec<api::JobTransition>)>> {
         self.db
             .call(move |conn| {
-                let Some(job) =
-                    conn.query_row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_from_row).optional()?
+                let Some(job) = conn.row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_from_row).optional()?
                 else {
                     return Ok(None);
                 };
@@ -514,7 +509,7 @@ impl Store {
 }
 
 fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result<Order> {
-    let pb: Vec<u8> = conn.query_row(
+    let pb: Vec<u8> = conn.row(
         "SELECT order_pb FROM order_versions WHERE order_id = ?1 AND version = ?2",
         params![order_id, version],
         |r| r.get(0),
@@ -549,7 +544,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::Job> {
 }
 
 fn insert_transition(tx: &Connection, id: i64, from: &str, to: JobState, detail: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO job_transitions (job_id, from_state, to_state, at_ms, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id, from, to.as_str(), now_ms(), detail],
     )?;

@@ -7,7 +7,9 @@
 //! (kitchen ticket, and the last of the three).
 //! RSS of both services idle (after start-up) and after the run, from /proc.
 //!
-//! `loadgen [--orders N] [--concurrency C] [--paced M] [--rate R]`
+//! `loadgen [--orders N] [--concurrency C] [--accept-rate R1] [--paced M] [--rate R] [--accept-only]`
+//! `--accept-rate` offers phase 1 at R1 orders/s (open loop) instead of saturating C connections.
+//! `--accept-only` keeps wix-print stopped and measures phase 1's acceptance alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,11 +24,20 @@ struct Args {
     concurrency: usize,
     paced: usize,
     rate: f64,
+    /// Only measure webhook acceptance, with wix-print stopped (ingest alone).
+    accept_only: bool,
+    /// Offer phase 1 at this many orders/s (open loop, at most C in flight) instead of as
+    /// fast as C connections go.
+    accept_rate: Option<f64>,
 }
 
 fn parse_args() -> Args {
-    let mut a = Args { orders: 2000, concurrency: 8, paced: 200, rate: 20.0 };
-    let argv: Vec<String> = std::env::args().collect();
+    let mut a = Args { orders: 2000, concurrency: 8, paced: 200, rate: 20.0, accept_only: false, accept_rate: None };
+    let mut argv: Vec<String> = std::env::args().collect();
+    if let Some(pos) = argv.iter().position(|x| x == "--accept-only") {
+        a.accept_only = true;
+        argv.remove(pos);
+    }
     let mut i = 1;
     while i + 1 < argv.len() {
         let v = &argv[i + 1];
@@ -35,6 +46,7 @@ fn parse_args() -> Args {
             "--concurrency" => a.concurrency = v.parse().expect("--concurrency C"),
             "--paced" => a.paced = v.parse().expect("--paced M"),
             "--rate" => a.rate = v.parse().expect("--rate R"),
+            "--accept-rate" => a.accept_rate = Some(v.parse().expect("--accept-rate R")),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -104,13 +116,19 @@ async fn main() -> anyhow::Result<()> {
     );
     let next = Arc::new(AtomicUsize::new(0));
     let poster = stack.poster();
+    let pace = args
+        .accept_rate
+        .map(|r| Arc::new(tokio::sync::Mutex::new(tokio::time::interval(Duration::from_secs_f64(1.0 / r)))));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (tokens, next, poster) = (tokens.clone(), next.clone(), poster.clone());
+        let (tokens, next, poster, pace) = (tokens.clone(), next.clone(), poster.clone(), pace.clone());
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
+                if let Some(p) = &pace {
+                    p.lock().await.tick().await;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= tokens.len() {
                     return anyhow::Ok(lat);
@@ -128,6 +146,20 @@ async fn main() -> anyhow::Result<()> {
     }
     let accept_wall = started.elapsed();
     accept.sort();
+    if args.accept_only {
+        println!("\n| measure (wix-print stopped) | value | goal |\n|---|---|---|");
+        println!(
+            "| webhook accept latency p50 / p99 / max (concurrency {}) | {} / {} / {} | p99 < 5 ms |",
+            args.concurrency,
+            ms(percentile(&accept, 0.50)),
+            ms(percentile(&accept, 0.99)),
+            ms(accept.last().copied().unwrap_or_default())
+        );
+        println!("| accepted orders/s ({total} orders) | {:.0} | ≥ 500 |", total as f64 / accept_wall.as_secs_f64());
+        println!("| wix-ingest RSS idle / after run | {} / {} KiB | < 20 MB idle |", idle.0.0, rss_kb(ipid).0);
+        keep_logs(&stack);
+        return Ok(());
+    }
     let expected = 3 + 3 * total;
     stack.sim.wait_for_tickets(expected, Duration::from_secs(600)).await?;
     let drain_wall = started.elapsed();
@@ -209,5 +241,16 @@ async fn main() -> anyhow::Result<()> {
         "| wix-print RSS idle / after run / peak | {} / {} / {} KiB | < 20 MB idle |",
         idle.1.0, after.1.0, after.1.1
     );
+    keep_logs(&stack);
     Ok(())
+}
+
+/// `LOADGEN_LOGS=DIR` keeps both services' logs there (the stack's temp dir goes away).
+fn keep_logs(stack: &Stack) {
+    if let Some(dir) = std::env::var_os("LOADGEN_LOGS") {
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("wix-ingest.log"), stack.ingest.log());
+        let _ = std::fs::write(dir.join("wix-print.log"), stack.print.log());
+    }
 }
