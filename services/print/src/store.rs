@@ -389,19 +389,6 @@ impl Store {
             .await
     }
 
-    /// `sending → previous state`: nothing reached the printer (it went away between the
-    /// status check and the send), so the attempt is given back. Waiting is not failing.
-    pub async fn release_unsent(&self, id: i64, back_to: JobState, detail: String) -> anyhow::Result<()> {
-        self.transition(id, JobState::Sending, back_to, detail.clone(), move |tx, now| {
-            tx.exec(
-                "UPDATE jobs SET state = ?2, attempts = max(attempts - 1, 0), last_error = ?3, updated_ms = ?4 WHERE id = ?1",
-                params![id, back_to.as_str(), detail, now],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     async fn transition(
         &self,
         id: i64,

@@ -48,3 +48,30 @@ fn valid_configuration_checks_ok() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn toml_file_is_read_and_the_environment_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("print.toml");
+    std::fs::write(&file, "printer_url = \"tcp://10.0.0.9:9100\"\nwidth = 500\n").unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wix-print"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .args(["--config", file.to_str().unwrap(), "--check-config"])
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The file's bad width is reported with its origin...
+    let (code, err) = run(&[]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("width") && err.contains("config file"), "{err}");
+    // ...and the environment wins over it.
+    let (code, err) = run(&[("PRINT_WIDTH", "42")]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(&file, "printer_url = \"tcp://10.0.0.9:9100\"\nwidht = 42\n").unwrap();
+    let (code, err) = run(&[]);
+    assert_eq!(code, 78);
+    assert!(err.contains("unknown key `widht`"), "{err}");
+}
