@@ -9,6 +9,7 @@ pub mod outbox;
 pub mod store;
 pub mod webhook;
 pub mod wix;
+pub mod wix_api;
 
 use std::sync::Arc;
 

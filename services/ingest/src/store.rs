@@ -113,8 +113,10 @@ impl Store {
                 if inserted == 0 {
                     return Ok(Recorded::Duplicate);
                 }
+                // Every order event carries the whole order: each newer one is a new version
+                // (wix-print decides what it means on paper); older ones are recorded as stale.
                 let result = match (event.kind(), event.order) {
-                    (EventKind::Created | EventKind::Approved, Some(mut order)) => {
+                    (kind, Some(mut order)) if kind != EventKind::Other => {
                         order.source = source as i32;
                         upsert_order(tx, order, now)?
                     }

@@ -26,6 +26,21 @@ pub static KEYS: &[Key] = &[
         env: "PRINT_RECEIPT_TYPES",
         help: "receipts per order (default kitchen,driver,customer)",
     },
+    Key {
+        name: "storno_receipt_types",
+        env: "PRINT_STORNO_RECEIPT_TYPES",
+        help: "who gets a STORNO slip when a printed order is cancelled (default kitchen)",
+    },
+    Key {
+        name: "restaurant_only",
+        env: "PRINT_RESTAURANT_ONLY",
+        help: "print only Wix Restaurants orders (default true)",
+    },
+    Key {
+        name: "restaurant_app_id",
+        env: "PRINT_RESTAURANT_APP_ID",
+        help: "app id of restaurant line items (default the Wix Restaurants Orders app)",
+    },
     Key { name: "width", env: "PRINT_WIDTH", help: "characters per line in Font A: 48, 42 or 32 (default 48)" },
     Key { name: "code_page", env: "PRINT_CODE_PAGE", help: "pc858 or wpc1252 (default pc858)" },
     Key { name: "time_zone", env: "PRINT_TIME_ZONE", help: "IANA time zone for printed times (default: the system's)" },
@@ -80,6 +95,9 @@ pub struct Config {
     pub printer_url: PrinterUrl,
     pub printer_name: String,
     pub receipt_types: Vec<ReceiptType>,
+    pub storno_types: Vec<ReceiptType>,
+    /// `Some(app id)`: print only orders with a line item from that app.
+    pub restaurant_app_id: Option<String>,
     pub width: usize,
     pub code_page: CodePage,
     pub time_zone: jiff::tz::TimeZone,
@@ -98,23 +116,10 @@ impl Config {
     pub fn from_source(src: &Source) -> Result<Self, ConfigError> {
         let url = src.required("printer_url")?;
         let printer_url: PrinterUrl = url.parse().map_err(|e| src.invalid("printer_url", e))?;
-        let mut receipt_types = Vec::new();
-        for part in src.string("receipt_types", "kitchen,driver,customer").split(',') {
-            let t = match part.trim().to_ascii_lowercase().as_str() {
-                "kitchen" => ReceiptType::Kitchen,
-                "driver" | "pickup" => ReceiptType::Driver,
-                "customer" => ReceiptType::Customer,
-                other => {
-                    return Err(src.invalid(
-                        "receipt_types",
-                        format!("unknown receipt type {other:?} (kitchen, driver, customer)"),
-                    ));
-                }
-            };
-            if !receipt_types.contains(&t) {
-                receipt_types.push(t);
-            }
-        }
+        let receipt_types = receipt_type_list(src, "receipt_types", "kitchen,driver,customer")?;
+        let storno_types = receipt_type_list(src, "storno_receipt_types", "kitchen")?;
+        let restaurant_app_id =
+            src.bool("restaurant_only", true)?.then(|| src.string("restaurant_app_id", WIX_RESTAURANTS_APP_ID));
         let width: usize = src.parse("width", 48)?;
         if !(24..=80).contains(&width) {
             return Err(src.invalid("width", format!("{width} is outside 24..=80 columns")));
@@ -146,6 +151,8 @@ impl Config {
             printer_url,
             printer_name: src.string("printer_name", "front"),
             receipt_types,
+            storno_types,
+            restaurant_app_id,
             width,
             code_page,
             time_zone,
@@ -160,4 +167,25 @@ impl Config {
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
         })
     }
+}
+
+/// App id of "Wix Restaurants Orders (New)": its line items mark an order as a restaurant order.
+pub const WIX_RESTAURANTS_APP_ID: &str = "9a5d83fd-8570-482e-81ab-cfa88942ee60";
+
+fn receipt_type_list(src: &Source, key: &str, default: &str) -> Result<Vec<ReceiptType>, ConfigError> {
+    let mut out = Vec::new();
+    for part in src.string(key, default).split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let t = match part.to_ascii_lowercase().as_str() {
+            "kitchen" => ReceiptType::Kitchen,
+            "driver" | "pickup" => ReceiptType::Driver,
+            "customer" => ReceiptType::Customer,
+            other => {
+                return Err(src.invalid(key, format!("unknown receipt type {other:?} (kitchen, driver, customer)")));
+            }
+        };
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
 }

@@ -21,7 +21,7 @@ use crate::printer::{
     Connection, GS_R_PAPER, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request,
 };
 use crate::receipt::{self, Layout};
-use crate::store::{JobState, ReadyJob, Store};
+use crate::store::{Content, JobState, Printable, ReadyJob, Store};
 
 /// The banner a reprint after an uncertain outcome carries.
 pub const REPRINT_BANNER: &str = "KOPIE / REPRINT";
@@ -40,14 +40,17 @@ pub struct Dispatcher {
     pub grace: Duration,
 }
 
-/// Renders `job` the way it prints: with the banner when it is a reprint.
-pub fn render_job(
-    order: &wixprint_shared::proto::order::Order,
-    receipt_type: wixprint_shared::proto::print::ReceiptType,
-    reprint: bool,
-    layout: &Layout,
-) -> receipt::Document {
-    receipt::render(order, receipt_type, layout, reprint.then_some(REPRINT_BANNER))
+/// Renders a job the way it prints: with the banner when it is a reprint.
+pub fn render_job(p: &Printable, layout: &Layout) -> receipt::Document {
+    let banner = p.reprint.then_some(REPRINT_BANNER);
+    match &p.content {
+        Content::Ticket => receipt::render(&p.order, p.receipt_type, layout, banner),
+        Content::Change { base } => {
+            let changes = crate::changes::diff(base, &p.order);
+            receipt::render_change(&p.order, p.receipt_type, &changes, layout, banner)
+        }
+        Content::Storno => receipt::render_storno(&p.order, p.receipt_type, layout, banner),
+    }
 }
 
 enum Outcome {
@@ -124,7 +127,7 @@ impl Dispatcher {
         }
 
         // 2. Render and commit `sending` before the first byte goes out.
-        let doc = render_job(&job.order, job.receipt_type, job.reprint, &self.layout);
+        let doc = render_job(&job.printable, &self.layout);
         let mut bytes = doc.to_escpos(&self.layout);
         let id = process_id((job.id as u64) * 16 + u64::from(job.attempts));
         match self.confirm_mode {
@@ -159,7 +162,7 @@ impl Dispatcher {
                     tracing::error!(job_id = job.id, error = format!("{e:#}"), "printed but could not record it");
                     return Outcome::PrinterNotReady;
                 }
-                tracing::info!(job_id = job.id, order = %job.order.number, receipt = ?job.receipt_type, reprint = job.reprint, "printed");
+                tracing::info!(job_id = job.id, order = %job.printable.order.number, receipt = ?job.printable.receipt_type, reprint = job.printable.reprint, "printed");
                 Outcome::Next
             }
             Err(e) => self.uncertain(&job, JobState::AwaitingConfirm, e).await,
@@ -171,10 +174,10 @@ impl Dispatcher {
         let retry_at = now_ms() + delay.as_millis() as i64;
         match self.store.mark_uncertain(job.id, from, e.to_string(), retry_at).await {
             Ok(JobState::Dead) => {
-                tracing::error!(job_id = job.id, order = %job.order.number, error = %e, "attempts used up; job dead-lettered")
+                tracing::error!(job_id = job.id, order = %job.printable.order.number, error = %e, "attempts used up; job dead-lettered")
             }
             Ok(_) => {
-                tracing::warn!(job_id = job.id, order = %job.order.number, error = %e, retry_in_ms = delay.as_millis() as u64,
+                tracing::warn!(job_id = job.id, order = %job.printable.order.number, error = %e, retry_in_ms = delay.as_millis() as u64,
                 "print outcome unknown; will reprint with banner")
             }
             Err(db) => {

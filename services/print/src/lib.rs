@@ -3,6 +3,7 @@
 //! them one at a time, marking a job printed only when the printer confirms.
 #![forbid(unsafe_code)]
 
+pub mod changes;
 pub mod config;
 pub mod dispatcher;
 pub mod printer;
@@ -50,8 +51,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     });
     let policy = store::QueuePolicy {
         receipt_types: config.receipt_types.clone(),
+        storno_types: config.storno_types.clone(),
         max_attempts: config.max_attempts,
         printer: config.printer_name.clone(),
+        restaurant_app_id: config.restaurant_app_id.clone(),
     };
 
     let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing {

@@ -102,11 +102,10 @@ impl PrintAdmin for Admin {
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
         let id = req.into_inner().id;
-        let Some((job, order, transitions)) = self.store.get_job(id).await.map_err(internal)? else {
+        let Some((job, printable, transitions)) = self.store.get_job(id).await.map_err(internal)? else {
             return Err(Status::not_found(format!("no job with id {id}")));
         };
-        let receipt_type = ReceiptType::try_from(job.receipt_type).unwrap_or(ReceiptType::Unspecified);
-        let text = render_job(&order, receipt_type, job.reprint, &self.layout).to_text(&self.layout);
+        let text = render_job(&printable, &self.layout).to_text(&self.layout);
         Ok(Response::new(GetJobResponse { job: Some(job), text, transitions }))
     }
 }

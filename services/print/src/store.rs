@@ -18,7 +18,8 @@ use wixprint_shared::proto::order::{Order, OrderStatus};
 use wixprint_shared::proto::print::{self as api, Disposition, ReceiptType, SubmitOrderResponse};
 use wixprint_shared::time::{now_ms, opt_timestamp};
 
-pub static MIGRATIONS: &[&str] = &[r#"
+pub static MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orders (
     order_id        TEXT PRIMARY KEY,
     number          TEXT NOT NULL,
@@ -70,7 +71,14 @@ CREATE TABLE job_transitions (
     detail     TEXT NOT NULL
 );
 CREATE INDEX job_transitions_job ON job_transitions (job_id, id);
-"#];
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN base_version INTEGER;
+ALTER TABLE orders ADD COLUMN paper_version INTEGER;
+ALTER TABLE orders ADD COLUMN storno INTEGER NOT NULL DEFAULT 0;
+UPDATE orders SET paper_version = set_version;
+"#,
+];
 
 /// Job lifecycle (design §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,24 +151,119 @@ fn priority_and_rank(t: ReceiptType) -> (i32, i32) {
     }
 }
 
-/// A job ready to print, with the order version it renders.
+/// What a job prints.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A receipt of the order's set.
+    Ticket,
+    /// A change slip: what changed since `base` (the version the paper showed).
+    Change { base: Box<Order> },
+    /// A cancellation slip.
+    Storno,
+}
+
+/// Everything needed to render a job exactly as it prints.
+#[derive(Debug, Clone)]
+pub struct Printable {
+    pub receipt_type: ReceiptType,
+    pub order: Order,
+    pub content: Content,
+    /// Reprint after an uncertain outcome: carries the KOPIE banner.
+    pub reprint: bool,
+}
+
+/// A job ready to print.
 #[derive(Debug, Clone)]
 pub struct ReadyJob {
     pub id: i64,
     pub state: JobState,
-    pub receipt_type: ReceiptType,
     pub attempts: u32,
     pub max_attempts: u32,
-    pub reprint: bool,
-    pub order: Order,
+    pub printable: Printable,
+}
+
+/// Loads what job `id` prints.
+fn load_printable(conn: &Connection, id: i64) -> anyhow::Result<Printable> {
+    let (order_id, version, kind, base_version, rt, reprint): (String, i64, String, Option<i64>, i32, bool) = conn
+        .row(
+            "SELECT order_id, version, kind, base_version, receipt_type, reprint FROM jobs WHERE id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )?;
+    let order = load_order(conn, &order_id, version).with_context(|| format!("job {id}"))?;
+    let content = match (kind.as_str(), base_version) {
+        ("storno", _) => Content::Storno,
+        (k, Some(base)) if k.starts_with("change:") => Content::Change {
+            base: Box::new(load_order(conn, &order_id, base).with_context(|| format!("job {id} base"))?),
+        },
+        _ => Content::Ticket,
+    };
+    Ok(Printable {
+        receipt_type: ReceiptType::try_from(rt).unwrap_or(ReceiptType::Unspecified),
+        order,
+        content,
+        reprint,
+    })
 }
 
 /// Per-job queue settings from config.
 #[derive(Debug, Clone)]
 pub struct QueuePolicy {
     pub receipt_types: Vec<ReceiptType>,
+    /// Receipt types that get a STORNO slip when a printed order is cancelled.
+    pub storno_types: Vec<ReceiptType>,
     pub max_attempts: u32,
     pub printer: String,
+    /// Print only orders with a line item from this app (Wix Restaurants); `None` prints all.
+    pub restaurant_app_id: Option<String>,
+}
+
+impl QueuePolicy {
+    /// Whether this order is one this printer prints at all. Local (phone) orders always are.
+    pub fn prints(&self, order: &Order) -> bool {
+        match &self.restaurant_app_id {
+            None => true,
+            Some(_) if order.source == wixprint_shared::proto::order::OrderSource::Local as i32 => true,
+            Some(app) => order.catalog_app_ids.iter().any(|a| a == app),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_job(
+    tx: &Connection,
+    order: &Order,
+    version: i64,
+    t: ReceiptType,
+    kind: &str,
+    base_version: Option<i64>,
+    policy: &QueuePolicy,
+    now: i64,
+) -> anyhow::Result<i64> {
+    let (priority, rank) = priority_and_rank(t);
+    let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
+    tx.exec(
+        "INSERT INTO jobs (order_id, order_number, version, kind, base_version, receipt_type, copy, state, priority,
+            order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?11)",
+        params![
+            order.id,
+            order.number,
+            version,
+            kind,
+            base_version,
+            t as i32,
+            priority,
+            order_time,
+            rank,
+            policy.max_attempts,
+            now,
+            policy.printer
+        ],
+    )?;
+    let id = tx.last_insert_rowid();
+    insert_transition(tx, id, "", JobState::Queued, &format!("{kind} for order {} version {version}", order.number))?;
+    Ok(id)
 }
 
 #[derive(Clone)]
@@ -173,14 +276,16 @@ impl Store {
         Ok(Self { db: Db::open(path, MIGRATIONS)? })
     }
 
-    /// Records an order version and, for the first approved version, creates its receipt set,
-    /// all in one transaction. A repeat of (order id, version) changes nothing and returns the
-    /// stored answer.
+    /// Records an order version and decides, in one transaction, what it means on paper:
+    /// the first approved version creates the receipt set; a later version with printable
+    /// changes queues change slips (or lets not-yet-printed tickets print the new version); a
+    /// cancellation cancels what has not printed and queues STORNO slips for what has. A
+    /// repeat of (order id, version) changes nothing and returns the stored answer.
     pub async fn submit(&self, order: Order, version: i64, policy: QueuePolicy) -> anyhow::Result<SubmitOrderResponse> {
         self.db
             .write(move |tx| {
                 let seen: Option<(i32, String)> = tx
-                    .query_row(
+                    .row(
                         "SELECT disposition, job_ids FROM order_versions WHERE order_id = ?1 AND version = ?2",
                         params![order.id, version],
                         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -190,45 +295,115 @@ impl Store {
                     return Ok(SubmitOrderResponse { disposition, job_ids: parse_ids(&job_ids), duplicate: true });
                 }
                 let now = now_ms();
-                let set_version: Option<Option<i64>> = tx
-                    .query_row("SELECT set_version FROM orders WHERE order_id = ?1", params![order.id], |r| r.get(0))
+                tx.exec(
+                    "INSERT INTO order_versions (order_id, version, received_ms, disposition, job_ids, order_pb) VALUES (?1, ?2, ?3, 0, '', ?4)",
+                    params![order.id, version, now, order.encode_to_vec()],
+                )?;
+                let known: Option<(i64, Option<i64>, Option<i64>, bool)> = tx
+                    .row(
+                        "SELECT latest_version, set_version, paper_version, storno FROM orders WHERE order_id = ?1",
+                        params![order.id],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
                     .optional()?;
+                let (latest, set_version, paper_version, storno) = known.unwrap_or((0, None, None, false));
                 let approved = order.status == OrderStatus::Approved as i32;
+                let canceled = order.status == OrderStatus::Canceled as i32;
                 let mut job_ids = Vec::new();
-                let disposition = match (set_version.flatten(), approved) {
-                    (Some(_), _) => Disposition::AlreadyQueued,
-                    (None, false) => Disposition::NotPrintable,
-                    (None, true) => {
-                        let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
-                        for &t in &policy.receipt_types {
-                            let (priority, rank) = priority_and_rank(t);
-                            tx.exec(
-                                "INSERT INTO jobs (order_id, order_number, version, receipt_type, copy, state, priority, order_time_ms,
-                                    type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
-                                 VALUES (?1, ?2, ?3, ?4, 1, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?9, ?9)",
-                                params![order.id, order.number, version, t as i32, priority, order_time, rank, policy.max_attempts, now, policy.printer],
-                            )?;
-                            let id = tx.last_insert_rowid();
-                            insert_transition(tx, id, "", JobState::Queued, &format!("order {} version {version}", order.number))?;
-                            job_ids.push(id);
+                let mut new_paper = paper_version;
+                let mut new_storno = storno;
+                let disposition = if version < latest {
+                    // Ingest forwards versions in order; an older one changes nothing.
+                    Disposition::Recorded
+                } else {
+                    match set_version {
+                        None if !approved => Disposition::NotPrintable,
+                        None if !policy.prints(&order) => Disposition::Filtered,
+                        None => {
+                            for &t in &policy.receipt_types {
+                                job_ids.push(insert_job(tx, &order, version, t, "ticket", None, &policy, now)?);
+                            }
+                            new_paper = Some(version);
+                            Disposition::Queued
                         }
-                        Disposition::Queued
+                        Some(_) if storno => Disposition::Recorded,
+                        Some(_) if canceled => {
+                            let open: Vec<(i64, String)> = {
+                                let mut st = tx.prepare_cached(
+                                    "SELECT id, state FROM jobs WHERE order_id = ?1 AND state IN ('queued', 'uncertain', 'failed')",
+                                )?;
+                                st.query_map(params![order.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+                            };
+                            for (id, from) in &open {
+                                tx.exec("UPDATE jobs SET state = 'cancelled', updated_ms = ?2 WHERE id = ?1", params![id, now])?;
+                                insert_transition(tx, *id, from, JobState::Cancelled, &format!("order cancelled (version {version})"))?;
+                            }
+                            let on_paper: i64 = tx.row(
+                                "SELECT count(*) FROM jobs WHERE order_id = ?1 AND state IN ('printed', 'sending', 'awaiting_confirm', 'dead')",
+                                params![order.id],
+                                |r| r.get(0),
+                            )?;
+                            if on_paper > 0 {
+                                for &t in &policy.storno_types {
+                                    job_ids.push(insert_job(tx, &order, version, t, "storno", None, &policy, now)?);
+                                }
+                            }
+                            new_storno = true;
+                            Disposition::Cancelled
+                        }
+                        Some(_) if !approved => Disposition::Recorded,
+                        Some(set) => {
+                            let base_version = paper_version.unwrap_or(set);
+                            let base = load_order(tx, &order.id, base_version)?;
+                            let changes = crate::changes::diff(&base, &order);
+                            let mut any = false;
+                            for &t in &policy.receipt_types {
+                                let relevant = changes.iter().any(|c| match t {
+                                    ReceiptType::Driver => c.concerns_driver(),
+                                    ReceiptType::Customer => false,
+                                    _ => c.concerns_kitchen(),
+                                });
+                                if !relevant {
+                                    continue;
+                                }
+                                any = true;
+                                // A ticket still waiting simply prints the new version.
+                                let moved = tx.exec(
+                                    "UPDATE jobs SET version = ?3, updated_ms = ?4 WHERE order_id = ?1 AND receipt_type = ?2
+                                       AND kind = 'ticket' AND state = 'queued'",
+                                    params![order.id, t as i32, version, now],
+                                )?;
+                                if moved == 0 {
+                                    let kind = format!("change:{version}");
+                                    job_ids.push(insert_job(tx, &order, version, t, &kind, Some(base_version), &policy, now)?);
+                                }
+                            }
+                            if any {
+                                new_paper = Some(version);
+                                Disposition::Changed
+                            } else {
+                                Disposition::Recorded
+                            }
+                        }
                     }
                 };
                 let ids_text = job_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
                 tx.exec(
-                    "INSERT INTO order_versions (order_id, version, received_ms, disposition, job_ids, order_pb) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![order.id, version, now, disposition as i32, ids_text, order.encode_to_vec()],
+                    "UPDATE order_versions SET disposition = ?3, job_ids = ?4 WHERE order_id = ?1 AND version = ?2",
+                    params![order.id, version, disposition as i32, ids_text],
                 )?;
                 let set_now = (disposition == Disposition::Queued).then_some(version);
                 tx.exec(
-                    "INSERT INTO orders (order_id, number, latest_version, status, set_version, received_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                    "INSERT INTO orders (order_id, number, latest_version, status, set_version, paper_version, storno, received_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(order_id) DO UPDATE SET
                         number = CASE WHEN excluded.latest_version > latest_version THEN excluded.number ELSE number END,
                         status = CASE WHEN excluded.latest_version > latest_version THEN excluded.status ELSE status END,
                         latest_version = max(latest_version, excluded.latest_version),
-                        set_version = coalesce(set_version, excluded.set_version)",
-                    params![order.id, order.number, version, order.status, set_now, now],
+                        set_version = coalesce(set_version, excluded.set_version),
+                        paper_version = excluded.paper_version,
+                        storno = excluded.storno",
+                    params![order.id, order.number, version, order.status, set_now, new_paper, new_storno, now],
                 )?;
                 Ok(SubmitOrderResponse { disposition: disposition as i32, job_ids, duplicate: false })
             })
@@ -269,38 +444,24 @@ impl Store {
     pub async fn next_ready_job(&self) -> anyhow::Result<Option<ReadyJob>> {
         self.db
             .call(|conn| {
-                let row = conn
-                    .query_row(
-                        "SELECT j.id, j.state, j.receipt_type, j.attempts, j.max_attempts, j.reprint, v.order_pb
-                         FROM jobs j JOIN order_versions v ON v.order_id = j.order_id AND v.version = j.version
-                         WHERE j.state IN ('queued', 'uncertain', 'failed') AND j.next_attempt_ms <= ?1
-                         ORDER BY j.priority, j.order_time_ms, j.type_rank, j.id LIMIT 1",
+                let row: Option<(i64, String, u32, u32)> = conn
+                    .row(
+                        "SELECT id, state, attempts, max_attempts FROM jobs
+                         WHERE state IN ('queued', 'uncertain', 'failed') AND next_attempt_ms <= ?1
+                         ORDER BY priority, order_time_ms, type_rank, id LIMIT 1",
                         params![now_ms()],
-                        |r| {
-                            Ok((
-                                r.get::<_, i64>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, i32>(2)?,
-                                r.get::<_, u32>(3)?,
-                                r.get::<_, u32>(4)?,
-                                r.get::<_, bool>(5)?,
-                                r.get::<_, Vec<u8>>(6)?,
-                            ))
-                        },
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                     )
                     .optional()?;
-                let Some((id, state, rt, attempts, max_attempts, reprint, pb)) = row else {
+                let Some((id, state, attempts, max_attempts)) = row else {
                     return Ok(None);
                 };
                 Ok(Some(ReadyJob {
                     id,
                     state: JobState::parse(&state).context("unknown job state in database")?,
-                    receipt_type: ReceiptType::try_from(rt).unwrap_or(ReceiptType::Unspecified),
                     attempts,
                     max_attempts,
-                    reprint,
-                    order: Order::decode(pb.as_slice())
-                        .with_context(|| format!("job {id}: stored order is undecodable"))?,
+                    printable: load_printable(conn, id)?,
                 }))
             })
             .await
@@ -468,14 +629,14 @@ impl Store {
     }
 
     /// A job, its order version and its transitions.
-    pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(api::Job, Order, Vec<api::JobTransition>)>> {
+    pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(api::Job, Printable, Vec<api::JobTransition>)>> {
         self.db
             .call(move |conn| {
                 let Some(job) = conn.row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_from_row).optional()?
                 else {
                     return Ok(None);
                 };
-                let order = load_order(conn, &job.order_id, job.version)?;
+                let printable = load_printable(conn, id)?;
                 let mut stmt = conn.prepare_cached(
                     "SELECT from_state, to_state, at_ms, detail FROM job_transitions WHERE job_id = ?1 ORDER BY id",
                 )?;
@@ -489,7 +650,7 @@ impl Store {
                         })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Some((job, order, transitions)))
+                Ok(Some((job, printable, transitions)))
             })
             .await
     }
@@ -506,7 +667,7 @@ fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result
 
 const JOB_SQL: &str =
     "SELECT id, order_id, order_number, version, receipt_type, copy, state, attempts, priority, reprint, printer,
-    last_error, created_ms, updated_ms, printed_ms, next_attempt_ms FROM jobs";
+    last_error, created_ms, updated_ms, printed_ms, next_attempt_ms, kind FROM jobs";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::Job> {
     let state: String = r.get(6)?;
@@ -527,6 +688,7 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::Job> {
         updated_at: opt_timestamp(r.get(13)?),
         printed_at: opt_timestamp(r.get(14)?),
         next_attempt_at: opt_timestamp(r.get(15)?),
+        kind: r.get::<_, String>(16)?.split(':').next().unwrap_or_default().to_owned(),
     })
 }
 

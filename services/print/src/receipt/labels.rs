@@ -39,6 +39,17 @@ pub struct Labels {
     pub paid_amount: &'static str,
     pub balance_due: &'static str,
     pub cash_to_collect: &'static str,
+    // Change and cancellation slips.
+    pub change: &'static str,
+    pub storno: &'static str,
+    pub storno_detail: &'static str,
+    pub added: &'static str,
+    pub removed: &'static str,
+    pub quantity: &'static str,
+    pub new_time: &'static str,
+    pub new_note: &'static str,
+    pub new_address: &'static str,
+    pub new_phone: &'static str,
 }
 
 impl Labels {
@@ -72,6 +83,16 @@ impl Labels {
         paid_amount: "Bezahlt",
         balance_due: "Offener Betrag",
         cash_to_collect: "BAR ZU KASSIEREN",
+        change: "ÄNDERUNG",
+        storno: "STORNO",
+        storno_detail: "Bestellung storniert - nicht zubereiten",
+        added: "NEU:",
+        removed: "WEG:",
+        quantity: "MENGE:",
+        new_time: "NEUE ZEIT:",
+        new_note: "NEUE NOTIZ:",
+        new_address: "NEUE ADRESSE:",
+        new_phone: "NEUE TEL.:",
     };
 
     pub const EN: Labels = Labels {
@@ -104,6 +125,16 @@ impl Labels {
         paid_amount: "Paid",
         balance_due: "Balance due",
         cash_to_collect: "CASH TO COLLECT",
+        change: "CHANGE",
+        storno: "CANCELLED",
+        storno_detail: "Order cancelled - do not prepare",
+        added: "ADDED:",
+        removed: "REMOVED:",
+        quantity: "QUANTITY:",
+        new_time: "NEW TIME:",
+        new_note: "NEW NOTE:",
+        new_address: "NEW ADDRESS:",
+        new_phone: "NEW PHONE:",
     };
 
     /// The labels for `order`: the buyer's language decides, the site's when the buyer's is

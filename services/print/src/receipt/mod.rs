@@ -23,6 +23,7 @@ mod facts;
 mod kitchen;
 mod labels;
 mod money;
+mod slips;
 mod text;
 
 #[cfg(test)]
@@ -75,6 +76,35 @@ pub fn render(order: &Order, kind: ReceiptType, layout: &Layout, banner: Option<
         ReceiptType::Driver => driver::render(&mut b, order, labels),
         ReceiptType::Customer => customer::render(&mut b, order, labels),
     }
+    if let Some(text) = banner {
+        b.text(text, Style::BANNER);
+    }
+    b.finish()
+}
+
+/// Renders a change slip for `order` (the new version) listing `changes` for `kind`.
+pub fn render_change(
+    order: &Order,
+    kind: ReceiptType,
+    changes: &[crate::changes::Change],
+    layout: &Layout,
+    banner: Option<&str>,
+) -> Document {
+    framed(layout, banner, |b| slips::change(b, order, kind, changes, Labels::for_order(order)))
+}
+
+/// Renders the cancellation slip for `order` on `kind`'s printer.
+pub fn render_storno(order: &Order, kind: ReceiptType, layout: &Layout, banner: Option<&str>) -> Document {
+    framed(layout, banner, |b| slips::storno(b, order, kind, Labels::for_order(order)))
+}
+
+fn framed(layout: &Layout, banner: Option<&str>, body: impl FnOnce(&mut Builder)) -> Document {
+    let mut b = Builder::new(layout);
+    let banner = banner.map(str::trim).filter(|s| !s.is_empty());
+    if let Some(text) = banner {
+        b.text(text, Style::BANNER);
+    }
+    body(&mut b);
     if let Some(text) = banner {
         b.text(text, Style::BANNER);
     }

@@ -1,0 +1,1 @@
+//! Fake Wix API (being written).
