@@ -144,6 +144,8 @@ pub struct StackOptions {
     pub ingest_env: Vec<(String, String)>,
     /// Leave wix-print stopped (start it later with `stack.print.start()`).
     pub print_stopped: bool,
+    /// Turn the order sync on against this Wix API: (base URL, API key, site id).
+    pub wix_api: Option<(String, String, String)>,
 }
 
 impl StackOptions {
@@ -157,6 +159,11 @@ impl StackOptions {
     }
     pub fn print_stopped(mut self) -> Self {
         self.print_stopped = true;
+        self
+    }
+    /// Turns the order sync on against `base_url` with this key and site id.
+    pub fn wix_api(mut self, base_url: &str, api_key: &str, site_id: &str) -> Self {
+        self.wix_api = Some((base_url.into(), api_key.into(), site_id.into()));
         self
     }
 }
@@ -203,6 +210,15 @@ impl Stack {
         ienv.insert("PRINT_SERVICE_URL".into(), format!("http://{print_grpc}"));
         ienv.insert("INGEST_OUTBOX_BACKOFF_MIN_MS".into(), "50".into());
         ienv.insert("INGEST_OUTBOX_BACKOFF_MAX_MS".into(), "500".into());
+        if let Some((url, key, site)) = &opts.wix_api {
+            let key_file = dir.path().join("wix-api-key");
+            std::fs::write(&key_file, key)?;
+            ienv.insert("WIX_API_BASE_URL".into(), url.clone());
+            ienv.insert("WIX_API_KEY_FILE".into(), key_file.display().to_string());
+            ienv.insert("WIX_SITE_ID".into(), site.clone());
+            ienv.insert("ORDER_SYNC_BACKOFF_MIN_MS".into(), "20".into());
+            ienv.insert("ORDER_SYNC_BACKOFF_MAX_MS".into(), "200".into());
+        }
         ienv.extend(opts.ingest_env);
 
         let mut print = Service::new("wix-print", dir.path(), penv);

@@ -107,3 +107,144 @@ async fn orders_from_other_wix_apps_do_not_print() {
     let jobs = stack.jobs().await.unwrap();
     assert!(jobs.iter().all(|j| j.order_number != "10033"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_phone_orders_are_numbered_per_day_and_print_like_wix_orders() {
+    use wixprint_shared::proto::ingest::{ListOrdersRequest, SubmitLocalOrderRequest};
+    use wixprint_shared::proto::order::{
+        Contact, Fulfillment, FulfillmentType, LineItem, Order, OrderSource, PriceSummary,
+    };
+    let stack = Stack::start(StackOptions::default().ingest_env("INGEST_TIME_ZONE", "Europe/Zurich")).await.unwrap();
+    let mut ingest = stack.ingest_admin().await.unwrap();
+    let order = Order {
+        line_items: vec![LineItem {
+            name: "Pad Thai\u{0}".into(),
+            quantity: 2,
+            unit_price: "19.50".into(),
+            line_total: "39.00".into(),
+            ..Default::default()
+        }],
+        fulfillment: Some(Fulfillment {
+            r#type: FulfillmentType::Pickup as i32,
+            contact: Some(Contact {
+                first_name: "Anna".into(),
+                phone: "+41 79 123 45 67".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        price_summary: Some(PriceSummary {
+            subtotal: "39.00".into(),
+            total: "39.00".into(),
+            currency: "CHF".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let first =
+        ingest.submit_local_order(SubmitLocalOrderRequest { order: Some(order.clone()) }).await.unwrap().into_inner();
+    let second =
+        ingest.submit_local_order(SubmitLocalOrderRequest { order: Some(order.clone()) }).await.unwrap().into_inner();
+    let today = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Zurich").unwrap())
+        .strftime("%Y%m%d")
+        .to_string();
+    assert_eq!(first.number, format!("L-{today}-1"));
+    assert_eq!(second.number, format!("L-{today}-2"));
+    let t = tickets(&stack, 6).await;
+    settle(&stack, 6).await;
+    // Kitchen tickets go first across orders, so count rather than rely on positions.
+    for n in [&first.number, &second.number] {
+        assert_eq!(t.iter().filter(|t| t.text.contains(n.as_str())).count(), 3, "order {n}");
+    }
+    assert!(t.iter().all(|t| !t.text.contains('\u{0}')));
+    assert!(t.iter().any(|t| t.text.contains("Pad Thai") && t.text.contains("39.00") && t.text.contains("CHF")));
+    let orders = ingest.list_orders(ListOrdersRequest::default()).await.unwrap().into_inner().orders;
+    assert!(orders.iter().all(|o| o.source == OrderSource::Local as i32), "{orders:?}");
+
+    // Bad phone orders are refused with the field named, and change nothing.
+    for (what, bad) in [
+        ("no items", Order::default()),
+        (
+            "quantity 0",
+            Order {
+                line_items: vec![LineItem { name: "x".into(), quantity: 0, ..Default::default() }],
+                ..Default::default()
+            },
+        ),
+        (
+            "absurd quantity",
+            Order {
+                line_items: vec![LineItem { name: "x".into(), quantity: 1_000_000, ..Default::default() }],
+                ..Default::default()
+            },
+        ),
+        (
+            "bad money",
+            Order {
+                line_items: vec![LineItem {
+                    name: "x".into(),
+                    quantity: 1,
+                    unit_price: "12,50 €".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ),
+    ] {
+        let err = ingest.submit_local_order(SubmitLocalOrderRequest { order: Some(bad) }).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
+        assert!(err.message().contains("line_items"), "{what}: {}", err.message());
+    }
+    settle(&stack, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_webhooks_get_clear_errors_or_bounded_tickets_never_control_bytes() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut ev = fixture("order_created.pickup.json");
+        f(order_mut(&mut ev).unwrap());
+        ev
+    };
+    let refused = [
+        ("negative quantity", with(&|o| o["lineItems"][0]["quantity"] = json!(-3))),
+        ("a million portions", with(&|o| o["lineItems"][0]["quantity"] = json!(1_000_000))),
+        (
+            "5000 line items",
+            with(&|o| {
+                let item = json!({"quantity": 1, "productName": {"original": "x"}});
+                o["lineItems"] = json!(vec![item; 5000]);
+            }),
+        ),
+    ];
+    for (what, ev) in refused {
+        let (status, body) = stack.post_webhook(stack.keys.sign_event(&ev)).await.unwrap();
+        assert!(status == 400 || status == 413, "{what}: {status} {body}");
+        assert!(body.contains("error"), "{what}: {body}");
+    }
+    let mut ingest = stack.ingest_admin().await.unwrap();
+    let st = ingest.get_status(wixprint_shared::proto::ingest::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((st.orders, st.webhook_events), (0, 0), "refused input was stored");
+
+    // Accepted but made harmless: NUL and escape bytes in names and notes, a 100 KB name.
+    let ev = with(&|o| {
+        o["lineItems"][0]["productName"]["translated"] = json!("Nam\u{0}Tok\u{1b}@\u{1d}V\u{0}");
+        o["buyerNote"] = json!(format!("ohne\u{0}Koriander {}", "x".repeat(100_000)));
+    });
+    stack.send_event(&ev).await.unwrap();
+    let t = tickets(&stack, 3).await;
+    settle(&stack, 3).await;
+    for ticket in &t {
+        assert!(ticket.complete && ticket.unknown_commands == 0, "ticket #{}", ticket.seq);
+        assert!(
+            !ticket.text.chars().any(|c| c.is_control() && c != '\n'),
+            "control character on paper:\n{}",
+            ticket.text
+        );
+        assert!(ticket.lines.len() < 200, "unbounded ticket: {} lines", ticket.lines.len());
+    }
+    assert!(t[0].text.contains("Nam Tok") || t[0].text.contains("NamTok"), "{}", t[0].text);
+    let log = stack.logs();
+    assert!(!log.contains('\u{0}'), "NUL reached the logs");
+}

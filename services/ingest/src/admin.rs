@@ -5,12 +5,134 @@ use tonic::{Request, Response, Status};
 use wixprint_shared::proto::ingest::ingest_admin_server::IngestAdmin;
 use wixprint_shared::proto::ingest::*;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use wixprint_shared::proto::order::{Order, OrderStatus, PaymentStatus};
+
 use crate::store::Store;
+use crate::sync::SyncHandle;
 
 pub struct Admin {
     pub store: Store,
     pub print_service_url: String,
     pub started_ms: i64,
+    pub sync: SyncHandle,
+    pub outbox_wake: Arc<Notify>,
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+/// Bounds for phone orders typed in by staff (or a script): generous, never unbounded.
+const MAX_LOCAL_ITEMS: usize = 200;
+const MAX_LOCAL_QUANTITY: u32 = 1000;
+const MAX_LOCAL_TEXT: usize = 500;
+
+/// Removes control characters (NUL included) and trims; `None` when longer than `max`.
+fn clean(field: &str, text: &str, max: usize) -> Result<String, Status> {
+    let t: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let t = t.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.chars().count() > max {
+        return Err(Status::invalid_argument(format!("{field} is longer than {max} characters")));
+    }
+    Ok(t)
+}
+
+fn money(field: &str, value: &str) -> Result<String, Status> {
+    let v = value.trim();
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    let ok = v.is_empty()
+        || (!digits.is_empty()
+            && digits.len() <= 15
+            && digits.split('.').count() <= 2
+            && digits.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(Status::invalid_argument(format!("{field} {value:?} is not a decimal amount")))
+    }
+}
+
+/// Validates and normalises a phone order; every refusal names the field.
+fn local_order(mut o: Order) -> Result<Order, Status> {
+    if o.line_items.is_empty() {
+        return Err(Status::invalid_argument("order.line_items: a local order needs at least one item"));
+    }
+    if o.line_items.len() > MAX_LOCAL_ITEMS {
+        return Err(Status::invalid_argument(format!("order.line_items: at most {MAX_LOCAL_ITEMS} items")));
+    }
+    for (i, item) in o.line_items.iter_mut().enumerate() {
+        item.name = clean(&format!("line_items[{i}].name"), &item.name, MAX_LOCAL_TEXT)?;
+        if item.name.is_empty() {
+            return Err(Status::invalid_argument(format!("line_items[{i}].name is empty")));
+        }
+        if item.quantity == 0 || item.quantity > MAX_LOCAL_QUANTITY {
+            return Err(Status::invalid_argument(format!(
+                "line_items[{i}].quantity {} is outside 1..={MAX_LOCAL_QUANTITY}",
+                item.quantity
+            )));
+        }
+        item.unit_price = money(&format!("line_items[{i}].unit_price"), &item.unit_price)?;
+        item.line_total = money(&format!("line_items[{i}].line_total"), &item.line_total)?;
+        if item.modifiers.len() > 50 {
+            return Err(Status::invalid_argument(format!("line_items[{i}].modifiers: at most 50")));
+        }
+        for (j, m) in item.modifiers.iter_mut().enumerate() {
+            m.group = clean(&format!("line_items[{i}].modifiers[{j}].group"), &m.group, MAX_LOCAL_TEXT)?;
+            m.name = clean(&format!("line_items[{i}].modifiers[{j}].name"), &m.name, MAX_LOCAL_TEXT)?;
+            m.price = money(&format!("line_items[{i}].modifiers[{j}].price"), &m.price)?;
+        }
+    }
+    o.buyer_note = clean("buyer_note", &o.buyer_note, 2000)?;
+    if let Some(f) = o.fulfillment.as_mut() {
+        f.instructions = clean("fulfillment.instructions", &f.instructions, MAX_LOCAL_TEXT)?;
+        if let Some(c) = f.contact.as_mut() {
+            c.first_name = clean("fulfillment.contact.first_name", &c.first_name, 100)?;
+            c.last_name = clean("fulfillment.contact.last_name", &c.last_name, 100)?;
+            c.phone = clean("fulfillment.contact.phone", &c.phone, 50)?;
+        }
+        if let Some(a) = f.address.as_mut() {
+            for (name, v) in [
+                ("line1", &mut a.line1),
+                ("line2", &mut a.line2),
+                ("postal_code", &mut a.postal_code),
+                ("city", &mut a.city),
+            ] {
+                *v = clean(&format!("fulfillment.address.{name}"), v, MAX_LOCAL_TEXT)?;
+            }
+        }
+    }
+    if let Some(p) = o.price_summary.as_mut() {
+        for (name, v) in [
+            ("subtotal", &mut p.subtotal),
+            ("discount", &mut p.discount),
+            ("shipping", &mut p.shipping),
+            ("fees", &mut p.fees),
+            ("tax", &mut p.tax),
+            ("total", &mut p.total),
+            ("balance_due", &mut p.balance_due),
+            ("paid", &mut p.paid),
+        ] {
+            *v = money(&format!("price_summary.{name}"), v)?;
+        }
+        let iso = p.currency.len() == 3 && p.currency.chars().all(|c| c.is_ascii_uppercase());
+        if !p.currency.is_empty() && !iso {
+            return Err(Status::invalid_argument(format!(
+                "price_summary.currency {:?} is not an ISO 4217 code",
+                p.currency
+            )));
+        }
+    }
+    let now = wixprint_shared::time::timestamp_from_ms(wixprint_shared::time::now_ms());
+    o.status = OrderStatus::Approved as i32;
+    if PaymentStatus::try_from(o.payment_status).unwrap_or_default() == PaymentStatus::Unspecified {
+        o.payment_status = PaymentStatus::NotPaid as i32;
+    }
+    o.created_at = Some(now);
+    o.updated_at = Some(now);
+    o.entity_event_sequence = 0;
+    o.catalog_app_ids.clear();
+    Ok(o)
 }
 
 fn internal(e: anyhow::Error) -> Status {
@@ -24,6 +146,7 @@ impl IngestAdmin for Admin {
         status.print_service_url = self.print_service_url.clone();
         status.version = wixprint_shared::VERSION.to_owned();
         status.started_at = Some(wixprint_shared::time::timestamp_from_ms(self.started_ms));
+        status.sync = Some(self.sync.status());
         Ok(Response::new(status))
     }
 
@@ -35,6 +158,24 @@ impl IngestAdmin for Admin {
         };
         let orders = self.store.list_orders(limit).await.map_err(internal)?;
         Ok(Response::new(ListOrdersResponse { orders }))
+    }
+
+    async fn submit_local_order(
+        &self,
+        req: Request<SubmitLocalOrderRequest>,
+    ) -> Result<Response<SubmitLocalOrderResponse>, Status> {
+        let order = req.into_inner().order.ok_or_else(|| Status::invalid_argument("order is required"))?;
+        let order = local_order(order)?;
+        let day = jiff::Timestamp::now().to_zoned(self.time_zone.clone()).strftime("%Y%m%d").to_string();
+        let (id, version) = self.store.record_local_order(order, day).await.map_err(internal)?;
+        self.outbox_wake.notify_one();
+        tracing::info!(order_id = %id, "local order stored");
+        Ok(Response::new(SubmitLocalOrderResponse { number: id.clone(), id, version }))
+    }
+
+    async fn sync_now(&self, _: Request<SyncNowRequest>) -> Result<Response<SyncNowResponse>, Status> {
+        let status = self.sync.sync_now(Duration::from_secs(120)).await;
+        Ok(Response::new(SyncNowResponse { status: Some(status) }))
     }
 
     async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {

@@ -47,6 +47,39 @@ pub static KEYS: &[Key] = &[
         env: "INGEST_DB_BUSY_TIMEOUT_MS",
         help: "wait for a locked database before answering 503 (default 5000)",
     },
+    Key { name: "wix_api_base_url", env: "WIX_API_BASE_URL", help: "Wix REST API (default https://www.wixapis.com)" },
+    Key {
+        name: "wix_api_key_file",
+        env: "WIX_API_KEY_FILE",
+        help: "file holding the Wix API key (order sync is off without it)",
+    },
+    Key { name: "wix_site_id", env: "WIX_SITE_ID", help: "Wix site id (order sync is off without it)" },
+    Key { name: "order_sync_interval_secs", env: "ORDER_SYNC_INTERVAL_SECS", help: "order sync period (default 30)" },
+    Key {
+        name: "order_sync_margin_secs",
+        env: "ORDER_SYNC_MARGIN_SECS",
+        help: "search this far behind the watermark (default 300)",
+    },
+    Key {
+        name: "order_sync_lookback_secs",
+        env: "ORDER_SYNC_LOOKBACK_SECS",
+        help: "first sync looks back this far (default 86400)",
+    },
+    Key {
+        name: "order_sync_backoff_min_ms",
+        env: "ORDER_SYNC_BACKOFF_MIN_MS",
+        help: "first retry delay after a failed search (default 1000)",
+    },
+    Key {
+        name: "order_sync_backoff_max_ms",
+        env: "ORDER_SYNC_BACKOFF_MAX_MS",
+        help: "largest retry delay (default 60000)",
+    },
+    Key {
+        name: "time_zone",
+        env: "INGEST_TIME_ZONE",
+        help: "IANA zone for local order numbers L-<yyyymmdd>-<n> (default: the system's)",
+    },
     Key { name: "shutdown_grace_ms", env: "INGEST_SHUTDOWN_GRACE_MS", help: "drain time on SIGTERM (default 4000)" },
 ];
 
@@ -63,6 +96,18 @@ pub struct Config {
     pub outbox_backoff: Backoff,
     pub outbox_rpc_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// `None` when no API key / site id is configured: the order sync is off.
+    pub sync: Option<SyncConfig>,
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+/// The order sync's connection to Wix and its rhythm.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub base_url: String,
+    pub api_key: crate::wix_api::ApiKey,
+    pub site_id: String,
+    pub settings: crate::sync::SyncSettings,
 }
 
 impl Config {
@@ -85,7 +130,56 @@ impl Config {
         let min = src.millis("outbox_backoff_min_ms", 250)?;
         let max = src.millis("outbox_backoff_max_ms", 30_000)?;
         let outbox_backoff = Backoff::new(min, max, 0.3).map_err(|e| src.invalid("outbox_backoff_min_ms", e))?;
+        let sync = match (src.get("wix_api_key_file"), src.get("wix_site_id")) {
+            (None, None) => None,
+            (Some(_), None) => return Err(src.invalid("wix_site_id", "is required when WIX_API_KEY_FILE is set")),
+            (None, Some(_)) => return Err(src.invalid("wix_api_key_file", "is required when WIX_SITE_ID is set")),
+            (Some(file), Some(site)) => {
+                let key = std::fs::read_to_string(file)
+                    .map_err(|e| src.invalid("wix_api_key_file", format!("cannot read {file}: {e}")))?;
+                let key = key.trim();
+                if key.is_empty() {
+                    return Err(src.invalid("wix_api_key_file", format!("{file} is empty")));
+                }
+                let base_url = src.string("wix_api_base_url", crate::wix_api::DEFAULT_BASE_URL);
+                if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+                    return Err(src.invalid("wix_api_base_url", format!("{base_url:?} must start with https://")));
+                }
+                let secs = |key: &str, default: u64| -> Result<Duration, ConfigError> {
+                    let v: u64 = src.parse(key, default)?;
+                    if v == 0 {
+                        return Err(src.invalid(key, "must be greater than 0"));
+                    }
+                    Ok(Duration::from_secs(v))
+                };
+                let interval = secs("order_sync_interval_secs", 30)?;
+                let backoff = Backoff::new(
+                    src.millis("order_sync_backoff_min_ms", 1_000)?,
+                    src.millis("order_sync_backoff_max_ms", 60_000)?,
+                    0.3,
+                )
+                .map_err(|e| src.invalid("order_sync_backoff_min_ms", e))?;
+                Some(SyncConfig {
+                    base_url,
+                    api_key: crate::wix_api::ApiKey::new(key),
+                    site_id: site.to_owned(),
+                    settings: crate::sync::SyncSettings {
+                        interval,
+                        margin: secs("order_sync_margin_secs", 300)?,
+                        lookback: secs("order_sync_lookback_secs", 86_400)?,
+                        backoff,
+                        auth_pause: interval * 10,
+                    },
+                })
+            }
+        };
+        let time_zone = match src.get("time_zone") {
+            None => jiff::tz::TimeZone::system(),
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| src.invalid("time_zone", e))?,
+        };
         Ok(Self {
+            sync,
+            time_zone,
             http_addr: src.parse("http_addr", "0.0.0.0:8080".parse().expect("literal"))?,
             grpc_addr: src.parse("grpc_addr", "127.0.0.1:50051".parse().expect("literal"))?,
             db_path: src.path("db_path").unwrap_or_else(|| "ingest.db".into()),

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod outbox;
 pub mod store;
+pub mod sync;
 pub mod webhook;
 pub mod wix;
 pub mod wix_api;
@@ -56,10 +57,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     });
 
+    let sync_handle = match &config.sync {
+        None => sync::SyncHandle::off("order sync is off: set WIX_API_KEY_FILE and WIX_SITE_ID to turn it on"),
+        Some(sc) => {
+            let api =
+                wix_api::WixApi::new(&sc.base_url, sc.api_key.clone(), &sc.site_id, std::time::Duration::from_secs(30))
+                    .map_err(|e| anyhow::anyhow!("building the Wix API client: {e}"))?;
+            let (order_sync, handle) = sync::OrderSync::new(api, store.clone(), wake.clone(), sc.settings.clone());
+            tracker.spawn(order_sync.run(shutdown.clone()));
+            handle
+        }
+    };
+    if config.sync.is_none() {
+        tracing::info!("order sync is off (no WIX_API_KEY_FILE / WIX_SITE_ID); webhooks only");
+    }
     let routes = tonic::service::Routes::new(IngestAdminServer::new(admin::Admin {
         store: store.clone(),
         print_service_url: config.print_service_url.clone(),
         started_ms,
+        sync: sync_handle,
+        outbox_wake: wake.clone(),
+        time_zone: config.time_zone.clone(),
     }));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<IngestAdminServer<admin::Admin>>().await;

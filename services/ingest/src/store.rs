@@ -17,7 +17,8 @@ use wixprint_shared::time::{now_ms, opt_timestamp};
 
 use crate::wix::{EventKind, WebhookEvent};
 
-pub static MIGRATIONS: &[&str] = &[r#"
+pub static MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE webhook_events (
     event_id     TEXT PRIMARY KEY,
     event_type   TEXT NOT NULL,
@@ -54,7 +55,19 @@ CREATE TABLE outbox (
     UNIQUE(order_id, version)
 );
 CREATE INDEX outbox_pending ON outbox(state, id);
-"#];
+"#,
+    r#"
+CREATE TABLE local_counters (
+    day  TEXT PRIMARY KEY,
+    n    INTEGER NOT NULL
+);
+CREATE TABLE sync_state (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    watermark_ms     INTEGER,
+    last_success_ms  INTEGER
+);
+"#,
+];
 
 /// What storing a webhook did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +140,59 @@ impl Store {
                     params![result.outcome(), event.event_id],
                 )?;
                 Ok(result)
+            })
+            .await
+    }
+
+    /// Stores an order found by the order sync: the same upsert and outbox path as a webhook,
+    /// so the two sources never double-print.
+    pub async fn record_synced_order(&self, mut order: Order) -> anyhow::Result<Recorded> {
+        order.source = OrderSource::WixSync as i32;
+        self.db.write(move |tx| upsert_order(tx, order, now_ms())).await
+    }
+
+    /// Stores a phone order as version 1 with the next number of `day` (`L-<day>-<n>`).
+    pub async fn record_local_order(&self, mut order: Order, day: String) -> anyhow::Result<(String, i64)> {
+        self.db
+            .write(move |tx| {
+                let n: i64 = tx.row(
+                    "INSERT INTO local_counters (day, n) VALUES (?1, 1)
+                     ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n",
+                    params![day],
+                    |r| r.get(0),
+                )?;
+                let id = format!("L-{day}-{n}");
+                order.id = id.clone();
+                order.number = id.clone();
+                order.source = OrderSource::Local as i32;
+                match upsert_order(tx, order, now_ms())? {
+                    Recorded::Applied { version, .. } => Ok((id, version)),
+                    other => anyhow::bail!("local order {id} was not stored as new: {other:?}"),
+                }
+            })
+            .await
+    }
+
+    /// The order sync's watermark (the newest `updatedDate` it has seen), if it ever ran.
+    pub async fn sync_watermark(&self) -> anyhow::Result<Option<i64>> {
+        self.db
+            .call(|conn| {
+                Ok(conn.row("SELECT watermark_ms FROM sync_state WHERE id = 1", [], |r| r.get(0)).optional()?.flatten())
+            })
+            .await
+    }
+
+    /// Records a completed sync run.
+    pub async fn set_sync_watermark(&self, watermark_ms: Option<i64>) -> anyhow::Result<()> {
+        self.db
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT INTO sync_state (id, watermark_ms, last_success_ms) VALUES (1, ?1, ?2)
+                     ON CONFLICT(id) DO UPDATE SET watermark_ms = coalesce(excluded.watermark_ms, watermark_ms),
+                       last_success_ms = excluded.last_success_ms",
+                    params![watermark_ms, now_ms()],
+                )?;
+                Ok(())
             })
             .await
     }
@@ -326,10 +392,13 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
         None => 1,
         Some((version, old_seq, old_updated, old_pb)) => {
             // Wix's per-entity sequence orders events exactly; without it, updatedDate does.
+            // Wix's per-entity sequence orders events exactly. Without it on both sides (the
+            // search API carries none) updatedDate does: Wix moves it on every change, so an
+            // equal one is the same state seen again (by webhook and by sync).
             let stale = if sequence > 0 && old_seq > 0 {
                 sequence <= old_seq
             } else {
-                updated_ms < old_updated || old_pb == pb
+                updated_ms <= old_updated || old_pb == pb
             };
             if stale {
                 return Ok(Recorded::Stale { order_id: order.id });

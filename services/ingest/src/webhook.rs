@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -33,12 +33,12 @@ pub fn router(state: WebhookState) -> Router {
 }
 
 async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
-    let bytes = match to_bytes(body, state.max_body_bytes).await {
+    let bytes = match read_body(body, state.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(seen) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("body is larger than {} bytes", state.max_body_bytes),
+                format!("body is larger than {} bytes ({seen} bytes or more received)", state.max_body_bytes),
             );
         }
     };
@@ -68,6 +68,29 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
             refuse(StatusCode::SERVICE_UNAVAILABLE, format!("could not store the event: {e:#}"))
         }
     }
+}
+
+/// Reads at most `limit` bytes. A larger body is read on and discarded (up to 16 × `limit`,
+/// for at most 10 s) so the sender gets its 413 instead of a broken pipe; `Err` carries how
+/// much arrived.
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, usize> {
+    use tokio_stream::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    let drain_cap = limit.saturating_mul(16);
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            total += chunk.len();
+            if total <= limit {
+                buf.extend_from_slice(&chunk);
+            } else if total > drain_cap {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
+    if total > limit { Err(total) } else { Ok(buf) }
 }
 
 fn refuse(status: StatusCode, reason: String) -> Response {

@@ -329,7 +329,12 @@ impl WixApi {
         let started = tokio::time::Instant::now();
         let mut response = request.send().await.map_err(|e| transport(what, &e))?;
         let status = response.status();
-        tracing::debug!(call = what, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "Wix API answered");
+        tracing::debug!(
+            call = what,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "Wix API answered"
+        );
 
         if status.is_success() {
             let (body, complete) = read_capped(&mut response, MAX_BODY_BYTES).await.map_err(|e| transport(what, &e))?;
