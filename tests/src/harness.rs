@@ -279,7 +279,7 @@ impl Stack {
             let (mut ingest, mut print) = (ingest.clone(), print.clone());
             async move {
                 let st = ingest.get_status(wixprint_shared::proto::ingest::GetStatusRequest {}).await?.into_inner();
-                if st.outbox_pending > 0 {
+                if st.outbox_pending > 0 || st.held_events > 0 {
                     return Ok(false);
                 }
                 let ps = print.get_status(papi::GetStatusRequest {}).await?.into_inner();

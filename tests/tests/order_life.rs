@@ -248,3 +248,38 @@ async fn hostile_webhooks_get_clear_errors_or_bounded_tickets_never_control_byte
     let log = stack.logs();
     assert!(!log.contains('\u{0}'), "NUL reached the logs");
 }
+
+/// Wix delivers out of order (retries) and twice. Whatever the order of arrival, the paper is
+/// the in-order paper: the set, one change slip, one STORNO, nothing for the payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shuffled_and_repeated_deliveries_print_the_in_order_paper() {
+    let names = [
+        "order_created.pickup.json",
+        "order_updated.pickup.json",
+        "order_payment_status_updated.pickup.json",
+        "order_canceled.pickup.json",
+    ];
+    let shuffles: [[usize; 4]; 5] = [[0, 1, 2, 3], [3, 1, 2, 0], [1, 0, 3, 2], [2, 3, 0, 1], [3, 2, 1, 0]];
+    for shuffle in shuffles {
+        let stack = Stack::start(StackOptions::default()).await.unwrap();
+        let poster = stack.poster();
+        // Each event twice, the second copy of the first event at the very end.
+        let mut bodies: Vec<String> = shuffle.iter().map(|&i| stack.keys.sign_event(&fixture(names[i]))).collect();
+        bodies.insert(2, bodies[1].clone());
+        bodies.push(bodies[0].clone());
+        for b in bodies {
+            let (status, body) = poster.post(b).await.unwrap();
+            assert_eq!(status, 200, "{shuffle:?}: {body}");
+        }
+        let t = tickets(&stack, 5).await;
+        settle(&stack, 5).await;
+        let texts: Vec<&str> = t.iter().map(|t| t.text.as_str()).collect();
+        let slips: Vec<&&str> = texts.iter().filter(|t| t.contains("ÄNDERUNG")).collect();
+        assert_eq!(slips.len(), 1, "{shuffle:?}: {texts:#?}");
+        assert!(slips[0].contains("Som Tam 3 -> 4"), "{shuffle:?}: {}", slips[0]);
+        assert_eq!(texts.iter().filter(|t| t.contains("STORNO")).count(), 1, "{shuffle:?}: {texts:#?}");
+        let sets: Vec<&&str> = texts.iter().filter(|t| !t.contains("ÄNDERUNG") && !t.contains("STORNO")).collect();
+        assert_eq!(sets.len(), 3, "{shuffle:?}");
+        assert!(sets[0].contains("3 x Som Tam"), "{shuffle:?}: the set shows the order as created:\n{}", sets[0]);
+    }
+}

@@ -80,6 +80,11 @@ pub static KEYS: &[Key] = &[
         env: "INGEST_TIME_ZONE",
         help: "IANA zone for local order numbers L-<yyyymmdd>-<n> (default: the system's)",
     },
+    Key {
+        name: "reorder_window_ms",
+        env: "INGEST_REORDER_WINDOW_MS",
+        help: "an order event after a sequence gap waits this long for earlier ones (default 2000; 0 = off)",
+    },
     Key { name: "shutdown_grace_ms", env: "INGEST_SHUTDOWN_GRACE_MS", help: "drain time on SIGTERM (default 4000)" },
 ];
 
@@ -93,6 +98,7 @@ pub struct Config {
     pub webhook_public_key_file: PathBuf,
     pub print_service_url: String,
     pub max_body_bytes: usize,
+    pub reorder_window_ms: i64,
     pub outbox_backoff: Backoff,
     pub outbox_rpc_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -188,6 +194,7 @@ impl Config {
             webhook_public_key_file: key_file,
             print_service_url,
             max_body_bytes,
+            reorder_window_ms: src.parse::<u32>("reorder_window_ms", 2_000)? as i64,
             outbox_backoff,
             outbox_rpc_timeout: src.millis("outbox_rpc_timeout_ms", 5_000)?,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,

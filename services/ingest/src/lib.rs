@@ -47,6 +47,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         outbox_wake: wake.clone(),
         max_body_bytes: config.max_body_bytes,
+        reorder_window_ms: config.reorder_window_ms,
     });
     let http_shutdown = shutdown.clone();
     tracker.spawn(async move {

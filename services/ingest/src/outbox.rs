@@ -41,6 +41,9 @@ impl Forwarder {
         // Consecutive failures across rows: the backoff belongs to wix-print's availability.
         let mut failures: u32 = 0;
         while !shutdown.is_cancelled() {
+            if let Err(e) = self.store.release_due_events().await {
+                tracing::error!(error = format!("{e:#}"), "releasing held order events failed");
+            }
             let rows = match self.store.due_outbox(self.batch).await {
                 Ok(rows) => rows,
                 Err(e) => {
@@ -51,7 +54,10 @@ impl Forwarder {
                 }
             };
             if rows.is_empty() {
-                let next_due = self.store.next_outbox_due_ms().await.ok().flatten();
+                let next_due = match (self.store.next_outbox_due_ms().await, self.store.next_release_ms().await) {
+                    (Ok(a), Ok(b)) => a.into_iter().chain(b).min(),
+                    _ => None,
+                };
                 let wait = next_due
                     .map(|ms| Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64))
                     .unwrap_or(Duration::from_secs(60));

@@ -67,6 +67,17 @@ CREATE TABLE sync_state (
     last_success_ms  INTEGER
 );
 "#,
+    r#"
+CREATE TABLE held_events (
+    event_id    TEXT PRIMARY KEY REFERENCES webhook_events(event_id),
+    order_id    TEXT NOT NULL,
+    sequence    INTEGER NOT NULL,
+    order_pb    BLOB NOT NULL,
+    release_ms  INTEGER NOT NULL
+);
+CREATE INDEX held_events_order ON held_events(order_id, sequence);
+CREATE INDEX held_events_release ON held_events(release_ms);
+"#,
 ];
 
 /// What storing a webhook did.
@@ -80,6 +91,9 @@ pub enum Recorded {
     Stale { order_id: String },
     /// An event this service records without acting on it (yet).
     Recorded,
+    /// An order event that arrived after a gap in Wix's sequence: held (durably) for the
+    /// reorder window so the earlier events can go first.
+    Held { order_id: String },
 }
 
 impl Recorded {
@@ -89,6 +103,7 @@ impl Recorded {
             Recorded::Applied { .. } => "applied",
             Recorded::Stale { .. } => "stale",
             Recorded::Recorded => "recorded",
+            Recorded::Held { .. } => "held",
         }
     }
 }
@@ -114,7 +129,12 @@ impl Store {
 
     /// Stores a verified webhook in one transaction: the event (dedupe on its id) and, for an
     /// event that carries a newer order, the order version plus its outbox row.
-    pub async fn record_webhook(&self, event: WebhookEvent, source: OrderSource) -> anyhow::Result<Recorded> {
+    pub async fn record_webhook(
+        &self,
+        event: WebhookEvent,
+        source: OrderSource,
+        reorder_window_ms: i64,
+    ) -> anyhow::Result<Recorded> {
         self.db
             .write(move |tx| {
                 let now = now_ms();
@@ -131,7 +151,18 @@ impl Store {
                 let result = match (event.kind(), event.order) {
                     (kind, Some(mut order)) if kind != EventKind::Other => {
                         order.source = source as i32;
-                        upsert_order(tx, order, now)?
+                        let order_id = order.id.clone();
+                        if must_hold(tx, kind, &order)? && reorder_window_ms > 0 {
+                            tx.exec(
+                                "INSERT INTO held_events (event_id, order_id, sequence, order_pb, release_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                params![event.event_id, order_id, order.entity_event_sequence, order.encode_to_vec(), now + reorder_window_ms],
+                            )?;
+                            Recorded::Held { order_id }
+                        } else {
+                            let r = upsert_order(tx, order, now)?;
+                            release_held(tx, &order_id, now, false)?;
+                            r
+                        }
                     }
                     _ => Recorded::Recorded,
                 };
@@ -142,6 +173,31 @@ impl Store {
                 Ok(result)
             })
             .await
+    }
+
+    /// Releases held events whose reorder window is over (all of an order's held events go,
+    /// in sequence order, once its first one is due). Returns how many became new versions.
+    pub async fn release_due_events(&self) -> anyhow::Result<usize> {
+        self.db
+            .write(|tx| {
+                let now = now_ms();
+                let orders: Vec<String> = {
+                    let mut st =
+                        tx.prepare_cached("SELECT DISTINCT order_id FROM held_events WHERE release_ms <= ?1")?;
+                    st.query_map(params![now], |r| r.get(0))?.collect::<Result<_, _>>()?
+                };
+                let mut applied = 0;
+                for order_id in orders {
+                    applied += release_held(tx, &order_id, now, true)?;
+                }
+                Ok(applied)
+            })
+            .await
+    }
+
+    /// When the next held event is due, if any is held.
+    pub async fn next_release_ms(&self) -> anyhow::Result<Option<i64>> {
+        self.db.call(|conn| Ok(conn.row("SELECT min(release_ms) FROM held_events", [], |r| r.get(0))?)).await
     }
 
     /// Stores an order found by the order sync: the same upsert and outbox path as a webhook,
@@ -292,6 +348,7 @@ impl Store {
                     outbox_pending: count("SELECT count(*) FROM outbox WHERE state = 'pending'")?,
                     outbox_delivered: count("SELECT count(*) FROM outbox WHERE state = 'delivered'")?,
                     outbox_rejected: count("SELECT count(*) FROM outbox WHERE state = 'rejected'")?,
+                    held_events: count("SELECT count(*) FROM held_events")?,
                     outbox_oldest_pending_secs: oldest.map(|ms| (now_ms() - ms).max(0) as f64 / 1000.0).unwrap_or(0.0),
                     last_webhook_at: opt_timestamp(last_webhook),
                     outbox_last_error: last_error.unwrap_or_default(),
@@ -373,6 +430,53 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::OrderSummary
         received_at: opt_timestamp(r.get(6)?),
         delivered: r.get(7)?,
     })
+}
+
+/// Should this order event wait for earlier ones? Wix numbers an order's events with a
+/// strictly increasing sequence and may deliver them out of order (retries). An update,
+/// payment, cancellation or fulfilment whose sequence leaves a gap after what we have waits
+/// for the reorder window, so that a created event still on its way goes first and the paper
+/// comes out as if everything had arrived in order. Created and approved events never wait:
+/// they carry what the kitchen needs first. Orders without sequences (sync, local) never wait.
+fn must_hold(tx: &Connection, kind: EventKind, order: &Order) -> anyhow::Result<bool> {
+    let seq = order.entity_event_sequence;
+    if seq <= 0 || matches!(kind, EventKind::Created | EventKind::Approved) {
+        return Ok(false);
+    }
+    let stored: Option<i64> =
+        tx.row("SELECT sequence FROM orders WHERE order_id = ?1", params![order.id], |r| r.get(0)).optional()?;
+    let already_held: i64 =
+        tx.row("SELECT count(*) FROM held_events WHERE order_id = ?1", params![order.id], |r| r.get(0))?;
+    Ok(already_held > 0 || stored.is_none_or(|s| s > 0 && seq > s + 1))
+}
+
+/// Applies an order's held events in sequence order: those that now follow on without a gap,
+/// or all of them when `all` (the window is over). Returns how many became new versions.
+fn release_held(tx: &Connection, order_id: &str, now: i64, all: bool) -> anyhow::Result<usize> {
+    let held: Vec<(String, i64, Vec<u8>)> = {
+        let mut st = tx.prepare_cached(
+            "SELECT event_id, sequence, order_pb FROM held_events WHERE order_id = ?1 ORDER BY sequence",
+        )?;
+        st.query_map(params![order_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+    };
+    let mut applied = 0;
+    for (event_id, seq, pb) in held {
+        let stored: i64 = tx
+            .row("SELECT sequence FROM orders WHERE order_id = ?1", params![order_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if !all && seq > stored + 1 {
+            break;
+        }
+        let order = Order::decode(pb.as_slice()).context("held event holds an undecodable order")?;
+        let result = upsert_order(tx, order, now)?;
+        if matches!(result, Recorded::Applied { .. }) {
+            applied += 1;
+        }
+        tx.exec("DELETE FROM held_events WHERE event_id = ?1", params![event_id])?;
+        tx.exec("UPDATE webhook_events SET outcome = ?1 WHERE event_id = ?2", params![result.outcome(), event_id])?;
+    }
+    Ok(applied)
 }
 
 /// Stores `order` as the next version unless it is older than (or identical to) what we have.

@@ -26,6 +26,8 @@ pub struct WebhookState {
     /// Wakes the outbox forwarder when a new version is committed.
     pub outbox_wake: Arc<Notify>,
     pub max_body_bytes: usize,
+    /// How long an order event after a sequence gap waits for the events before it.
+    pub reorder_window_ms: i64,
 }
 
 pub fn router(state: WebhookState) -> Router {
@@ -51,14 +53,21 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
     let verified = started.elapsed();
     let event_id = event.event_id.clone();
     let event_type = event.event_type.clone();
-    match state.store.record_webhook(event, OrderSource::WixWebhook).await {
+    match state.store.record_webhook(event, OrderSource::WixWebhook, state.reorder_window_ms).await {
         Ok(recorded) => {
             tracing::info!(%event_id, %event_type, outcome = recorded.outcome(),
                 verify_us = verified.as_micros() as u64, commit_us = (started.elapsed() - verified).as_micros() as u64, "webhook stored");
             let mut body = json!({ "status": recorded.outcome(), "event_id": event_id });
-            if let Recorded::Applied { order_id, version } = &recorded {
-                body["order_id"] = json!(order_id);
-                body["version"] = json!(version);
+            match &recorded {
+                Recorded::Applied { order_id, version } => {
+                    body["order_id"] = json!(order_id);
+                    body["version"] = json!(version);
+                }
+                Recorded::Held { order_id } | Recorded::Stale { order_id } => body["order_id"] = json!(order_id),
+                _ => {}
+            }
+            // New versions to forward, or a held event whose release the forwarder must time.
+            if matches!(recorded, Recorded::Applied { .. } | Recorded::Held { .. }) {
                 state.outbox_wake.notify_one();
             }
             (StatusCode::OK, axum::Json(body)).into_response()
