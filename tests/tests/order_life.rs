@@ -283,3 +283,21 @@ async fn shuffled_and_repeated_deliveries_print_the_in_order_paper() {
         assert!(sets[0].contains("3 x Som Tam"), "{shuffle:?}: the set shows the order as created:\n{}", sets[0]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_after_print_reprints_the_driver_slip_only_when_configured() {
+    let stack =
+        Stack::start(StackOptions::default().print_env("PRINT_REPRINT_DRIVER_WHEN_PAID", "true")).await.unwrap();
+    stack.send_event(&fixture("order_created.pickup.json")).await.unwrap();
+    let t = tickets(&stack, 3).await;
+    settle(&stack, 3).await;
+    assert!(t[1].text.contains("BAR ZU KASSIEREN"), "{}", t[1].text);
+    stack.send_event(&fixture("order_updated.pickup.json")).await.unwrap();
+    stack.send_event(&fixture("order_payment_status_updated.pickup.json")).await.unwrap();
+    let t = tickets(&stack, 5).await;
+    settle(&stack, 5).await;
+    let reprint = t.iter().rev().find(|t| t.text.contains("BEZAHLT")).expect("a paid driver slip");
+    assert!(!reprint.text.contains("BAR ZU KASSIEREN") && !reprint.text.contains("KOPIE"), "{}", reprint.text);
+    let kinds: Vec<String> = stack.jobs().await.unwrap().into_iter().map(|j| j.kind).collect();
+    assert_eq!(kinds, ["ticket", "ticket", "ticket", "change", "paid"]);
+}

@@ -41,6 +41,11 @@ pub static KEYS: &[Key] = &[
         env: "PRINT_RESTAURANT_APP_ID",
         help: "app id of restaurant line items (default the Wix Restaurants Orders app)",
     },
+    Key {
+        name: "reprint_driver_when_paid",
+        env: "PRINT_REPRINT_DRIVER_WHEN_PAID",
+        help: "reprint the driver slip when a printed unpaid order gets paid (default false)",
+    },
     Key { name: "width", env: "PRINT_WIDTH", help: "characters per line in Font A: 48, 42 or 32 (default 48)" },
     Key { name: "code_page", env: "PRINT_CODE_PAGE", help: "pc858 or wpc1252 (default pc858)" },
     Key { name: "time_zone", env: "PRINT_TIME_ZONE", help: "IANA time zone for printed times (default: the system's)" },
@@ -98,6 +103,7 @@ pub struct Config {
     pub storno_types: Vec<ReceiptType>,
     /// `Some(app id)`: print only orders with a line item from that app.
     pub restaurant_app_id: Option<String>,
+    pub reprint_driver_when_paid: bool,
     pub width: usize,
     pub code_page: CodePage,
     pub time_zone: jiff::tz::TimeZone,
@@ -153,6 +159,7 @@ impl Config {
             receipt_types,
             storno_types,
             restaurant_app_id,
+            reprint_driver_when_paid: src.bool("reprint_driver_when_paid", false)?,
             width,
             code_page,
             time_zone,

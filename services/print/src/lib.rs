@@ -55,6 +55,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         max_attempts: config.max_attempts,
         printer: config.printer_name.clone(),
         restaurant_app_id: config.restaurant_app_id.clone(),
+        reprint_driver_when_paid: config.reprint_driver_when_paid,
     };
 
     let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing {

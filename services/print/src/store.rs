@@ -14,7 +14,7 @@ use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use wixprint_shared::db::{Cached, Db};
-use wixprint_shared::proto::order::{Order, OrderStatus};
+use wixprint_shared::proto::order::{Order, OrderStatus, PaymentStatus};
 use wixprint_shared::proto::print::{self as api, Disposition, ReceiptType, SubmitOrderResponse};
 use wixprint_shared::time::{now_ms, opt_timestamp};
 
@@ -216,6 +216,8 @@ pub struct QueuePolicy {
     pub printer: String,
     /// Print only orders with a line item from this app (Wix Restaurants); `None` prints all.
     pub restaurant_app_id: Option<String>,
+    /// Reprint the driver slip when an order printed as unpaid becomes paid.
+    pub reprint_driver_when_paid: bool,
 }
 
 impl QueuePolicy {
@@ -377,6 +379,25 @@ impl Store {
                                     let kind = format!("change:{version}");
                                     job_ids.push(insert_job(tx, &order, version, t, &kind, Some(base_version), &policy, now)?);
                                 }
+                            }
+                            // Optionally, a driver slip paid after it printed is reprinted, so the
+                            // driver does not collect cash twice.
+                            let paid = |o: &Order| o.payment_status == PaymentStatus::Paid as i32;
+                            if policy.reprint_driver_when_paid
+                                && paid(&order)
+                                && !paid(&base)
+                                && policy.receipt_types.contains(&ReceiptType::Driver)
+                            {
+                                let moved = tx.exec(
+                                    "UPDATE jobs SET version = ?2, updated_ms = ?3 WHERE order_id = ?1 AND receipt_type = ?4
+                                       AND kind = 'ticket' AND state = 'queued'",
+                                    params![order.id, version, now, ReceiptType::Driver as i32],
+                                )?;
+                                if moved == 0 {
+                                    let kind = format!("paid:{version}");
+                                    job_ids.push(insert_job(tx, &order, version, ReceiptType::Driver, &kind, None, &policy, now)?);
+                                }
+                                any = true;
                             }
                             if any {
                                 new_paper = Some(version);
