@@ -39,14 +39,15 @@ pub struct SyncSettings {
 pub struct SyncHandle {
     status: Arc<Mutex<SyncStatus>>,
     trigger: Arc<Notify>,
-    runs: watch::Receiver<u64>,
+    /// Completed runs and the status each ended with (what SyncNow answers).
+    runs: watch::Receiver<(u64, SyncStatus)>,
 }
 
 impl SyncHandle {
     /// A handle for a sync that is switched off, saying why.
     pub fn off(reason: &str) -> Self {
         let status = SyncStatus { state: "off".into(), detail: reason.into(), ..Default::default() };
-        let (_tx, runs) = watch::channel(0);
+        let (_tx, runs) = watch::channel((0, status.clone()));
         Self { status: Arc::new(Mutex::new(status)), trigger: Arc::new(Notify::new()), runs }
     }
 
@@ -54,16 +55,19 @@ impl SyncHandle {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Starts a run now and waits (up to `timeout`) until one has finished.
+    /// Starts a run now and waits (up to `timeout`) until one has finished; answers with the
+    /// status that run ended with (the live status while it is still running).
     pub async fn sync_now(&self, timeout: Duration) -> SyncStatus {
         if self.status().state == "off" {
             return self.status();
         }
         let mut runs = self.runs.clone();
-        let seen = *runs.borrow_and_update();
+        let seen = runs.borrow_and_update().0;
         self.trigger.notify_one();
-        let _ = tokio::time::timeout(timeout, runs.wait_for(|n| *n > seen)).await;
-        self.status()
+        match tokio::time::timeout(timeout, runs.wait_for(|(n, _)| *n > seen)).await {
+            Ok(Ok(done)) => done.1.clone(),
+            _ => self.status(),
+        }
     }
 }
 
@@ -74,7 +78,7 @@ pub struct OrderSync {
     pub settings: SyncSettings,
     status: Arc<Mutex<SyncStatus>>,
     trigger: Arc<Notify>,
-    runs: watch::Sender<u64>,
+    runs: watch::Sender<(u64, SyncStatus)>,
 }
 
 enum RunEnd {
@@ -87,7 +91,7 @@ impl OrderSync {
     pub fn new(api: WixApi, store: Store, outbox_wake: Arc<Notify>, settings: SyncSettings) -> (Self, SyncHandle) {
         let status = Arc::new(Mutex::new(SyncStatus { state: "idle".into(), ..Default::default() }));
         let trigger = Arc::new(Notify::new());
-        let (runs_tx, runs_rx) = watch::channel(0);
+        let (runs_tx, runs_rx) = watch::channel((0, SyncStatus::default()));
         let handle = SyncHandle { status: status.clone(), trigger: trigger.clone(), runs: runs_rx };
         (Self { api, store, outbox_wake, settings, status, trigger, runs: runs_tx }, handle)
     }
@@ -103,7 +107,11 @@ impl OrderSync {
                 RunEnd::Done => self.settings.interval,
                 RunEnd::AuthRefused => self.settings.auth_pause,
             };
-            self.runs.send_modify(|n| *n += 1);
+            let ended = self.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            self.runs.send_modify(|(n, st)| {
+                *n += 1;
+                *st = ended;
+            });
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.trigger.notified() => {}
