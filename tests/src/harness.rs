@@ -36,7 +36,15 @@ pub fn bin_path(name: &str) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the services bind it right after).
+/// Picked below Linux's ephemeral range (32768+), where the many short client connections
+/// of a test run (one per printed ticket) cannot take it in the meantime.
 pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 20_000 + (rand::random::<u16>() % 12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
@@ -136,7 +144,7 @@ impl Service {
 }
 
 /// Options for [`Stack::start`].
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct StackOptions {
     /// Extra environment for wix-print.
     pub print_env: Vec<(String, String)>,
@@ -182,7 +190,20 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// Starts the stack; retried (with new ports) when another process took a port between
+    /// choosing and binding it.
     pub async fn start(opts: StackOptions) -> anyhow::Result<Stack> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(opts.clone()).await {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("Address already in use") => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(opts: StackOptions) -> anyhow::Result<Stack> {
         let dir = tempfile::tempdir()?;
         let keys = KeyPair::shared();
         let key_file = dir.path().join("wix-public.pem");
