@@ -445,3 +445,33 @@ async fn connection_dropped_mid_ticket_reprints_that_ticket_with_banner() {
         vec![(2, true), (1, false), (1, false)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_shows_the_ticket_as_it_prints_without_printing() {
+    use wixprint_shared::proto::print::{PreviewReceiptRequest, preview_receipt_request::Source};
+    let stack = stack(StackOptions::default()).await;
+    stack.send_event(&fixture(PICKUP)).await.unwrap();
+    let t = tickets(&stack, 3).await;
+    stack.wait_quiet(T).await.unwrap();
+    let mut admin = stack.print_admin().await.unwrap();
+    let id = "6d6062d8-0000-4000-8000-0000000000a1".to_owned();
+    let req = |source, receipt_type: ReceiptType, width| PreviewReceiptRequest {
+        source: Some(source),
+        receipt_type: receipt_type as i32,
+        printer: String::new(),
+        width,
+    };
+    let kitchen =
+        admin.preview_receipt(req(Source::OrderId(id.clone()), ReceiptType::Kitchen, 0)).await.unwrap().into_inner();
+    let trimmed = |s: &str| s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n");
+    assert_eq!(trimmed(&kitchen.text), trimmed(&t[0].text), "the preview is the printed ticket");
+    assert_eq!(kitchen.width, 48);
+    let narrow =
+        admin.preview_receipt(req(Source::OrderId(id.clone()), ReceiptType::Customer, 32)).await.unwrap().into_inner();
+    assert!(narrow.text.lines().all(|l| l.chars().count() <= 32) && narrow.text.contains("132.00"), "{}", narrow.text);
+    let err = admin.preview_receipt(req(Source::OrderId("nope".into()), ReceiptType::Kitchen, 0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = admin.preview_receipt(req(Source::OrderId(id), ReceiptType::Unspecified, 0)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(stack.sim.tickets().len(), 3, "a preview never prints");
+}

@@ -100,6 +100,44 @@ impl PrintAdmin for Admin {
         Ok(Response::new(ListJobsResponse { jobs }))
     }
 
+    async fn preview_receipt(
+        &self,
+        req: Request<PreviewReceiptRequest>,
+    ) -> Result<Response<PreviewReceiptResponse>, Status> {
+        let req = req.into_inner();
+        let receipt_type = match ReceiptType::try_from(req.receipt_type) {
+            Ok(ReceiptType::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(
+                    "receipt_type is required (RECEIPT_TYPE_KITCHEN, RECEIPT_TYPE_DRIVER, RECEIPT_TYPE_CUSTOMER)",
+                ));
+            }
+            Ok(t) => t,
+        };
+        let printer = self.monitor.get().name;
+        if !req.printer.is_empty() && req.printer != printer {
+            return Err(Status::not_found(format!("no printer named {:?} (configured: {printer:?})", req.printer)));
+        }
+        let mut layout = (*self.layout).clone();
+        if req.width != 0 {
+            if !(24..=80).contains(&req.width) {
+                return Err(Status::invalid_argument(format!("width {} is outside 24..=80", req.width)));
+            }
+            layout.width = req.width as usize;
+        }
+        let (order, version) = match req.source {
+            Some(preview_receipt_request::Source::OrderId(id)) => {
+                match self.store.latest_order(id.clone()).await.map_err(internal)? {
+                    Some(found) => found,
+                    None => return Err(Status::not_found(format!("no order with id {id:?}"))),
+                }
+            }
+            Some(preview_receipt_request::Source::Order(order)) => (order, 0),
+            None => return Err(Status::invalid_argument("give an order_id or an inline order")),
+        };
+        let text = crate::receipt::render(&order, receipt_type, &layout, None).to_text(&layout);
+        Ok(Response::new(PreviewReceiptResponse { text, width: layout.width as u32, printer, version }))
+    }
+
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
         let id = req.into_inner().id;
         let Some((job, printable, transitions)) = self.store.get_job(id).await.map_err(internal)? else {

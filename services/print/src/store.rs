@@ -592,6 +592,23 @@ impl Store {
             .await
     }
 
+    /// The latest version of an order as received, for previews.
+    pub async fn latest_order(&self, order_id: String) -> anyhow::Result<Option<(Order, i64)>> {
+        self.db
+            .call(move |conn| {
+                let Some(version) = conn
+                    .row("SELECT latest_version FROM orders WHERE order_id = ?1", params![order_id], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some((load_order(conn, &order_id, version)?, version)))
+            })
+            .await
+    }
+
     pub async fn counts(&self) -> anyhow::Result<Vec<(JobState, u64)>> {
         self.db
             .call(|conn| {

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use wixprint_shared::proto::print::{PreviewReceiptRequest, ReceiptType, preview_receipt_request::Source};
 use wixprint_tests::harness::{Stack, StackOptions, bin_dir};
 use wixprint_tests::webhook::{approved_after, fixture};
 
@@ -54,6 +55,23 @@ async fn main() -> anyhow::Result<()> {
         }
         println!("└────\n");
     }
+    // An operator checks a layout without printing: the delivery order's kitchen ticket on a
+    // 58 mm (32-column) printer.
+    let mut admin = stack.print_admin().await?;
+    let preview = admin
+        .preview_receipt(PreviewReceiptRequest {
+            source: Some(Source::OrderId("a1b2c3d4-0000-4000-8000-0000000000b2".into())),
+            receipt_type: ReceiptType::Kitchen as i32,
+            printer: String::new(),
+            width: 32,
+        })
+        .await?
+        .into_inner();
+    println!("PreviewReceipt: kitchen ticket of the delivery order at 32 columns (nothing printed):\n");
+    for line in preview.text.lines() {
+        println!("  │ {line}");
+    }
+    println!();
     if keep {
         println!(
             "Running until Ctrl-C. Try:\n  grpcurl -plaintext {} wixprint.print.v1.PrintAdmin/GetStatus\n  grpcurl -plaintext -d '{{\"state\":\"JOB_STATE_PRINTED\"}}' {} wixprint.print.v1.PrintAdmin/ListJobs\n  grpcurl -plaintext {} wixprint.ingest.v1.IngestAdmin/ListOrders",
