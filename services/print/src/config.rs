@@ -46,6 +46,11 @@ pub static KEYS: &[Key] = &[
         env: "PRINT_REPRINT_DRIVER_WHEN_PAID",
         help: "reprint the driver slip when a printed unpaid order gets paid (default false)",
     },
+    Key {
+        name: "allergy_words",
+        env: "PRINT_ALLERGY_WORDS",
+        help: "comma-separated words that put an ALLERGIE block on kitchen tickets (default: German + English allergens)",
+    },
     Key { name: "width", env: "PRINT_WIDTH", help: "characters per line in Font A: 48, 42 or 32 (default 48)" },
     Key { name: "code_page", env: "PRINT_CODE_PAGE", help: "pc858 or wpc1252 (default pc858)" },
     Key { name: "time_zone", env: "PRINT_TIME_ZONE", help: "IANA time zone for printed times (default: the system's)" },
@@ -104,6 +109,7 @@ pub struct Config {
     /// `Some(app id)`: print only orders with a line item from that app.
     pub restaurant_app_id: Option<String>,
     pub reprint_driver_when_paid: bool,
+    pub allergy_words: Vec<String>,
     pub width: usize,
     pub code_page: CodePage,
     pub time_zone: jiff::tz::TimeZone,
@@ -160,6 +166,10 @@ impl Config {
             storno_types,
             restaurant_app_id,
             reprint_driver_when_paid: src.bool("reprint_driver_when_paid", false)?,
+            allergy_words: match src.get("allergy_words") {
+                None => crate::receipt::default_allergy_words(),
+                Some(list) => list.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
+            },
             width,
             code_page,
             time_zone,

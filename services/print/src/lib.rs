@@ -48,6 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         code_page: config.code_page,
         time_zone: config.time_zone.clone(),
         restaurant_name: config.restaurant_name.clone(),
+        allergy_words: config.allergy_words.clone(),
     });
     let policy = store::QueuePolicy {
         receipt_types: config.receipt_types.clone(),

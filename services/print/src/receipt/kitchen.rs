@@ -3,6 +3,7 @@
 
 use wixprint_shared::proto::order::Order;
 
+use super::allergy;
 use super::builder::{Builder, Style};
 use super::common::{self, modifier_text, quantity_prefix};
 use super::document::Size;
@@ -17,6 +18,7 @@ pub(crate) fn render(b: &mut Builder, order: &Order, labels: &Labels) {
     common::header(b, order, labels, labels.kitchen);
     common::promised_time(b, order, labels, Size::Double);
     common::created(b, order, labels);
+    allergy::block(b, order, labels);
     b.rule('=');
 
     let item = Style::NORMAL.size(Size::DoubleHeight).bold();

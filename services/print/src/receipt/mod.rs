@@ -14,6 +14,7 @@
 //! printable form for the layout's code page (one `char` = one byte = one column, no control
 //! characters) and fits `layout.width` (double-width sizes count twice).
 
+mod allergy;
 mod builder;
 mod common;
 mod customer;
@@ -29,6 +30,7 @@ mod text;
 #[cfg(test)]
 mod tests;
 
+pub use allergy::{allergy_matches, contains_word, default_allergy_words};
 pub use document::{Align, Document, Line, Size};
 pub use labels::Labels;
 
@@ -49,12 +51,23 @@ pub struct Layout {
     pub time_zone: TimeZone,
     /// Header of the customer receipt; empty prints no header.
     pub restaurant_name: String,
+    /// Words that put the kitchen ticket's ALLERGY block on top when the buyer's note or a
+    /// modifier contains one (whole words, any case; "gluten-free" matches those two words).
+    /// Empty prints no allergy block.
+    pub allergy_words: Vec<String>,
 }
 
 impl Layout {
-    /// A layout of `width` columns with PC858, UTC and no restaurant name.
+    /// A layout of `width` columns with PC858, UTC, no restaurant name and the
+    /// [default allergy words](default_allergy_words).
     pub fn new(width: usize) -> Layout {
-        Layout { width, code_page: CodePage::Pc858, time_zone: TimeZone::UTC, restaurant_name: String::new() }
+        Layout {
+            width,
+            code_page: CodePage::Pc858,
+            time_zone: TimeZone::UTC,
+            restaurant_name: String::new(),
+            allergy_words: default_allergy_words(),
+        }
     }
 }
 

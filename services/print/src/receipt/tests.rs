@@ -155,6 +155,7 @@ fn layout(width: usize) -> Layout {
         code_page: CodePage::Pc858,
         time_zone: TimeZone::fixed(tz::offset(2)),
         restaurant_name: "Thai Take-Away Zürich".into(),
+        allergy_words: super::default_allergy_words(),
     }
 }
 
@@ -751,5 +752,103 @@ fn pseudo_random_orders_always_fit_and_lose_no_text() {
                 assert!(all.contains(&note), "round {round}, {kind:?}: note {note:?} cut off");
             }
         }
+    }
+}
+
+/// The kitchen ticket's lines from the allergy banner up to the '=' rule above the items.
+fn allergy_block(doc: &Document) -> Option<&[Line]> {
+    let start = doc.lines.iter().position(|l| l.text == "ALLERGIE" || l.text == "ALLERGY")?;
+    let end = doc.lines[start..].iter().position(|l| l.text.starts_with("====")).map_or(doc.lines.len(), |i| start + i);
+    Some(&doc.lines[start..end])
+}
+
+#[test]
+fn the_delivery_kitchen_ticket_has_the_allergy_block_above_the_items() {
+    let l = layout(48);
+    let doc = render(&delivery(), ReceiptType::Kitchen, &l, None);
+    let block = allergy_block(&doc).unwrap_or_else(|| panic!("no allergy block:\n{}", doc.to_text(&l)));
+    let label = &block[0];
+    assert!(label.reverse && label.bold && label.size == Size::Double, "{label:?}");
+    let body = &block[1..];
+    assert!(!body.is_empty() && body.iter().all(|l| l.bold && !l.reverse), "{body:?}");
+    let text: String = body.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join(" ");
+    assert_eq!(text, "Allergie: Erdnüsse! Bitte klingeln bei Jäger, 3. Stock");
+    // Only the note matched: not "kein Salz", "Reis (Beilage)" or "Spiegelei".
+    for absent in ["Salz", "Reis", "Spiegelei"] {
+        assert!(!text.contains(absent), "{absent:?} in the allergy block: {text}");
+    }
+    // Under the header and the times, above the items; the note section stays as it was.
+    let position = |text: &str| doc.lines.iter().position(|l| l.text.starts_with(text)).unwrap();
+    let allergy = position("ALLERGIE");
+    assert!(position("#10034") < allergy && position("Bestellt:") < allergy && allergy < position("2 x Käsespätzle"));
+    let t = doc.to_text(&l);
+    assert!(t.contains("NOTIZ:\nAllergie: Erdnüsse! Bitte klingeln bei Jäger, 3.\nStock\n"), "{t}");
+    assert_eq!(t.matches("ALLERGIE").count(), 1, "{t}");
+    // English label for an English buyer.
+    let en = Order { buyer_language: "en".into(), ..delivery() };
+    assert!(allergy_block(&render(&en, ReceiptType::Kitchen, &l, None)).is_some_and(|b| b[0].text == "ALLERGY"));
+}
+
+#[test]
+fn no_allergy_block_without_an_allergy_word() {
+    let l = layout(48);
+    for order in [pickup(), Order::default()] {
+        let doc = render(&order, ReceiptType::Kitchen, &l, None);
+        assert!(allergy_block(&doc).is_none(), "{}", doc.to_text(&l));
+    }
+    // The delivery order without its note: "Hinweis: kein Salz", "Reis (Beilage)" and
+    // "Spiegelei" do not trigger.
+    let o = Order { buyer_note: "Bitte klingeln bei Jäger".into(), ..delivery() };
+    let doc = render(&o, ReceiptType::Kitchen, &l, None);
+    assert!(allergy_block(&doc).is_none(), "{}", doc.to_text(&l));
+    // Item names are dish names, not allergies.
+    let mut o = pickup();
+    o.line_items[0].name = "Erdnuss-Curry mit Ei".into();
+    assert!(allergy_block(&render(&o, ReceiptType::Kitchen, &l, None)).is_none());
+    // No configured words, no block.
+    let none = Layout { allergy_words: Vec::new(), ..layout(48) };
+    assert!(allergy_block(&render(&delivery(), ReceiptType::Kitchen, &none, None)).is_none());
+    // Only the kitchen ticket has it.
+    for kind in [ReceiptType::Driver, ReceiptType::Customer] {
+        assert!(!render(&delivery(), kind, &l, None).to_text(&l).contains("ALLERGIE"), "{kind:?}");
+    }
+}
+
+#[test]
+fn a_modifier_naming_an_allergen_is_listed_with_its_dish() {
+    let l = layout(48);
+    let mut o = pickup();
+    o.line_items[1].modifiers.push(modifier("Allergie", "ohne Erdnüsse", 1, ""));
+    o.line_items[0].modifiers.push(modifier("Hinweis", "gluten-free please", 1, ""));
+    let doc = render(&o, ReceiptType::Kitchen, &l, None);
+    let block = allergy_block(&doc).unwrap_or_else(|| panic!("{}", doc.to_text(&l)));
+    let texts: Vec<&str> = block.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["ALLERGIE", "Nam Tok + Hinweis: gluten-free please", "Som Tam + Allergie: ohne Erdnüsse"]);
+    // The note did not match and is not repeated; the modifiers still print under their items.
+    let t = doc.to_text(&l);
+    assert_eq!(t.matches("Bitte ohne Koriander").count(), 1, "{t}");
+    assert!(t.contains("  + Allergie: ohne Erdnüsse"), "{t}");
+}
+
+#[test]
+fn the_allergy_block_fits_every_width() {
+    let mut o = delivery();
+    o.line_items[0].modifiers.push(modifier(&"Allergie ".repeat(20), LONG_NAME, 3, ""));
+    o.line_items[1].modifiers.push(modifier("", &format!("{} Nüsse", "Ä".repeat(200)), 1, ""));
+    for width in [48, 42, 32, 24, 3, 1] {
+        let l = layout(width);
+        for order in [delivery(), o.clone()] {
+            for banner in [None, Some(BANNER)] {
+                let doc = render(&order, ReceiptType::Kitchen, &l, banner);
+                assert_fits(&doc, &l);
+                // Below 16 columns the double-width label wraps.
+                assert!(width < 16 || allergy_block(&doc).is_some(), "{width}: no allergy block");
+                let all = squeezed(&doc);
+                assert!(all.contains("ALLERGIE") && all.contains("Erdnüsse"), "{width}");
+                assert_eq!(all.matches(&squeeze(&order.buyer_note, l.code_page)).count(), 2, "{width}");
+            }
+        }
+        let doc = render(&o, ReceiptType::Kitchen, &l, None);
+        assert!(squeezed(&doc).matches(&"Ä".repeat(200)).count() == 2, "{width}: modifier cut off");
     }
 }

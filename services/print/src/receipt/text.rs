@@ -30,6 +30,30 @@ pub(crate) fn printable(text: &str, cp: CodePage) -> String {
     out
 }
 
+/// `text` as a reader sees it, whatever the code page: decomposed accents composed and marks
+/// that do not compose dropped, invisible characters (soft hyphens, zero-width spaces) dropped,
+/// everything else unchanged. Matching words against order text works on this form, so
+/// "Nu\u{308}sse" and "Erd\u{AD}nüsse" are the words the kitchen reads.
+pub(crate) fn as_read(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(mut c) = chars.next() {
+        while let Some(&mark) = chars.peek() {
+            if !is_combining(mark) {
+                break;
+            }
+            chars.next();
+            if let Some(composed) = compose(c, mark) {
+                c = composed;
+            }
+        }
+        if !is_invisible(c) && !is_combining(c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn push_printable(out: &mut String, c: char, cp: CodePage) {
     if c.is_whitespace() {
         out.push(' ');
