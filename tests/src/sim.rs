@@ -278,8 +278,11 @@ impl PrinterSim {
     /// Resolves as soon as at least `n` tickets exist, with all tickets so far.
     pub async fn wait_for_tickets(&self, n: usize, timeout: Duration) -> anyhow::Result<Vec<Ticket>> {
         let mut count = self.inner.count_tx.subscribe();
-        match tokio::time::timeout(timeout, count.wait_for(|&c| c >= n)).await {
-            Ok(Ok(_)) => Ok(self.tickets()),
+        // Drop the watch's read guard before taking the ticket lock: `record` takes them in
+        // the other order (ticket lock, then the watch's write lock).
+        let waited = tokio::time::timeout(timeout, count.wait_for(|&c| c >= n)).await.map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(self.tickets()),
             Ok(Err(_)) => bail!("printer sim is gone while waiting for {n} ticket(s)"),
             Err(_) => {
                 let tickets = self.tickets();

@@ -447,7 +447,12 @@ fn must_hold(tx: &Connection, kind: EventKind, order: &Order) -> anyhow::Result<
         tx.row("SELECT sequence FROM orders WHERE order_id = ?1", params![order.id], |r| r.get(0)).optional()?;
     let already_held: i64 =
         tx.row("SELECT count(*) FROM held_events WHERE order_id = ?1", params![order.id], |r| r.get(0))?;
-    Ok(already_held > 0 || stored.is_none_or(|s| s > 0 && seq > s + 1))
+    // Nothing stored yet: only a sequence above 1 says earlier events exist.
+    Ok(already_held > 0
+        || match stored {
+            None => seq > 1,
+            Some(s) => s > 0 && seq > s + 1,
+        })
 }
 
 /// Applies an order's held events in sequence order: those that now follow on without a gap,

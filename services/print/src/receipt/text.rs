@@ -11,20 +11,7 @@ use wixprint_shared::codepage::{CodePage, transliterate};
 /// characters the code page lacks are transliterated or become `?`.
 pub(crate) fn printable(text: &str, cp: CodePage) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(mut c) = chars.next() {
-        // Text from macOS/iOS can arrive decomposed ("u" + U+0308); the code pages only have
-        // the composed letter. A mark that does not compose is dropped: the base letter alone
-        // reads better than a `?` after it.
-        while let Some(&mark) = chars.peek() {
-            if !is_combining(mark) {
-                break;
-            }
-            chars.next();
-            if let Some(composed) = compose(c, mark) {
-                c = composed;
-            }
-        }
+    for c in composed(text) {
         push_printable(&mut out, c, cp);
     }
     out
@@ -35,9 +22,17 @@ pub(crate) fn printable(text: &str, cp: CodePage) -> String {
 /// everything else unchanged. Matching words against order text works on this form, so
 /// "Nu\u{308}sse" and "Erd\u{AD}nüsse" are the words the kitchen reads.
 pub(crate) fn as_read(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    composed(text).filter(|&c| !is_invisible(c) && !is_combining(c)).collect()
+}
+
+/// The characters of `text` with combining marks folded into their base letter. Text from
+/// macOS/iOS can arrive decomposed ("u" + U+0308); the code pages only have the composed
+/// letter. A mark that does not compose is dropped: the base letter alone reads better than a
+/// `?` after it.
+fn composed(text: &str) -> impl Iterator<Item = char> + '_ {
     let mut chars = text.chars().peekable();
-    while let Some(mut c) = chars.next() {
+    std::iter::from_fn(move || {
+        let mut c = chars.next()?;
         while let Some(&mark) = chars.peek() {
             if !is_combining(mark) {
                 break;
@@ -47,11 +42,8 @@ pub(crate) fn as_read(text: &str) -> String {
                 c = composed;
             }
         }
-        if !is_invisible(c) && !is_combining(c) {
-            out.push(c);
-        }
-    }
-    out
+        Some(c)
+    })
 }
 
 fn push_printable(out: &mut String, c: char, cp: CodePage) {
