@@ -174,14 +174,68 @@ pub struct Ticket {
     pub complete: bool,
     /// The last `ESC t n` seen in this ticket.
     pub code_table: Option<u8>,
-    /// Commands the simulator did not recognise; tests may require zero.
+    /// Commands the simulator did not recognise (or that were malformed, such as a QR print
+    /// with no stored data); tests may require zero.
     pub unknown_commands: u32,
+    /// The data of every QR code printed (`GS ( k` cn 49, fn 81), in order, decoded as UTF-8
+    /// (lossy). Each one is also a line `[QR <data>]` in `lines`.
+    pub qr_codes: Vec<String>,
+    /// Every raster image printed (`GS v 0`), in order. Each one is also a line
+    /// `[IMAGE <width>x<height>]` in `lines`.
+    pub images: Vec<RasterImage>,
+    /// Buzzer commands (`ESC ( A` fn 48 and `ESC B`), in order. Like everything else they belong
+    /// to the ticket in progress, so a beep sent after a cut is on the next ticket; if no text
+    /// follows before the connection closes that ticket is never recorded, and only
+    /// [`PrinterSim::beeps`] counts it.
+    pub buzzer: Vec<Buzzer>,
+    /// Drawer kicks (`ESC p m t1 t2`); attributed like `buzzer` (see [`PrinterSim::drawer_kicks`]).
+    pub drawer_kicks: u32,
     pub printed_at: SystemTime,
+}
+
+/// A raster bit image as sent with `GS v 0 m xL xH yL yH d1…dk`: `height` rows of
+/// `width / 8` bytes, MSB = leftmost dot, 1 = black. The scale mode `m` is not kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RasterImage {
+    /// Dots: bytes per row × 8.
+    pub width: usize,
+    /// Rows (dots).
+    pub height: usize,
+    /// The image data exactly as received, `width / 8 * height` bytes.
+    pub data: Vec<u8>,
+}
+
+impl RasterImage {
+    /// Whether the dot at column `x`, row `y` is black; false outside the image.
+    pub fn get(&self, x: usize, y: usize) -> bool {
+        if x >= self.width || y >= self.height {
+            return false;
+        }
+        self.data.get(y * (self.width / 8) + x / 8).is_some_and(|b| b & (0x80 >> (x % 8)) != 0)
+    }
+
+    /// Number of black dots.
+    pub fn ink(&self) -> usize {
+        self.data.iter().map(|b| b.count_ones() as usize).sum()
+    }
+}
+
+/// One buzzer command. The two kinds are kept apart because their parameters mean different
+/// things; [`Ticket::buzzer`]`.len()` counts both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buzzer {
+    /// Epson `ESC ( A pL pH fn n c t` with pL=4, pH=0, fn=48: sound pattern `n`, `c` cycles,
+    /// `t` the pause/duration parameter, as sent.
+    Epson { n: u8, c: u8, t: u8 },
+    /// `ESC B n t` (clone printers, not Epson): `n` beeps, each `t` × 50 ms, as sent.
+    EscB { n: u8, t: u8 },
 }
 
 /// One printed line. When a line mixes styles, `width_mult`/`height_mult` are the largest used
 /// by any visible character and `bold`/`reverse` are set when any visible character had them,
-/// so width checks err on the side of "too wide".
+/// so width checks err on the side of "too wide". `font_b` is the font of the first visible
+/// character (of the style in effect at the end of the line when there is none). QR codes and
+/// raster images are lines of their own (`[QR …]`, `[IMAGE WxH]`) with the default style.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TicketLine {
     pub text: String,
@@ -189,10 +243,14 @@ pub struct TicketLine {
     pub height_mult: u8,
     pub bold: bool,
     pub reverse: bool,
+    /// Font B (`ESC M 1`, or bit 0 of `ESC ! n`) rather than Font A.
+    pub font_b: bool,
 }
 
 impl TicketLine {
-    /// Columns this line occupies in Font A units: chars × width_mult.
+    /// Columns this line occupies in Font A units: chars × width_mult. For a Font B line
+    /// (`font_b`) the same number counts Font B columns instead (64 per 80 mm line rather
+    /// than Font A's 48).
     pub fn columns(&self) -> usize {
         self.text.chars().count() * usize::from(self.width_mult)
     }
@@ -230,6 +288,8 @@ impl PrinterSim {
             confirmations: AtomicU64::new(0),
             status_queries: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            beeps: AtomicU64::new(0),
+            drawer_kicks: AtomicU64::new(0),
         });
         {
             let mut power = lock(&inner.power);
@@ -324,6 +384,16 @@ impl PrinterSim {
         self.inner.connections.load(Ordering::Relaxed)
     }
 
+    /// Buzzer commands executed (both kinds), whether or not their ticket was ever recorded.
+    pub fn beeps(&self) -> u64 {
+        self.inner.beeps.load(Ordering::Relaxed)
+    }
+
+    /// Drawer kicks executed, whether or not their ticket was ever recorded.
+    pub fn drawer_kicks(&self) -> u64 {
+        self.inner.drawer_kicks.load(Ordering::Relaxed)
+    }
+
     /// Stops listening and closes everything; later `set_mode` calls only change the mode.
     pub fn shutdown(&self) {
         let mut power = lock(&self.inner.power);
@@ -349,6 +419,8 @@ struct Inner {
     confirmations: AtomicU64,
     status_queries: AtomicU64,
     connections: AtomicU64,
+    beeps: AtomicU64,
+    drawer_kicks: AtomicU64,
 }
 
 #[derive(Default)]
@@ -417,6 +489,10 @@ impl Inner {
             complete,
             code_table: t.code_table,
             unknown_commands: t.unknown,
+            qr_codes: t.qr_codes,
+            images: t.images,
+            buzzer: t.buzzer,
+            drawer_kicks: t.drawer_kicks,
             printed_at: SystemTime::now(),
         });
         // Sent under the lock so concurrent recorders cannot publish counts out of order.
@@ -907,6 +983,12 @@ impl Driver {
                     self.reply(status.to_vec(), mode);
                 }
             }
+            Action::Beep => {
+                self.inner.beeps.fetch_add(1, Ordering::Relaxed);
+            }
+            Action::DrawerKick => {
+                self.inner.drawer_kicks.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -921,21 +1003,24 @@ struct Style {
     height: u8,
     bold: bool,
     reverse: bool,
+    font_b: bool,
 }
 
 impl Default for Style {
     fn default() -> Self {
-        Style { width: 1, height: 1, bold: false, reverse: false }
+        Style { width: 1, height: 1, bold: false, reverse: false, font_b: false }
     }
 }
 
 impl Style {
+    /// `self` is the style so far: sizes and flags accumulate, the font stays the first one.
     fn merge(self, other: Style) -> Style {
         Style {
             width: self.width.max(other.width),
             height: self.height.max(other.height),
             bold: self.bold || other.bold,
             reverse: self.reverse || other.reverse,
+            font_b: self.font_b,
         }
     }
 }
@@ -958,7 +1043,14 @@ impl LineBuf {
 
     fn finish(self, fallback: Style) -> TicketLine {
         let s = self.style.unwrap_or(fallback);
-        TicketLine { text: self.text, width_mult: s.width, height_mult: s.height, bold: s.bold, reverse: s.reverse }
+        TicketLine {
+            text: self.text,
+            width_mult: s.width,
+            height_mult: s.height,
+            bold: s.bold,
+            reverse: s.reverse,
+            font_b: s.font_b,
+        }
     }
 }
 
@@ -969,6 +1061,10 @@ struct TicketBuilder {
     line: LineBuf,
     code_table: Option<u8>,
     unknown: u32,
+    qr_codes: Vec<String>,
+    images: Vec<RasterImage>,
+    buzzer: Vec<Buzzer>,
+    drawer_kicks: u32,
 }
 
 impl TicketBuilder {
@@ -979,6 +1075,15 @@ impl TicketBuilder {
     fn end_line(&mut self, style: Style) {
         let line = std::mem::take(&mut self.line);
         self.lines.push(line.finish(style));
+    }
+
+    /// Something printed as a band of its own (an image, a QR code): pending text is printed
+    /// first, as its own line, then `text` stands for the band.
+    fn push_band(&mut self, text: String, style: Style) {
+        if !self.line.text.is_empty() {
+            self.end_line(style);
+        }
+        self.lines.push(TicketLine { text, width_mult: 1, height_mult: 1, bold: false, reverse: false, font_b: false });
     }
 }
 
@@ -994,6 +1099,21 @@ enum Action {
     Confirm([u8; 4]),
     Cut,
     Asb(bool),
+    Beep,
+    DrawerKick,
+}
+
+/// The data bytes of a known-length command that are kept, not just skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Raster { bytes_per_row: usize, height: usize },
+    QrData,
+}
+
+/// A kept block being received: `Core::skip` data bytes are still to come.
+struct Block {
+    kind: Kept,
+    data: Vec<u8>,
 }
 
 /// Printer state and the ticket in progress; synchronous so it can be fuzzed directly.
@@ -1003,8 +1123,13 @@ struct Core {
     table: Option<u8>,
     style: Style,
     ticket: TicketBuilder,
-    /// Parameter bytes of the current command still to skip (images, QR data …).
+    /// Parameter bytes of the current command still to skip (images, QR data …). They are
+    /// data, never commands, whatever they look like.
     skip: usize,
+    /// Where the skipped bytes go when the command's data is kept (raster image, QR data).
+    block: Option<Block>,
+    /// QR symbol data stored with `GS ( k` fn 80, printed by fn 81; cleared by `ESC @`.
+    qr: Option<Vec<u8>>,
 }
 
 impl Core {
@@ -1015,7 +1140,13 @@ impl Core {
             }
             let n = self.skip.min(bytes.len());
             self.ticket.raw.extend_from_slice(&bytes[..n]);
+            if let Some(block) = &mut self.block {
+                block.data.extend_from_slice(&bytes[..n]);
+            }
             self.skip -= n;
+            if self.skip == 0 {
+                self.finish_block();
+            }
             return Step::Done(n, None);
         }
         let Parsed::Tok(tok, len) = parse_token(bytes) else {
@@ -1055,6 +1186,7 @@ impl Core {
                 // on the real printer.
                 self.table = None;
                 self.style = Style::default();
+                self.qr = None;
                 self.ticket.line = LineBuf::default();
                 return Some(Action::Asb(false));
             }
@@ -1064,6 +1196,7 @@ impl Core {
             }
             Tok::Bold(on) => self.style.bold = on,
             Tok::PrintMode(n) => {
+                self.style.font_b = n & 0x01 != 0;
                 self.style.bold = n & 0x08 != 0;
                 self.style.height = if n & 0x10 != 0 { 2 } else { 1 };
                 self.style.width = if n & 0x20 != 0 { 2 } else { 1 };
@@ -1080,17 +1213,43 @@ impl Core {
                     self.ticket.unknown += 1;
                 }
                 if image {
-                    if !self.ticket.line.text.is_empty() {
-                        self.ticket.end_line(self.style);
-                    }
-                    self.ticket.lines.push(TicketLine {
-                        text: "[image]".to_string(),
-                        width_mult: 1,
-                        height_mult: 1,
-                        bold: false,
-                        reverse: false,
-                    });
+                    self.ticket.push_band("[image]".to_string(), self.style);
                 }
+            }
+            Tok::Raster { bytes_per_row, height } => {
+                // Nothing to print: malformed.
+                if bytes_per_row == 0 || height == 0 {
+                    self.ticket.unknown += 1;
+                } else {
+                    self.start_block(Kept::Raster { bytes_per_row, height }, tok.data_len());
+                }
+            }
+            Tok::QrStore { len, valid } => {
+                if !valid || len == 0 {
+                    self.ticket.unknown += 1;
+                }
+                self.qr = None;
+                self.start_block(Kept::QrData, len);
+            }
+            Tok::QrPrint { valid } => match &self.qr {
+                Some(data) => {
+                    if !valid {
+                        self.ticket.unknown += 1;
+                    }
+                    let text = String::from_utf8_lossy(data).into_owned();
+                    self.ticket.push_band(format!("[QR {text}]"), self.style);
+                    self.ticket.qr_codes.push(text);
+                }
+                None => self.ticket.unknown += 1,
+            },
+            Tok::Font(font_b) => self.style.font_b = font_b,
+            Tok::Buzzer(buzzer) => {
+                self.ticket.buzzer.push(buzzer);
+                return Some(Action::Beep);
+            }
+            Tok::DrawerKick => {
+                self.ticket.drawer_kicks += 1;
+                return Some(Action::DrawerKick);
             }
             Tok::PaperStatus(1 | 49) => return Some(Action::Reply(vec![mode.paper_sensor()])),
             Tok::PaperStatus(2 | 50) => return Some(Action::Reply(vec![0x00])),
@@ -1111,8 +1270,34 @@ impl Core {
         ticket
     }
 
+    /// Starts keeping the next `len` data bytes; with none, the block is finished at once.
+    fn start_block(&mut self, kind: Kept, len: usize) {
+        // Grows with what actually arrives: a bogus header must not allocate gigabytes.
+        self.block = Some(Block { kind, data: Vec::with_capacity(len.min(64 * 1024)) });
+        self.skip = len;
+        if len == 0 {
+            self.finish_block();
+        }
+    }
+
+    /// All data bytes of the kept block have arrived.
+    fn finish_block(&mut self) {
+        let Some(Block { kind, data }) = self.block.take() else {
+            return;
+        };
+        match kind {
+            Kept::Raster { bytes_per_row, height } => {
+                let image = RasterImage { width: bytes_per_row.saturating_mul(8), height, data };
+                self.ticket.push_band(format!("[IMAGE {}x{}]", image.width, image.height), self.style);
+                self.ticket.images.push(image);
+            }
+            Kept::QrData => self.qr = (!data.is_empty()).then_some(data),
+        }
+    }
+
     fn clear_buffers(&mut self) {
         self.skip = 0;
+        self.block = None;
         self.ticket.line = LineBuf::default();
     }
 }
@@ -1148,6 +1333,25 @@ enum Tok {
         image: bool,
         unknown: bool,
     },
+    /// `GS v 0` header; `bytes_per_row * height` image bytes follow and are kept.
+    Raster {
+        bytes_per_row: usize,
+        height: usize,
+    },
+    /// `GS ( k` cn 49 fn 80 header (up to and including `m`); `len` QR data bytes follow.
+    /// `valid`: `m` is 48.
+    QrStore {
+        len: usize,
+        valid: bool,
+    },
+    /// `GS ( k` cn 49 fn 81 (print the stored QR symbol); `valid`: `m` is 48.
+    QrPrint {
+        valid: bool,
+    },
+    /// `ESC M n`: true for Font B.
+    Font(bool),
+    Buzzer(Buzzer),
+    DrawerKick,
     PaperStatus(u8),
     Asb(u8),
     Confirm([u8; 4]),
@@ -1157,7 +1361,20 @@ enum Tok {
 impl Tok {
     /// Whether this token puts something visible on the paper.
     fn prints(self) -> bool {
-        matches!(self, Tok::Text(_) | Tok::Tab | Tok::Skip { image: true, .. })
+        matches!(
+            self,
+            Tok::Text(_) | Tok::Tab | Tok::Skip { image: true, .. } | Tok::Raster { .. } | Tok::QrPrint { .. }
+        )
+    }
+
+    /// Data bytes that follow the token and belong to it.
+    fn data_len(self) -> usize {
+        match self {
+            Tok::Skip { data, .. } => data,
+            Tok::Raster { bytes_per_row, height } => bytes_per_row.saturating_mul(height),
+            Tok::QrStore { len, .. } => len,
+            _ => 0,
+        }
     }
 }
 
@@ -1226,10 +1443,18 @@ fn parse_esc(b: &[u8]) -> Parsed {
         b'E' => fixed(b, 3, |c| Tok::Bold(c[2] & 1 == 1)),
         b'!' => fixed(b, 3, |c| Tok::PrintMode(c[2])),
         b'd' => fixed(b, 3, |c| Tok::Feed(c[2])),
-        b'-' | b'M' | b'a' | b'R' | b'3' | b'G' | b'J' | b' ' | b'{' | b'r' | b'V' | b'U' | b'=' | b'e' | b'T'
-        | b'%' => nop(b, 3),
+        b'M' => fixed(b, 3, |c| match c[2] {
+            0 | 48 => Tok::Font(false),
+            1 | 49 => Tok::Font(true),
+            // Fonts C, D, E and the special fonts cannot be told apart in `TicketLine`.
+            _ => Tok::Unknown,
+        }),
+        b'B' => fixed(b, 4, |c| Tok::Buzzer(Buzzer::EscB { n: c[2], t: c[3] })),
+        b'p' => fixed(b, 5, |_| Tok::DrawerKick),
+        b'-' | b'a' | b'R' | b'3' | b'G' | b'J' | b' ' | b'{' | b'r' | b'V' | b'U' | b'=' | b'e' | b'T' | b'%' => {
+            nop(b, 3)
+        }
         b'$' | b'\\' | b'c' => nop(b, 4),
-        b'p' => nop(b, 5),
         b'W' => nop(b, 10),
         b'D' => until_nul(b, 2),
         b'*' => fixed(b, 5, |c| {
@@ -1238,7 +1463,14 @@ fn parse_esc(b: &[u8]) -> Parsed {
             let per_column = if c[2] >= 32 { 3 } else { 1 };
             Tok::Skip { data: columns * per_column, image: true, unknown: false }
         }),
-        b'(' => skip_block(b, |f| f == b'A'),
+        b'(' => {
+            if b.get(2) == Some(&b'A') && b.get(3..5) == Some(&[4, 0][..]) {
+                return fixed(b, 9, |c| {
+                    if c[5] == 48 { Tok::Buzzer(Buzzer::Epson { n: c[6], c: c[7], t: c[8] }) } else { Tok::Nop }
+                });
+            }
+            skip_block(b, |f| f == b'A')
+        }
         _ => Parsed::Tok(Tok::Unknown, 2),
     }
 }
@@ -1267,11 +1499,7 @@ fn parse_gs(b: &[u8]) -> Parsed {
         },
         b'v' => match b.get(2) {
             None => Parsed::Need,
-            Some(b'0') => fixed(b, 8, |c| Tok::Skip {
-                data: u16le(c[4], c[5]).saturating_mul(u16le(c[6], c[7])),
-                image: true,
-                unknown: false,
-            }),
+            Some(b'0') => fixed(b, 8, |c| Tok::Raster { bytes_per_row: u16le(c[4], c[5]), height: u16le(c[6], c[7]) }),
             Some(_) => Parsed::Tok(Tok::Unknown, 2),
         },
         b'(' => {
@@ -1280,10 +1508,33 @@ fn parse_gs(b: &[u8]) -> Parsed {
                     if c[5] == 0x30 && c[6] == 0x30 { Tok::Confirm([c[7], c[8], c[9], c[10]]) } else { Tok::Nop }
                 });
             }
+            if b.get(2) == Some(&b'k') {
+                return parse_2d_code(b);
+            }
             skip_block(b, |f| matches!(f, b'k' | b'H' | b'L'))
         }
         _ => Parsed::Tok(Tok::Unknown, 2),
     }
+}
+
+/// `GS ( k pL pH cn fn m data…`: QR code (cn 49) store (fn 80) and print (fn 81) are kept; every
+/// other function and symbol type is skipped as before.
+fn parse_2d_code(b: &[u8]) -> Parsed {
+    let Some(&[lo, hi]) = b.get(3..5) else {
+        return Parsed::Need;
+    };
+    let len = u16le(lo, hi);
+    if len < 3 {
+        return skip_block(b, |_| true);
+    }
+    // pL pH count these three bytes, so they are part of the command whatever they are.
+    fixed(b, 8, |c| match (c[5], c[6]) {
+        (49, 80) => Tok::QrStore { len: len - 3, valid: c[7] == 48 },
+        (49, 81) if len == 3 => Tok::QrPrint { valid: c[7] == 48 },
+        // Print takes no data.
+        (49, 81) => Tok::Skip { data: len - 3, image: false, unknown: true },
+        _ => Tok::Skip { data: len - 3, image: false, unknown: false },
+    })
 }
 
 fn parse_fs(b: &[u8]) -> Parsed {
@@ -1324,8 +1575,7 @@ fn find_cut_end(bytes: &[u8]) -> Option<usize> {
         i += len;
         match tok {
             Tok::Cut => return Some(i),
-            Tok::Skip { data, .. } => i = i.saturating_add(data),
-            _ => {}
+            _ => i = i.saturating_add(tok.data_len()),
         }
     }
     None
@@ -1460,7 +1710,7 @@ mod tests {
         assert_eq!((t[0].seq, t[1].seq), (1, 2));
         assert_eq!(
             t[0].lines[0],
-            TicketLine { text: "#42".into(), width_mult: 2, height_mult: 2, bold: true, reverse: false }
+            TicketLine { text: "#42".into(), width_mult: 2, height_mult: 2, bold: true, reverse: false, font_b: false }
         );
         assert_eq!(t[0].lines[0].columns(), 6);
         assert_eq!(t[0].lines[1].text, "2x Pizza");
@@ -1703,10 +1953,222 @@ mod tests {
         let mut s = connect(&sim).await;
         s.write_all(&b).await.unwrap();
         let t = sim.wait_for_tickets(1, WAIT).await.unwrap().remove(0);
-        assert_eq!(t.text, "A B\n[image]\n\n\nC€");
+        assert_eq!(t.text, "A B\n[IMAGE 16x2]\n[QR https://example.com/\n]\n\n\nC€");
+        assert_eq!(t.images, [RasterImage { width: 16, height: 2, data: vec![LF, b'X', LF, b'Y'] }]);
+        assert_eq!(t.qr_codes, ["https://example.com/\n"]);
+        assert_eq!(t.buzzer, [Buzzer::Epson { n: 51, c: 1, t: 10 }]);
+        assert_eq!(t.drawer_kicks, 1);
         assert_eq!(t.unknown_commands, 1, "ESC y");
         assert_eq!(t.code_table, Some(16));
         assert!(t.complete);
+    }
+
+    /// Raster image data (16x4 dots) full of bytes that would be commands outside the image:
+    /// `DLE EOT 1`, a cut (`GS V 66 0`) and an LF.
+    const TRAP_IMAGE: [u8; 8] = [DLE, EOT, 1, GS, b'V', 66, 0, LF];
+    const QR_URL: &str = "https://x/y?o=10033";
+
+    fn qr_store(data: &[u8]) -> Vec<u8> {
+        let len = data.len() + 3;
+        let mut b = vec![GS, b'(', b'k', (len & 0xFF) as u8, (len >> 8) as u8, 49, 80, 48];
+        b.extend(data);
+        b
+    }
+
+    const QR_PRINT: [u8; 8] = [GS, b'(', b'k', 3, 0, 49, 81, 48];
+
+    fn raster(bytes_per_row: u8, height: u8, data: &[u8]) -> Vec<u8> {
+        let mut b = vec![GS, b'v', b'0', 0, bytes_per_row, 0, height, 0];
+        b.extend(data);
+        b
+    }
+
+    /// Text, a QR code, a raster image with command-like data, a Font B line, both buzzer
+    /// commands and a drawer kick, then a cut.
+    fn rich_ticket() -> Vec<u8> {
+        let mut b = vec![ESC, b'@', ESC, b't', 19];
+        b.extend(b"text\n");
+        // QR: model 2, module size 6, error correction M, store, print.
+        b.extend([GS, b'(', b'k', 4, 0, 49, 65, 50, 0]);
+        b.extend([GS, b'(', b'k', 3, 0, 49, 67, 6]);
+        b.extend([GS, b'(', b'k', 3, 0, 49, 69, 49]);
+        b.extend(qr_store(QR_URL.as_bytes()));
+        b.extend(QR_PRINT);
+        b.extend(raster(2, 4, &TRAP_IMAGE));
+        b.extend([ESC, b'M', 1]);
+        b.extend(b"klein\n");
+        b.extend([ESC, b'M', 48]);
+        b.extend([ESC, b'(', b'A', 4, 0, 48, 51, 3, 10]);
+        b.extend([ESC, b'B', 2, 5]);
+        b.extend([ESC, b'p', 0, 25, 250]);
+        b.extend([GS, b'V', 66, 0]);
+        b
+    }
+
+    fn line(text: &str, font_b: bool) -> TicketLine {
+        TicketLine { text: text.into(), width_mult: 1, height_mult: 1, bold: false, reverse: false, font_b }
+    }
+
+    /// Checks what `rich_ticket` must decode to; `raw` is the whole ticket as sent.
+    fn check_rich_ticket(t: &TicketBuilder, raw: &[u8], what: &str) {
+        let want = [
+            line("text", false),
+            line(&format!("[QR {QR_URL}]"), false),
+            line("[IMAGE 16x4]", false),
+            line("klein", true),
+        ];
+        assert_eq!(t.lines, want, "{what}");
+        assert!(t.line.text.is_empty(), "{what}");
+        assert_eq!(t.qr_codes, [QR_URL], "{what}");
+        assert_eq!(t.images, [RasterImage { width: 16, height: 4, data: TRAP_IMAGE.to_vec() }], "{what}");
+        assert_eq!(t.buzzer, [Buzzer::Epson { n: 51, c: 3, t: 10 }, Buzzer::EscB { n: 2, t: 5 }], "{what}");
+        assert_eq!(t.drawer_kicks, 1, "{what}");
+        assert_eq!(t.unknown, 0, "{what}");
+        assert_eq!(t.code_table, Some(19), "{what}");
+        assert_eq!(t.raw, raw, "{what}");
+    }
+
+    /// Feeds `chunks` to a `Core` the way `Driver` does (the next chunk is appended only when
+    /// the core needs more): the tickets ended by cuts, then the unfinished one.
+    fn run_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> (Vec<TicketBuilder>, TicketBuilder) {
+        let mut core = Core::default();
+        let mut chunks = chunks.into_iter();
+        let (mut buf, mut pos) = (Vec::new(), 0);
+        let mut tickets = Vec::new();
+        loop {
+            match core.step(&buf[pos..], Mode::Online) {
+                Step::Done(n, action) => {
+                    assert!(n > 0);
+                    pos += n;
+                    if let Some(Action::Cut) = action {
+                        tickets.push(core.take_ticket());
+                    }
+                }
+                Step::Need => match chunks.next() {
+                    Some(chunk) => buf.extend_from_slice(chunk),
+                    None => return (tickets, core.take_ticket()),
+                },
+            }
+        }
+    }
+
+    /// `bytes` cut at the given ascending offsets.
+    fn split_at<'a>(bytes: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for &at in cuts.iter().chain([&bytes.len()]) {
+            parts.push(&bytes[from..at]);
+            from = at;
+        }
+        parts
+    }
+
+    #[test]
+    fn qr_image_font_b_and_buzzer_survive_any_chunking() {
+        let bytes = rich_ticket();
+        let check = |parts: Vec<&[u8]>, what: &str| {
+            let (tickets, rest) = run_chunks(parts);
+            assert_eq!(tickets.len(), 1, "{what}");
+            check_rich_ticket(&tickets[0], &bytes, what);
+            assert!(rest.raw.is_empty() && rest.lines.is_empty(), "{what}");
+        };
+        check(vec![&bytes[..]], "one chunk");
+        check(bytes.chunks(1).collect(), "byte by byte");
+        for i in 0..=bytes.len() {
+            for j in i..=bytes.len() {
+                check(split_at(&bytes, &[i, j]), &format!("split at {i} and {j}"));
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(0x0A5);
+        for round in 0..200 {
+            let mut cuts: Vec<usize> =
+                (0..rng.random_range(1..12)).map(|_| rng.random_range(0..=bytes.len())).collect();
+            cuts.sort_unstable();
+            check(split_at(&bytes, &cuts), &format!("random split {round}: {cuts:?}"));
+        }
+        // DropMidTicket's planning sees the same single cut at the very end.
+        assert_eq!(find_cut_end(&bytes), Some(bytes.len()));
+        let image = &run_chunks([&bytes[..]]).0[0].images[0];
+        // Rows 10 04 / 01 1D / 56 42 / 00 0A, MSB = leftmost dot.
+        assert!(image.get(3, 0) && !image.get(2, 0) && image.get(13, 0));
+        assert!(image.get(7, 1) && image.get(11, 1) && image.get(15, 1) && !image.get(14, 1));
+        assert!(image.get(1, 2) && image.get(14, 2) && !image.get(0, 2));
+        assert!(!image.get(7, 3) && image.get(12, 3) && image.get(14, 3) && !image.get(15, 3));
+        assert!(!image.get(16, 0) && !image.get(0, 4), "outside");
+        assert_eq!(image.ink(), TRAP_IMAGE.iter().map(|b| b.count_ones() as usize).sum::<usize>());
+        assert_eq!(image.ink(), 15);
+    }
+
+    #[tokio::test]
+    async fn qr_image_font_b_and_buzzer_over_tcp() {
+        let sim = start_sim().await;
+        let mut s = connect(&sim).await;
+        let bytes = rich_ticket();
+        // The first write ends right after the DLE EOT 1 inside the image data.
+        let image_at = bytes.windows(TRAP_IMAGE.len()).position(|w| w == TRAP_IMAGE).unwrap();
+        let (first, second) = bytes.split_at(image_at + 3);
+        s.write_all(first).await.unwrap();
+        // Like the real printer, the reader answers it (it does not know command parameters);
+        // the interpreter still takes the bytes as image data.
+        assert_eq!(read_n(&mut s, 1).await, [0x12]);
+        s.write_all(second).await.unwrap();
+        let t = sim.wait_for_tickets(1, WAIT).await.unwrap().remove(0);
+        assert!(t.complete);
+        assert_eq!(t.text, format!("text\n[QR {QR_URL}]\n[IMAGE 16x4]\nklein"));
+        assert_eq!(t.lines.iter().map(|l| l.font_b).collect::<Vec<_>>(), [false, false, false, true]);
+        assert_eq!(t.qr_codes, [QR_URL]);
+        assert_eq!(t.images, [RasterImage { width: 16, height: 4, data: TRAP_IMAGE.to_vec() }]);
+        assert_eq!(t.buzzer, [Buzzer::Epson { n: 51, c: 3, t: 10 }, Buzzer::EscB { n: 2, t: 5 }]);
+        assert_eq!(t.drawer_kicks, 1);
+        assert_eq!(t.unknown_commands, 0);
+        assert_eq!(t.raw, bytes);
+        assert_eq!((sim.beeps(), sim.drawer_kicks()), (2, 1));
+        // Nothing else was answered, and the fake cut in the image made no second ticket.
+        s.write_all(&confirm_request([3, 3, 3, 3])).await.unwrap();
+        assert_eq!(read_n(&mut s, 7).await, confirm_reply([3, 3, 3, 3]));
+        assert_eq!(sim.tickets().len(), 1);
+    }
+
+    #[test]
+    fn qr_image_and_font_edge_cases() {
+        let mut b = vec![ESC, b'@'];
+        // Printing with no stored data: nothing, and it counts as unknown.
+        b.extend(QR_PRINT);
+        // Pending text (even blank) is printed before an image or a QR code.
+        b.extend(b"vor");
+        b.extend(raster(1, 1, &[0xFF]));
+        b.extend(b"  ");
+        let payload = [b'a', GS, b'V', 0, DLE, EOT, 1, LF, 0xFF];
+        b.extend(qr_store(&payload));
+        b.extend(QR_PRINT);
+        // The stored data stays until ESC @: printed again.
+        b.extend(b"auch");
+        b.extend(QR_PRINT);
+        // ESC ! bit 0 selects Font B, and ESC ! 0 Font A again; the first visible char counts.
+        b.extend([ESC, b'!', 0x01, b' ', b'b', ESC, b'!', 0x00, b'a', LF]);
+        b.extend([b'a', ESC, b'M', 1, b'b', LF]);
+        // Zero-size image and Font C: unknown, nothing printed, font unchanged.
+        b.extend(raster(0, 5, &[]));
+        b.extend([ESC, b'M', 2, b'x', LF]);
+        // ESC ( A with another function is skipped (known); ESC @ resets font and QR data.
+        b.extend([ESC, b'(', b'A', 4, 0, 97, 1, 1, 1]);
+        b.extend([ESC, b'@', b'y', LF]);
+        b.extend(QR_PRINT);
+        b.extend([GS, b'V', 0]);
+        let (tickets, _) = run_chunks([&b[..]]);
+        let t = &tickets[0];
+        let qr_text = String::from_utf8_lossy(&payload).into_owned();
+        let texts: Vec<&str> = t.lines.iter().map(|l| l.text.as_str()).collect();
+        let qr_line = format!("[QR {qr_text}]");
+        assert_eq!(texts, ["vor", "[IMAGE 8x1]", "  ", &qr_line, "auch", &qr_line, " ba", "ab", "x", "y"]);
+        let fonts: Vec<bool> = t.lines.iter().map(|l| l.font_b).collect();
+        assert_eq!(fonts, [false, false, false, false, false, false, true, false, true, false]);
+        assert_eq!(t.qr_codes, [qr_text.clone(), qr_text]);
+        assert_eq!(t.images, [RasterImage { width: 8, height: 1, data: vec![0xFF] }]);
+        assert_eq!(t.images[0].ink(), 8);
+        assert!(t.buzzer.is_empty());
+        assert_eq!(t.unknown, 4, "print without data (twice), zero-size image, ESC M 2");
+        assert_eq!(find_cut_end(&b), Some(b.len()));
     }
 
     #[tokio::test]

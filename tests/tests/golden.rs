@@ -18,7 +18,7 @@ const TYPES: [(ReceiptType, &str); 3] =
 fn layout(width: usize) -> Layout {
     let mut l = Layout::new(width);
     l.time_zone = jiff::tz::TimeZone::get("Europe/Zurich").expect("tz");
-    l.restaurant_name = "Thai Garden Buchs".into();
+    l.restaurant.name = "Thai Garden Buchs".into();
     l
 }
 

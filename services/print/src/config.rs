@@ -19,8 +19,37 @@ pub static KEYS: &[Key] = &[
         help: "gRPC listener: SubmitOrder + admin (default 127.0.0.1:50052)",
     },
     Key { name: "db_path", env: "PRINT_DB_PATH", help: "SQLite file (default ./print.db)" },
-    Key { name: "printer_url", env: "PRINTER_URL", help: "printer, e.g. tcp://192.168.1.50:9100 (required)" },
-    Key { name: "printer_name", env: "PRINTER_NAME", help: "name shown in status (default front)" },
+    Key {
+        name: "printer_url",
+        env: "PRINTER_URL",
+        help: "the printer, e.g. tcp://192.168.1.50:9100 (required unless PRINT_PRINTERS names several)",
+    },
+    Key { name: "printer_name", env: "PRINTER_NAME", help: "name of PRINTER_URL's printer (default front)" },
+    Key {
+        name: "printers",
+        env: "PRINT_PRINTERS",
+        help: "several printers: name=url,... with per-printer ?width=&code_page=&backup= (e.g. kitchen=tcp://10.0.0.5:9100,front=tcp://10.0.0.6:9100?width=32&backup=kitchen)",
+    },
+    Key {
+        name: "routes",
+        env: "PRINT_ROUTES",
+        help: "printer per receipt type, e.g. kitchen=kitchen,driver=front,customer=front (default: all on the first printer)",
+    },
+    Key {
+        name: "failover_after_secs",
+        env: "PRINT_FAILOVER_AFTER_SECS",
+        help: "a printer with a backup hands its tickets over after being not ready this long (default 120)",
+    },
+    Key {
+        name: "copies",
+        env: "PRINT_COPIES",
+        help: "copies per receipt type, e.g. kitchen=2 (default 1 each, at most 5)",
+    },
+    Key {
+        name: "buzzer",
+        env: "PRINT_BUZZER",
+        help: "receipt types that sound the printer's buzzer, e.g. kitchen (default none)",
+    },
     Key {
         name: "receipt_types",
         env: "PRINT_RECEIPT_TYPES",
@@ -51,10 +80,41 @@ pub static KEYS: &[Key] = &[
         env: "PRINT_ALLERGY_WORDS",
         help: "comma-separated words that put an ALLERGIE block on kitchen tickets (default: German + English allergens)",
     },
-    Key { name: "width", env: "PRINT_WIDTH", help: "characters per line in Font A: 48, 42 or 32 (default 48)" },
+    Key {
+        name: "width",
+        env: "PRINT_WIDTH",
+        help: "characters per line: 48 (80 mm), 64 (80 mm, Font B), 42 or 32 (58 mm) (default 48)",
+    },
     Key { name: "code_page", env: "PRINT_CODE_PAGE", help: "pc858 or wpc1252 (default pc858)" },
     Key { name: "time_zone", env: "PRINT_TIME_ZONE", help: "IANA time zone for printed times (default: the system's)" },
     Key { name: "restaurant_name", env: "PRINT_RESTAURANT_NAME", help: "header of the customer receipt" },
+    Key {
+        name: "restaurant_address",
+        env: "PRINT_RESTAURANT_ADDRESS",
+        help: "address lines under the name, separated by | (e.g. Bahnhofstrasse 1|9470 Buchs SG)",
+    },
+    Key { name: "restaurant_phone", env: "PRINT_RESTAURANT_PHONE", help: "phone number under the address" },
+    Key { name: "restaurant_vat_id", env: "PRINT_RESTAURANT_VAT_ID", help: "VAT number on the customer receipt" },
+    Key {
+        name: "receipt_footer",
+        env: "PRINT_RECEIPT_FOOTER",
+        help: "footer lines of the customer receipt, separated by |",
+    },
+    Key {
+        name: "receipt_qr",
+        env: "PRINT_RECEIPT_QR",
+        help: "QR code at the end of the customer receipt; {order_number} and {order_id} are replaced (default none)",
+    },
+    Key {
+        name: "language",
+        env: "PRINT_LANGUAGE",
+        help: "label language for every receipt, e.g. de or en (default: the order's buyer, else site language)",
+    },
+    Key {
+        name: "labels_file",
+        env: "PRINT_LABELS_FILE",
+        help: "TOML file overriding or adding receipt labels per language (see deploy/labels.example.toml)",
+    },
     Key {
         name: "confirm_mode",
         env: "PRINT_CONFIRM_MODE",
@@ -98,22 +158,41 @@ pub enum ConfirmMode {
     Status,
 }
 
+/// One printer: where it is and how its paper looks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterConfig {
+    pub name: String,
+    pub url: PrinterUrl,
+    /// Characters per line (64 means Font B on 80 mm paper).
+    pub width: usize,
+    pub code_page: CodePage,
+    /// Printer that takes over this one's tickets when it has been not ready for
+    /// `failover_after`.
+    pub backup: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub grpc_addr: SocketAddr,
     pub db_path: PathBuf,
-    pub printer_url: PrinterUrl,
-    pub printer_name: String,
+    /// At least one; names are unique.
+    pub printers: Vec<PrinterConfig>,
+    /// The printer of each receipt type (a name in `printers`).
+    pub routes: Vec<(ReceiptType, String)>,
+    pub copies: Vec<(ReceiptType, u32)>,
+    pub buzzer: Vec<ReceiptType>,
+    pub failover_after: Duration,
     pub receipt_types: Vec<ReceiptType>,
     pub storno_types: Vec<ReceiptType>,
     /// `Some(app id)`: print only orders with a line item from that app.
     pub restaurant_app_id: Option<String>,
     pub reprint_driver_when_paid: bool,
     pub allergy_words: Vec<String>,
-    pub width: usize,
-    pub code_page: CodePage,
     pub time_zone: jiff::tz::TimeZone,
-    pub restaurant_name: String,
+    pub restaurant: crate::receipt::Restaurant,
+    /// Label language forced for every receipt; `None` follows the order.
+    pub language: Option<String>,
+    pub labels: std::sync::Arc<crate::receipt::LabelBook>,
     pub confirm_mode: ConfirmMode,
     pub confirm_timeout: Duration,
     pub status_timeout: Duration,
@@ -126,25 +205,27 @@ pub struct Config {
 
 impl Config {
     pub fn from_source(src: &Source) -> Result<Self, ConfigError> {
-        let url = src.required("printer_url")?;
-        let printer_url: PrinterUrl = url.parse().map_err(|e| src.invalid("printer_url", e))?;
+        let printers = printers(src)?;
         let receipt_types = receipt_type_list(src, "receipt_types", "kitchen,driver,customer")?;
         let storno_types = receipt_type_list(src, "storno_receipt_types", "kitchen")?;
+        let routes = routes(src, &printers)?;
+        let copies = copies(src)?;
+        let buzzer = receipt_type_list(src, "buzzer", "")?;
+        let failover_secs: u64 = src.parse("failover_after_secs", 120)?;
+        if failover_secs == 0 {
+            return Err(src.invalid("failover_after_secs", "must be greater than 0"));
+        }
         let restaurant_app_id =
             src.bool("restaurant_only", true)?.then(|| src.string("restaurant_app_id", WIX_RESTAURANTS_APP_ID));
-        let width: usize = src.parse("width", 48)?;
-        if !(24..=80).contains(&width) {
-            return Err(src.invalid("width", format!("{width} is outside 24..=80 columns")));
-        }
-        let code_page = match src.string("code_page", "pc858").to_ascii_lowercase().as_str() {
-            "pc858" | "cp858" => CodePage::Pc858,
-            "wpc1252" | "cp1252" => CodePage::Wpc1252,
-            other => return Err(src.invalid("code_page", format!("unknown code page {other:?} (pc858, wpc1252)"))),
-        };
         let time_zone = match src.get("time_zone") {
             None => jiff::tz::TimeZone::system(),
             Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| src.invalid("time_zone", e))?,
         };
+        let labels = match src.path("labels_file") {
+            None => crate::receipt::LabelBook::builtin(),
+            Some(path) => crate::receipt::LabelBook::load(&path).map_err(|e| src.invalid("labels_file", e))?,
+        };
+        let language = src.get("language").map(str::to_owned);
         let confirm_mode = match src.string("confirm_mode", "process_id").to_ascii_lowercase().as_str() {
             "process_id" | "gs_h" => ConfirmMode::ProcessId,
             "status" | "gs_r" => ConfirmMode::Status,
@@ -157,11 +238,27 @@ impl Config {
         let retry_backoff =
             Backoff::new(src.millis("retry_backoff_min_ms", 1_000)?, src.millis("retry_backoff_max_ms", 60_000)?, 0.2)
                 .map_err(|e| src.invalid("retry_backoff_min_ms", e))?;
+        let lines = |key: &str| -> Vec<String> {
+            src.get(key)
+                .map(|v| v.split(['|', '\n']).map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        let restaurant = crate::receipt::Restaurant {
+            name: src.string("restaurant_name", ""),
+            address: lines("restaurant_address"),
+            phone: src.string("restaurant_phone", ""),
+            vat_id: src.string("restaurant_vat_id", ""),
+            footer: lines("receipt_footer"),
+            qr: src.string("receipt_qr", ""),
+        };
         Ok(Self {
             grpc_addr: src.parse("grpc_addr", "127.0.0.1:50052".parse().expect("literal"))?,
             db_path: src.path("db_path").unwrap_or_else(|| "print.db".into()),
-            printer_url,
-            printer_name: src.string("printer_name", "front"),
+            printers,
+            routes,
+            copies,
+            buzzer,
+            failover_after: Duration::from_secs(failover_secs),
             receipt_types,
             storno_types,
             restaurant_app_id,
@@ -170,10 +267,10 @@ impl Config {
                 None => crate::receipt::default_allergy_words(),
                 Some(list) => list.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),
             },
-            width,
-            code_page,
             time_zone,
-            restaurant_name: src.string("restaurant_name", ""),
+            restaurant,
+            language,
+            labels: std::sync::Arc::new(labels),
             confirm_mode,
             confirm_timeout: src.millis("confirm_timeout_ms", 15_000)?,
             status_timeout: src.millis("status_timeout_ms", 2_000)?,
@@ -184,6 +281,138 @@ impl Config {
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
         })
     }
+
+    /// The printer `receipt_type` is routed to.
+    pub fn printer_for(&self, receipt_type: ReceiptType) -> &str {
+        self.routes.iter().find(|(t, _)| *t == receipt_type).map_or(self.printers[0].name.as_str(), |(_, p)| p)
+    }
+}
+
+fn parse_width(v: &str) -> Result<usize, String> {
+    let width: usize = v.parse().map_err(|_| format!("width {v:?} is not a number"))?;
+    if !(24..=80).contains(&width) {
+        return Err(format!("width {width} is outside 24..=80 columns"));
+    }
+    Ok(width)
+}
+
+fn parse_code_page(v: &str) -> Result<CodePage, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "pc858" | "cp858" => Ok(CodePage::Pc858),
+        "wpc1252" | "cp1252" => Ok(CodePage::Wpc1252),
+        other => Err(format!("unknown code page {other:?} (pc858, wpc1252)")),
+    }
+}
+
+/// `PRINT_PRINTERS` (name=url?width=..&code_page=..&backup=.., ...), or the single
+/// `PRINTER_URL` named `PRINTER_NAME`. `PRINT_WIDTH` / `PRINT_CODE_PAGE` are the defaults of
+/// every printer.
+fn printers(src: &Source) -> Result<Vec<PrinterConfig>, ConfigError> {
+    let width = match src.get("width") {
+        None => 48,
+        Some(v) => parse_width(v).map_err(|e| src.invalid("width", e))?,
+    };
+    let code_page = parse_code_page(&src.string("code_page", "pc858")).map_err(|e| src.invalid("code_page", e))?;
+    let Some(list) = src.get("printers") else {
+        let url = src.required("printer_url")?;
+        let url: PrinterUrl = url.parse().map_err(|e| src.invalid("printer_url", e))?;
+        let name = src.string("printer_name", "front");
+        return Ok(vec![PrinterConfig { name, url, width, code_page, backup: None }]);
+    };
+    let bad = |e: String| src.invalid("printers", e);
+    let mut out: Vec<PrinterConfig> = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, spec) = entry.split_once('=').ok_or_else(|| bad(format!("{entry:?} is not name=url")))?;
+        let name = name.trim();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(bad(format!("printer name {name:?} must be letters, digits, - or _")));
+        }
+        if out.iter().any(|p| p.name == name) {
+            return Err(bad(format!("printer {name:?} is listed twice")));
+        }
+        let (url, query) = spec.trim().split_once('?').unwrap_or((spec.trim(), ""));
+        let mut p = PrinterConfig {
+            name: name.to_owned(),
+            url: url.parse().map_err(|e| bad(format!("printer {name}: {e}")))?,
+            width,
+            code_page,
+            backup: None,
+        };
+        for param in query.split('&').filter(|q| !q.is_empty()) {
+            let (k, v) = param.split_once('=').unwrap_or((param, ""));
+            match k {
+                "width" => p.width = parse_width(v).map_err(|e| bad(format!("printer {name}: {e}")))?,
+                "code_page" => p.code_page = parse_code_page(v).map_err(|e| bad(format!("printer {name}: {e}")))?,
+                "backup" => p.backup = Some(v.to_owned()),
+                other => {
+                    return Err(bad(format!("printer {name}: unknown setting {other:?} (width, code_page, backup)")));
+                }
+            }
+        }
+        out.push(p);
+    }
+    if out.is_empty() {
+        return Err(bad("lists no printer".into()));
+    }
+    for p in &out {
+        if let Some(b) = &p.backup {
+            if b == &p.name {
+                return Err(bad(format!("printer {} cannot be its own backup", p.name)));
+            }
+            if !out.iter().any(|q| &q.name == b) {
+                return Err(bad(format!("printer {}: backup {b:?} is not a configured printer", p.name)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn routes(src: &Source, printers: &[PrinterConfig]) -> Result<Vec<(ReceiptType, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (t, name) in type_map(src, "routes")? {
+        if !printers.iter().any(|p| p.name == name) {
+            let known = printers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(src.invalid("routes", format!("printer {name:?} is not configured (printers: {known})")));
+        }
+        out.push((t, name));
+    }
+    Ok(out)
+}
+
+fn copies(src: &Source) -> Result<Vec<(ReceiptType, u32)>, ConfigError> {
+    let mut out = Vec::new();
+    for (t, n) in type_map(src, "copies")? {
+        match n.parse::<u32>() {
+            Ok(n @ 1..=5) => out.push((t, n)),
+            _ => return Err(src.invalid("copies", format!("copies {n:?} must be a number from 1 to 5"))),
+        }
+    }
+    Ok(out)
+}
+
+/// `type=value,...` with receipt type names as keys.
+fn type_map(src: &Source, key: &str) -> Result<Vec<(ReceiptType, String)>, ConfigError> {
+    let mut out: Vec<(ReceiptType, String)> = Vec::new();
+    for part in src.string(key, "").split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (t, v) = part.split_once('=').ok_or_else(|| src.invalid(key, format!("{part:?} is not type=value")))?;
+        let t = receipt_type(t).ok_or_else(|| src.invalid(key, unknown_type(t)))?;
+        out.retain(|(seen, _)| *seen != t);
+        out.push((t, v.trim().to_owned()));
+    }
+    Ok(out)
+}
+
+fn receipt_type(name: &str) -> Option<ReceiptType> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "kitchen" => Some(ReceiptType::Kitchen),
+        "driver" | "pickup" => Some(ReceiptType::Driver),
+        "customer" => Some(ReceiptType::Customer),
+        _ => None,
+    }
+}
+
+fn unknown_type(name: &str) -> String {
+    format!("unknown receipt type {:?} (kitchen, driver, customer)", name.trim())
 }
 
 /// App id of "Wix Restaurants Orders (New)": its line items mark an order as a restaurant order.
@@ -192,17 +421,83 @@ pub const WIX_RESTAURANTS_APP_ID: &str = "9a5d83fd-8570-482e-81ab-cfa88942ee60";
 fn receipt_type_list(src: &Source, key: &str, default: &str) -> Result<Vec<ReceiptType>, ConfigError> {
     let mut out = Vec::new();
     for part in src.string(key, default).split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let t = match part.to_ascii_lowercase().as_str() {
-            "kitchen" => ReceiptType::Kitchen,
-            "driver" | "pickup" => ReceiptType::Driver,
-            "customer" => ReceiptType::Customer,
-            other => {
-                return Err(src.invalid(key, format!("unknown receipt type {other:?} (kitchen, driver, customer)")));
-            }
-        };
+        let t = receipt_type(part).ok_or_else(|| src.invalid(key, unknown_type(part)))?;
         if !out.contains(&t) {
             out.push(t);
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let src = Source::load_with(KEYS, None, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))?;
+        Config::from_source(&src)
+    }
+
+    fn err(env: &[(&str, &str)]) -> String {
+        config(env).expect_err("config must be refused").to_string()
+    }
+
+    #[test]
+    fn one_printer_from_printer_url_takes_every_receipt_type() {
+        let c = config(&[("PRINTER_URL", "tcp://10.0.0.5:9100"), ("PRINT_WIDTH", "32")]).unwrap();
+        assert_eq!(c.printers.len(), 1);
+        assert_eq!((c.printers[0].name.as_str(), c.printers[0].width), ("front", 32));
+        for t in [ReceiptType::Kitchen, ReceiptType::Driver, ReceiptType::Customer] {
+            assert_eq!(c.printer_for(t), "front");
+        }
+        assert!(err(&[]).contains("PRINTER_URL"));
+    }
+
+    #[test]
+    fn several_printers_with_routes_settings_and_backup() {
+        let c = config(&[
+            (
+                "PRINT_PRINTERS",
+                "kitchen=tcp://10.0.0.5:9100?width=64&backup=front, front=tcp://10.0.0.6?code_page=wpc1252",
+            ),
+            ("PRINT_ROUTES", "kitchen=kitchen,driver=front,customer=front"),
+            ("PRINT_COPIES", "customer=2"),
+            ("PRINT_BUZZER", "kitchen"),
+            ("PRINT_RESTAURANT_ADDRESS", "Bahnhofstrasse 1 | 9470 Buchs SG"),
+        ])
+        .unwrap();
+        let k = &c.printers[0];
+        assert_eq!(
+            (k.name.as_str(), k.width, k.code_page, k.backup.as_deref()),
+            ("kitchen", 64, CodePage::Pc858, Some("front"))
+        );
+        let f = &c.printers[1];
+        assert_eq!((f.width, f.code_page, f.backup.as_deref()), (48, CodePage::Wpc1252, None));
+        assert_eq!(f.url.to_string(), "tcp://10.0.0.6:9100");
+        assert_eq!(c.printer_for(ReceiptType::Kitchen), "kitchen");
+        assert_eq!(c.printer_for(ReceiptType::Customer), "front");
+        assert_eq!(c.copies, [(ReceiptType::Customer, 2)]);
+        assert_eq!(c.buzzer, [ReceiptType::Kitchen]);
+        assert_eq!(c.restaurant.address, ["Bahnhofstrasse 1", "9470 Buchs SG"]);
+    }
+
+    #[test]
+    fn bad_printer_settings_are_refused_naming_what_is_wrong() {
+        let two = "kitchen=tcp://10.0.0.5:9100,front=tcp://10.0.0.6:9100";
+        assert!(err(&[("PRINT_PRINTERS", "kitchen")]).contains("not name=url"));
+        assert!(err(&[("PRINT_PRINTERS", "a=tcp://h:1,a=tcp://h:2")]).contains("listed twice"));
+        assert!(err(&[("PRINT_PRINTERS", "a=tcp://h:1?width=100")]).contains("outside 24..=80"));
+        assert!(err(&[("PRINT_PRINTERS", "a=tcp://h:1?speed=2")]).contains("unknown setting \"speed\""));
+        assert!(
+            err(&[("PRINT_PRINTERS", "a=tcp://h:1?backup=b")]).contains("backup \"b\" is not a configured printer")
+        );
+        assert!(err(&[("PRINT_PRINTERS", "a=tcp://h:1?backup=a")]).contains("its own backup"));
+        assert!(err(&[("PRINT_PRINTERS", two), ("PRINT_ROUTES", "kitchen=bar")]).contains("\"bar\" is not configured"));
+        assert!(err(&[("PRINT_PRINTERS", two), ("PRINT_ROUTES", "dessert=front")]).contains("unknown receipt type"));
+        assert!(err(&[("PRINT_PRINTERS", two), ("PRINT_COPIES", "kitchen=9")]).contains("from 1 to 5"));
+        assert!(
+            err(&[("PRINT_PRINTERS", two), ("PRINT_FAILOVER_AFTER_SECS", "0")]).contains("PRINT_FAILOVER_AFTER_SECS")
+        );
+    }
 }

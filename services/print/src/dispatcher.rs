@@ -1,5 +1,7 @@
-//! The dispatcher: takes the next job in queue order and walks it through
-//! `sending → awaiting_confirm → printed`, one job at a time per printer.
+//! The dispatcher: one per printer. Takes that printer's next job in queue order and walks it
+//! through `sending → awaiting_confirm → printed`, one job at a time. A printer with a backup
+//! that has been not ready for the failover time hands its waiting jobs to the backup; they
+//! print there once, with a banner naming the printer they were meant for.
 //!
 //! Invariants (design §1, §4):
 //! - each transition is committed before the side effect it announces;
@@ -22,15 +24,36 @@ use crate::printer::{
 };
 use crate::receipt::{self, Layout};
 use crate::store::{Content, JobState, Printable, ReadyJob, Store};
+use wixprint_shared::proto::print::ReceiptType;
 
 /// The banner a reprint after an uncertain outcome carries.
 pub const REPRINT_BANNER: &str = "KOPIE / REPRINT";
 
+/// The banner of a ticket printed on a backup printer: which printer it was meant for.
+pub fn failover_banner(routed_from: &str) -> String {
+    format!("FÜR/FOR: {}", routed_from.to_uppercase())
+}
+
+/// Hands a not-ready printer's jobs to its backup.
+pub struct Failover {
+    pub backup: String,
+    pub backup_monitor: Monitor,
+    pub backup_wake: Arc<Notify>,
+    /// How long the printer must have been not ready.
+    pub after: Duration,
+}
+
 pub struct Dispatcher {
     pub store: Store,
+    /// The printer's name: this dispatcher prints the jobs routed to it.
+    pub printer: String,
     pub url: PrinterUrl,
     pub monitor: Monitor,
     pub layout: Arc<Layout>,
+    /// Receipt types that sound the buzzer, and the layout that does.
+    pub buzzer: Vec<ReceiptType>,
+    pub buzzer_layout: Arc<Layout>,
+    pub failover: Option<Failover>,
     pub timeouts: Timeouts,
     pub confirm_mode: ConfirmMode,
     pub retry_backoff: Backoff,
@@ -40,9 +63,16 @@ pub struct Dispatcher {
     pub grace: Duration,
 }
 
-/// Renders a job the way it prints: with the banner when it is a reprint.
+/// Renders a job the way it prints: with the KOPIE banner when it is a reprint, and the
+/// printer it was meant for when it failed over.
 pub fn render_job(p: &Printable, layout: &Layout) -> receipt::Document {
-    let banner = p.reprint.then_some(REPRINT_BANNER);
+    let banners: Vec<String> =
+        [p.reprint.then(|| REPRINT_BANNER.to_owned()), p.routed_from.as_deref().map(failover_banner)]
+            .into_iter()
+            .flatten()
+            .collect();
+    let banner = (!banners.is_empty()).then(|| banners.join("\n"));
+    let banner = banner.as_deref();
     match &p.content {
         Content::Ticket => receipt::render(&p.order, p.receipt_type, layout, banner),
         Content::Change { base } => {
@@ -63,7 +93,7 @@ enum Outcome {
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let job = match self.store.next_ready_job().await {
+            let job = match self.store.next_ready_job(&self.printer).await {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "reading the queue failed");
@@ -72,7 +102,7 @@ impl Dispatcher {
                 }
             };
             let Some(job) = job else {
-                let wait = match self.store.next_due_ms().await {
+                let wait = match self.store.next_due_ms(&self.printer).await {
                     Ok(Some(ms)) => Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64),
                     _ => Duration::from_secs(60),
                 };
@@ -88,11 +118,35 @@ impl Dispatcher {
                 }
             };
             if let Outcome::PrinterNotReady = outcome {
+                self.maybe_fail_over().await;
                 tokio::select! {
                     _ = tokio::time::sleep(self.timeouts.poll) => {}
                     _ = shutdown.cancelled() => {}
                 }
             }
+        }
+    }
+
+    /// Moves this printer's waiting jobs to its backup once it has been not ready for the
+    /// failover time, unless the backup is known not to be ready either.
+    async fn maybe_fail_over(&self) {
+        let Some(f) = &self.failover else { return };
+        let me = self.monitor.get();
+        if me.state == State::Online || now_ms() - me.since_ms < f.after.as_millis() as i64 {
+            return;
+        }
+        let backup = f.backup_monitor.get();
+        if !matches!(backup.state, State::Online | State::Unknown) {
+            return;
+        }
+        let reason = format!("{} for {} s", me.state.as_str(), (now_ms() - me.since_ms) / 1000);
+        match self.store.fail_over(&self.printer, &f.backup, &reason).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(printer = %self.printer, backup = %f.backup, jobs = n, %reason, "printer not ready too long; tickets failed over to the backup");
+                f.backup_wake.notify_one();
+            }
+            Err(e) => tracing::error!(error = format!("{e:#}"), "failover failed; jobs stay queued"),
         }
     }
 
@@ -127,8 +181,9 @@ impl Dispatcher {
         }
 
         // 2. Render and commit `sending` before the first byte goes out.
-        let doc = render_job(&job.printable, &self.layout);
-        let mut bytes = doc.to_escpos(&self.layout);
+        let layout = if self.buzzer.contains(&job.printable.receipt_type) { &self.buzzer_layout } else { &self.layout };
+        let doc = render_job(&job.printable, layout);
+        let mut bytes = doc.to_escpos(layout);
         let id = process_id((job.id as u64) * 16 + u64::from(job.attempts));
         match self.confirm_mode {
             ConfirmMode::ProcessId => bytes.extend_from_slice(&process_id_request(id)),
@@ -162,7 +217,7 @@ impl Dispatcher {
                     tracing::error!(job_id = job.id, error = format!("{e:#}"), "printed but could not record it");
                     return Outcome::PrinterNotReady;
                 }
-                tracing::info!(job_id = job.id, order = %job.printable.order.number, receipt = ?job.printable.receipt_type, reprint = job.printable.reprint, "printed");
+                tracing::info!(job_id = job.id, printer = %self.printer, order = %job.printable.order.number, receipt = ?job.printable.receipt_type, reprint = job.printable.reprint, "printed");
                 Outcome::Next
             }
             Err(e) => self.uncertain(&job, JobState::AwaitingConfirm, e).await,

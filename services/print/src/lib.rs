@@ -6,7 +6,9 @@
 pub mod changes;
 pub mod config;
 pub mod dispatcher;
+pub mod glyphs;
 pub mod printer;
+pub mod printers;
 pub mod receipt;
 pub mod service;
 pub mod store;
@@ -41,33 +43,40 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("binding the gRPC listener on {}", config.grpc_addr))?;
     let grpc_addr = grpc.local_addr()?;
 
-    let wake = Arc::new(Notify::new());
-    let monitor = printer::Monitor::new(&config.printer_name, &config.printer_url);
-    let layout = Arc::new(receipt::Layout {
-        width: config.width,
-        code_page: config.code_page,
-        time_zone: config.time_zone.clone(),
-        restaurant_name: config.restaurant_name.clone(),
-        allergy_words: config.allergy_words.clone(),
-    });
+    let printers = printers::Printers::new(
+        config
+            .printers
+            .iter()
+            .map(|p| printers::PrinterHandle {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                layout: Arc::new(layout_for(&config, p)),
+                monitor: printer::Monitor::new(&p.name, &p.url),
+                wake: Arc::new(Notify::new()),
+                backup: p.backup.clone(),
+            })
+            .collect(),
+    );
     let policy = store::QueuePolicy {
         receipt_types: config.receipt_types.clone(),
         storno_types: config.storno_types.clone(),
         max_attempts: config.max_attempts,
-        printer: config.printer_name.clone(),
+        routes: config.routes.clone(),
+        default_printer: config.printers[0].name.clone(),
+        copies: config.copies.clone(),
         restaurant_app_id: config.restaurant_app_id.clone(),
         reprint_driver_when_paid: config.reprint_driver_when_paid,
     };
 
     let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing {
         store: store.clone(),
-        policy,
-        wake: wake.clone(),
+        policy: policy.clone(),
+        printers: printers.clone(),
     }))
     .add_service(PrintAdminServer::new(service::Admin {
         store: store.clone(),
-        monitor: monitor.clone(),
-        layout: layout.clone(),
+        printers: printers.clone(),
+        policy: policy.clone(),
         started_ms,
     }));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
@@ -86,27 +95,47 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .await
     });
 
-    let dispatcher = dispatcher::Dispatcher {
-        store: store.clone(),
-        url: config.printer_url.clone(),
-        monitor,
-        layout,
-        timeouts: printer::Timeouts {
-            connect: config.connect_timeout,
-            status: config.status_timeout,
-            confirm: config.confirm_timeout,
-            poll: config.offline_poll,
-        },
-        confirm_mode: config.confirm_mode,
-        retry_backoff: config.retry_backoff,
-        wake,
-        grace: config.shutdown_grace,
-    };
-    tracker.spawn(dispatcher.run(shutdown.clone()));
+    for handle in printers.iter() {
+        let failover = handle.backup.as_deref().and_then(|b| printers.get(b)).map(|b| dispatcher::Failover {
+            backup: b.name.clone(),
+            backup_monitor: b.monitor.clone(),
+            backup_wake: b.wake.clone(),
+            after: config.failover_after,
+        });
+        let mut buzzing = (*handle.layout).clone();
+        buzzing.buzzer = true;
+        let dispatcher = dispatcher::Dispatcher {
+            store: store.clone(),
+            printer: handle.name.clone(),
+            url: handle.url.clone(),
+            monitor: handle.monitor.clone(),
+            layout: handle.layout.clone(),
+            buzzer: config.buzzer.clone(),
+            buzzer_layout: Arc::new(buzzing),
+            failover,
+            timeouts: printer::Timeouts {
+                connect: config.connect_timeout,
+                status: config.status_timeout,
+                confirm: config.confirm_timeout,
+                poll: config.offline_poll,
+            },
+            confirm_mode: config.confirm_mode,
+            retry_backoff: config.retry_backoff,
+            wake: handle.wake.clone(),
+            grace: config.shutdown_grace,
+        };
+        tracker.spawn(dispatcher.run(shutdown.clone()));
+    }
     tracker.close();
 
-    tracing::info!(%grpc_addr, printer = %config.printer_url, db = %config.db_path.display(), "wix-print ready");
-    wixprint_shared::notify::ready(&format!("gRPC on {grpc_addr}, printer {}", config.printer_url));
+    let described = config
+        .printers
+        .iter()
+        .map(|p| format!("{} {} ({} columns)", p.name, p.url, p.width))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(%grpc_addr, printers = %described, db = %config.db_path.display(), "wix-print ready");
+    wixprint_shared::notify::ready(&format!("gRPC on {grpc_addr}, printers {described}"));
 
     shutdown.cancelled().await;
     wixprint_shared::notify::stopping();
@@ -124,4 +153,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!("wix-print stopped");
     Ok(())
+}
+
+/// The receipt layout of printer `p`: its width and code page, everything else shared.
+fn layout_for(config: &Config, p: &config::PrinterConfig) -> receipt::Layout {
+    let mut layout = receipt::Layout::new(p.width);
+    layout.code_page = p.code_page;
+    layout.time_zone = config.time_zone.clone();
+    layout.restaurant = config.restaurant.clone();
+    layout.allergy_words = config.allergy_words.clone();
+    layout.language = config.language.clone();
+    layout.labels = config.labels.clone();
+    layout
 }

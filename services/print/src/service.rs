@@ -1,9 +1,6 @@
 //! gRPC services of wix-print: `PrintService.SubmitOrder` (the durable path from wix-ingest)
 //! and `PrintAdmin` (what an operator asks with grpcurl).
 
-use std::sync::Arc;
-
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use wixprint_shared::proto::print::print_admin_server::PrintAdmin;
@@ -11,8 +8,7 @@ use wixprint_shared::proto::print::print_service_server::PrintService;
 use wixprint_shared::proto::print::*;
 
 use crate::dispatcher::render_job;
-use crate::printer::Monitor;
-use crate::receipt::Layout;
+use crate::printers::Printers;
 use crate::store::{QueuePolicy, Store};
 
 fn internal(e: anyhow::Error) -> Status {
@@ -23,7 +19,7 @@ fn internal(e: anyhow::Error) -> Status {
 pub struct Printing {
     pub store: Store,
     pub policy: QueuePolicy,
-    pub wake: Arc<Notify>,
+    pub printers: Printers,
 }
 
 #[tonic::async_trait]
@@ -42,7 +38,7 @@ impl PrintService for Printing {
         let order_id = order.id.clone();
         let resp = self.store.submit(order, version, self.policy.clone()).await.map_err(internal)?;
         if !resp.job_ids.is_empty() {
-            self.wake.notify_one();
+            self.printers.wake_all();
         }
         tracing::info!(%order_id, version, disposition = ?Disposition::try_from(resp.disposition).unwrap_or_default(),
             duplicate = resp.duplicate, jobs = resp.job_ids.len(), "order version received");
@@ -52,8 +48,9 @@ impl PrintService for Printing {
 
 pub struct Admin {
     pub store: Store,
-    pub monitor: Monitor,
-    pub layout: Arc<Layout>,
+    pub printers: Printers,
+    /// For the routes: which printer a receipt type prints on.
+    pub policy: QueuePolicy,
     pub started_ms: i64,
 }
 
@@ -63,18 +60,25 @@ impl PrintAdmin for Admin {
         let counts = self.store.counts().await.map_err(internal)?;
         let (orders, order_versions) = self.store.order_counts().await.map_err(internal)?;
         let last_printed = self.store.last_printed().await.map_err(internal)?;
-        let p = self.monitor.get();
+        let printers = self
+            .printers
+            .iter()
+            .map(|h| {
+                let p = h.monitor.get();
+                PrinterStatus {
+                    name: p.name,
+                    url: p.url,
+                    state: p.state.as_str().to_owned(),
+                    detail: p.detail,
+                    since: Some(wixprint_shared::time::timestamp_from_ms(p.since_ms)),
+                    last_checked: wixprint_shared::time::opt_timestamp(Some(p.last_checked_ms)),
+                    checks: p.checks,
+                }
+            })
+            .collect();
         Ok(Response::new(GetStatusResponse {
             jobs: counts.into_iter().map(|(s, count)| StateCount { state: s.to_proto() as i32, count }).collect(),
-            printers: vec![PrinterStatus {
-                name: p.name,
-                url: p.url,
-                state: p.state.as_str().to_owned(),
-                detail: p.detail,
-                since: Some(wixprint_shared::time::timestamp_from_ms(p.since_ms)),
-                last_checked: wixprint_shared::time::opt_timestamp(Some(p.last_checked_ms)),
-                checks: p.checks,
-            }],
+            printers,
             last_printed,
             orders,
             order_versions,
@@ -113,16 +117,21 @@ impl PrintAdmin for Admin {
             }
             Ok(t) => t,
         };
-        let printer = self.monitor.get().name;
-        if !req.printer.is_empty() && req.printer != printer {
-            return Err(Status::not_found(format!("no printer named {:?} (configured: {printer:?})", req.printer)));
-        }
-        let mut layout = (*self.layout).clone();
+        let printer = if req.printer.is_empty() { self.policy.printer_for(receipt_type) } else { req.printer.as_str() };
+        let Some(handle) = self.printers.get(printer) else {
+            return Err(Status::not_found(format!(
+                "no printer named {:?} (configured: {})",
+                req.printer,
+                self.printers.names().join(", ")
+            )));
+        };
+        let printer = handle.name.clone();
+        let mut layout = (*handle.layout).clone();
         if req.width != 0 {
             if !(24..=80).contains(&req.width) {
                 return Err(Status::invalid_argument(format!("width {} is outside 24..=80", req.width)));
             }
-            layout.width = req.width as usize;
+            layout.set_width(req.width as usize);
         }
         let (order, version) = match req.source {
             Some(preview_receipt_request::Source::OrderId(id)) => {
@@ -143,7 +152,11 @@ impl PrintAdmin for Admin {
         let Some((job, printable, transitions)) = self.store.get_job(id).await.map_err(internal)? else {
             return Err(Status::not_found(format!("no job with id {id}")));
         };
-        let text = render_job(&printable, &self.layout).to_text(&self.layout);
+        let layout = self
+            .printers
+            .get(&job.printer)
+            .map_or_else(|| self.printers.iter().next().expect("a printer").layout.clone(), |h| h.layout.clone());
+        let text = render_job(&printable, &layout).to_text(&layout);
         Ok(Response::new(GetJobResponse { job: Some(job), text, transitions }))
     }
 }

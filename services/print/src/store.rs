@@ -78,6 +78,10 @@ ALTER TABLE orders ADD COLUMN paper_version INTEGER;
 ALTER TABLE orders ADD COLUMN storno INTEGER NOT NULL DEFAULT 0;
 UPDATE orders SET paper_version = set_version;
 "#,
+    r#"
+ALTER TABLE jobs ADD COLUMN routed_from TEXT;
+CREATE INDEX jobs_printer_ready ON jobs (printer, state, priority, order_time_ms, type_rank, id);
+"#,
 ];
 
 /// Job lifecycle (design §4).
@@ -170,6 +174,8 @@ pub struct Printable {
     pub content: Content,
     /// Reprint after an uncertain outcome: carries the KOPIE banner.
     pub reprint: bool,
+    /// The printer this job was routed to before it failed over (its banner names it).
+    pub routed_from: Option<String>,
 }
 
 /// A job ready to print.
@@ -184,12 +190,20 @@ pub struct ReadyJob {
 
 /// Loads what job `id` prints.
 fn load_printable(conn: &Connection, id: i64) -> anyhow::Result<Printable> {
-    let (order_id, version, kind, base_version, rt, reprint): (String, i64, String, Option<i64>, i32, bool) = conn
-        .row(
-            "SELECT order_id, version, kind, base_version, receipt_type, reprint FROM jobs WHERE id = ?1",
-            params![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-        )?;
+    #[allow(clippy::type_complexity)]
+    let (order_id, version, kind, base_version, rt, reprint, routed_from): (
+        String,
+        i64,
+        String,
+        Option<i64>,
+        i32,
+        bool,
+        Option<String>,
+    ) = conn.row(
+        "SELECT order_id, version, kind, base_version, receipt_type, reprint, routed_from FROM jobs WHERE id = ?1",
+        params![id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+    )?;
     let order = load_order(conn, &order_id, version).with_context(|| format!("job {id}"))?;
     let content = match (kind.as_str(), base_version) {
         ("storno", _) => Content::Storno,
@@ -203,6 +217,7 @@ fn load_printable(conn: &Connection, id: i64) -> anyhow::Result<Printable> {
         order,
         content,
         reprint,
+        routed_from,
     })
 }
 
@@ -213,7 +228,11 @@ pub struct QueuePolicy {
     /// Receipt types that get a STORNO slip when a printed order is cancelled.
     pub storno_types: Vec<ReceiptType>,
     pub max_attempts: u32,
-    pub printer: String,
+    /// Printer per receipt type; a type not listed prints on `default_printer`.
+    pub routes: Vec<(ReceiptType, String)>,
+    pub default_printer: String,
+    /// Copies of the receipt set's tickets per type (default 1); slips print once.
+    pub copies: Vec<(ReceiptType, u32)>,
     /// Print only orders with a line item from this app (Wix Restaurants); `None` prints all.
     pub restaurant_app_id: Option<String>,
     /// Reprint the driver slip when an order printed as unpaid becomes paid.
@@ -221,6 +240,14 @@ pub struct QueuePolicy {
 }
 
 impl QueuePolicy {
+    pub fn printer_for(&self, t: ReceiptType) -> &str {
+        self.routes.iter().find(|(r, _)| *r == t).map_or(self.default_printer.as_str(), |(_, p)| p)
+    }
+
+    pub fn copies_of(&self, t: ReceiptType) -> u32 {
+        self.copies.iter().find(|(r, _)| *r == t).map_or(1, |(_, n)| *n)
+    }
+
     /// Whether this order is one this printer prints at all. Local (phone) orders always are.
     pub fn prints(&self, order: &Order) -> bool {
         match &self.restaurant_app_id {
@@ -239,6 +266,7 @@ fn insert_job(
     t: ReceiptType,
     kind: &str,
     base_version: Option<i64>,
+    copy: u32,
     policy: &QueuePolicy,
     now: i64,
 ) -> anyhow::Result<i64> {
@@ -247,7 +275,7 @@ fn insert_job(
     tx.exec(
         "INSERT INTO jobs (order_id, order_number, version, kind, base_version, receipt_type, copy, state, priority,
             order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?11)",
         params![
             order.id,
             order.number,
@@ -260,7 +288,8 @@ fn insert_job(
             rank,
             policy.max_attempts,
             now,
-            policy.printer
+            policy.printer_for(t),
+            copy
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -323,7 +352,9 @@ impl Store {
                         None if !policy.prints(&order) => Disposition::Filtered,
                         None => {
                             for &t in &policy.receipt_types {
-                                job_ids.push(insert_job(tx, &order, version, t, "ticket", None, &policy, now)?);
+                                for copy in 1..=policy.copies_of(t) {
+                                    job_ids.push(insert_job(tx, &order, version, t, "ticket", None, copy, &policy, now)?);
+                                }
                             }
                             new_paper = Some(version);
                             Disposition::Queued
@@ -347,7 +378,7 @@ impl Store {
                             )?;
                             if on_paper > 0 {
                                 for &t in &policy.storno_types {
-                                    job_ids.push(insert_job(tx, &order, version, t, "storno", None, &policy, now)?);
+                                    job_ids.push(insert_job(tx, &order, version, t, "storno", None, 1, &policy, now)?);
                                 }
                             }
                             new_storno = true;
@@ -377,7 +408,7 @@ impl Store {
                                 )?;
                                 if moved == 0 {
                                     let kind = format!("change:{version}");
-                                    job_ids.push(insert_job(tx, &order, version, t, &kind, Some(base_version), &policy, now)?);
+                                    job_ids.push(insert_job(tx, &order, version, t, &kind, Some(base_version), 1, &policy, now)?);
                                 }
                             }
                             // Optionally, a driver slip paid after it printed is reprinted, so the
@@ -395,7 +426,7 @@ impl Store {
                                 )?;
                                 if moved == 0 {
                                     let kind = format!("paid:{version}");
-                                    job_ids.push(insert_job(tx, &order, version, ReceiptType::Driver, &kind, None, &policy, now)?);
+                                    job_ids.push(insert_job(tx, &order, version, ReceiptType::Driver, &kind, None, 1, &policy, now)?);
                                 }
                                 any = true;
                             }
@@ -461,16 +492,17 @@ impl Store {
             .await
     }
 
-    /// The next job to print, by priority, order time, receipt type.
-    pub async fn next_ready_job(&self) -> anyhow::Result<Option<ReadyJob>> {
+    /// The next job for `printer`, by priority, order time, receipt type.
+    pub async fn next_ready_job(&self, printer: &str) -> anyhow::Result<Option<ReadyJob>> {
+        let printer = printer.to_owned();
         self.db
-            .call(|conn| {
+            .call(move |conn| {
                 let row: Option<(i64, String, u32, u32)> = conn
                     .row(
                         "SELECT id, state, attempts, max_attempts FROM jobs
-                         WHERE state IN ('queued', 'uncertain', 'failed') AND next_attempt_ms <= ?1
+                         WHERE printer = ?2 AND state IN ('queued', 'uncertain', 'failed') AND next_attempt_ms <= ?1
                          ORDER BY priority, order_time_ms, type_rank, id LIMIT 1",
-                        params![now_ms()],
+                        params![now_ms(), printer],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                     )
                     .optional()?;
@@ -488,15 +520,42 @@ impl Store {
             .await
     }
 
-    /// Earliest time a waiting job becomes due, if any job waits.
-    pub async fn next_due_ms(&self) -> anyhow::Result<Option<i64>> {
+    /// Earliest time a job waiting for `printer` becomes due, if any waits.
+    pub async fn next_due_ms(&self, printer: &str) -> anyhow::Result<Option<i64>> {
+        let printer = printer.to_owned();
         self.db
-            .call(|conn| {
+            .call(move |conn| {
                 Ok(conn.row(
-                    "SELECT min(next_attempt_ms) FROM jobs WHERE state IN ('queued', 'uncertain', 'failed')",
-                    [],
+                    "SELECT min(next_attempt_ms) FROM jobs WHERE printer = ?1 AND state IN ('queued', 'uncertain', 'failed')",
+                    params![printer],
                     |r| r.get(0),
                 )?)
+            })
+            .await
+    }
+
+    /// Failover: every job waiting for `from` (not in flight) moves to `to`, remembering where
+    /// it was meant to print. Returns how many moved.
+    pub async fn fail_over(&self, from: &str, to: &str, reason: &str) -> anyhow::Result<u64> {
+        let (from, to, reason) = (from.to_owned(), to.to_owned(), reason.to_owned());
+        self.db
+            .write(move |tx| {
+                let ids: Vec<(i64, String)> = {
+                    let mut st = tx.prepare_cached(
+                        "SELECT id, state FROM jobs WHERE printer = ?1 AND state IN ('queued', 'uncertain', 'failed')",
+                    )?;
+                    st.query_map(params![from], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+                };
+                let now = now_ms();
+                for (id, state) in &ids {
+                    tx.exec(
+                        "UPDATE jobs SET printer = ?2, routed_from = coalesce(routed_from, ?3), updated_ms = ?4 WHERE id = ?1",
+                        params![id, to, from, now],
+                    )?;
+                    let state = JobState::parse(state).unwrap_or(JobState::Queued);
+                    insert_transition(tx, *id, state.as_str(), state, &format!("failed over from {from} to {to}: {reason}"))?;
+                }
+                Ok(ids.len() as u64)
             })
             .await
     }

@@ -126,6 +126,13 @@ fn print_ticket(ticket: &Ticket) {
     if ticket.unknown_commands > 0 {
         notes = format!(", {} unknown command(s)", ticket.unknown_commands);
     }
+    // QR codes and images are already lines of the text; these would not show otherwise.
+    if !ticket.buzzer.is_empty() {
+        notes.push_str(&format!(", {} beep(s)", ticket.buzzer.len()));
+    }
+    if ticket.drawer_kicks > 0 {
+        notes.push_str(&format!(", {} drawer kick(s)", ticket.drawer_kicks));
+    }
     println!("──── ticket #{} ({state}{notes}) ────", ticket.seq);
     println!("{}", ticket.text);
 }

@@ -103,7 +103,7 @@ pub(crate) fn block(b: &mut Builder, order: &Order, labels: &Labels) {
     if sources.is_empty() {
         return;
     }
-    b.text(labels.allergy, Style::BANNER);
+    b.text(&labels.allergy, Style::BANNER);
     let style = Style::NORMAL.size(Size::DoubleHeight).bold();
     for (text, wrap_indent) in &sources {
         b.indented(text, style, 0, *wrap_indent);

@@ -1,5 +1,6 @@
 //! The line builder the layouts write with: every method wraps its text to the width of the
-//! chosen size, so a layout cannot produce a line that does not fit.
+//! chosen size, so a layout cannot produce a line that does not fit. QR codes are lines too;
+//! their data is sanitised here.
 
 use super::document::{Align, Document, Line, Size};
 use super::{Layout, text};
@@ -71,6 +72,29 @@ impl<'a> Builder<'a> {
         self.push(vec![c.to_string().repeat(columns)], Style::NORMAL);
     }
 
+    /// An empty line (space between sections).
+    pub fn blank(&mut self) {
+        self.push(vec![String::new()], Style::NORMAL);
+    }
+
+    /// A centered QR code of `data` (sanitised, see [`text::qr_data`]); nothing when no data
+    /// is left.
+    pub fn qr(&mut self, data: &str) {
+        let data = text::qr_data(data);
+        if data.is_empty() {
+            return;
+        }
+        let style = Style::NORMAL.center();
+        self.lines.push(Line {
+            text: String::new(),
+            size: style.size,
+            bold: style.bold,
+            reverse: style.reverse,
+            align: style.align,
+            qr: Some(data),
+        });
+    }
+
     pub fn finish(self) -> Document {
         Document { lines: self.lines }
     }
@@ -97,6 +121,7 @@ impl<'a> Builder<'a> {
             bold: style.bold,
             reverse: style.reverse,
             align: style.align,
+            qr: None,
         }));
     }
 }

@@ -14,7 +14,7 @@ pub(crate) fn header(b: &mut Builder, order: &Order, labels: &Labels, title: &st
     b.text(&facts::number(order), Style::NORMAL.size(Size::Double).bold());
     b.text(&facts::fulfillment_label(order, labels), Style::NORMAL.size(Size::Double).bold());
     if facts::is_canceled(order) {
-        b.text(labels.canceled, Style::BANNER);
+        b.text(&labels.canceled, Style::BANNER);
     }
 }
 

@@ -1,5 +1,7 @@
-//! The customer receipt: what was bought and what it cost, in the order's own currency
-//! (`price_summary.currency`, never a configured or guessed one).
+//! The customer receipt: the restaurant (name, address, phone, VAT number), what was bought
+//! and what it cost, in the order's own currency (`price_summary.currency`, never a
+//! configured or guessed one), then the restaurant's footer and QR code. Only what the
+//! restaurant configured prints; an unconfigured layout prints no header or footer lines.
 
 use wixprint_shared::proto::order::{LineItem, Order, PriceSummary};
 
@@ -9,15 +11,15 @@ use super::document::Size;
 use super::facts;
 use super::labels::Labels;
 use super::money::Money;
+use super::text::{self, printable};
 
 /// Sub-lines (unit price, modifiers) sit two columns in; their wrapped names four.
 const SUB_INDENT: usize = 2;
 const SUB_WRAP_INDENT: usize = 4;
 
 pub(crate) fn render(b: &mut Builder, order: &Order, labels: &Labels) {
-    let restaurant = b.layout().restaurant_name.clone();
-    b.text(&restaurant, Style::NORMAL.size(Size::DoubleHeight).bold().center());
-    b.text(labels.customer_receipt, Style::NORMAL.center());
+    header(b, labels);
+    b.text(&labels.customer_receipt, Style::NORMAL.center());
     b.text(&format!("{} {}", labels.order, facts::number(order)), Style::NORMAL.size(Size::DoubleHeight).bold());
     common::created(b, order, labels);
     let fulfillment = facts::fulfillment_label(order, labels);
@@ -27,7 +29,7 @@ pub(crate) fn render(b: &mut Builder, order: &Order, labels: &Labels) {
         b.text(&fulfillment, Style::NORMAL);
     }
     if facts::is_canceled(order) {
-        b.text(labels.canceled, Style::BANNER);
+        b.text(&labels.canceled, Style::BANNER);
     }
     b.rule('=');
 
@@ -43,7 +45,7 @@ pub(crate) fn render(b: &mut Builder, order: &Order, labels: &Labels) {
     b.rule('=');
     if let Some(total) = Money::parse(&p.total) {
         b.columns(
-            labels.total,
+            &labels.total,
             &facts::with_currency(&currency, total),
             Style::NORMAL.size(Size::DoubleHeight).bold(),
             0,
@@ -51,6 +53,68 @@ pub(crate) fn render(b: &mut Builder, order: &Order, labels: &Labels) {
         );
     }
     payment(b, order, p, labels, &currency);
+    footer(b, order);
+}
+
+/// The restaurant's name (big, bold), address lines, phone and VAT number, centered; each
+/// only when configured.
+fn header(b: &mut Builder, labels: &Labels) {
+    let restaurant = &b.layout().restaurant;
+    b.text(&restaurant.name, Style::NORMAL.size(Size::DoubleHeight).bold().center());
+    for line in &restaurant.address {
+        b.text(line, Style::NORMAL.center());
+    }
+    labelled_value(b, &labels.phone, &restaurant.phone);
+    labelled_value(b, &labels.vat_id, &restaurant.vat_id);
+}
+
+/// "<label> <value>" centered; nothing when the value is blank.
+fn labelled_value(b: &mut Builder, label: &str, value: &str) {
+    let value = value.trim();
+    if !value.is_empty() {
+        b.text(&format!("{label} {value}"), Style::NORMAL.center());
+    }
+}
+
+/// After a blank line: the footer lines centered, then the QR code with the order's number
+/// and id filled in. Nothing (not even the blank line) when neither prints anything.
+fn footer(b: &mut Builder, order: &Order) {
+    let restaurant = &b.layout().restaurant;
+    let cp = b.layout().code_page;
+    let lines: Vec<&String> = restaurant.footer.iter().filter(|l| !printable(l, cp).trim().is_empty()).collect();
+    let qr = fill(&restaurant.qr, &[("{order_number}", order.number.trim()), ("{order_id}", order.id.trim())]);
+    let qr = text::qr_data(&qr);
+    if lines.is_empty() && qr.is_empty() {
+        return;
+    }
+    b.blank();
+    for line in lines {
+        b.text(line, Style::NORMAL.center());
+    }
+    b.qr(&qr);
+}
+
+/// `template` with each placeholder of `values` replaced by its value, in one pass (a value
+/// that contains a placeholder stays as it is).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        match values.iter().find(|(placeholder, _)| rest.starts_with(placeholder)) {
+            Some((placeholder, value)) => {
+                out.push_str(value);
+                rest = &rest[placeholder.len()..];
+            }
+            None => {
+                out.push('{');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// "3 x Nam Tok .... 78.00", "  3 x 26.00" when more than one, then the modifiers (with
@@ -83,36 +147,36 @@ fn summary(b: &mut Builder, p: &PriceSummary, labels: &Labels) {
     let tax = Money::parse_nonzero(&p.tax);
     let normal = Style::NORMAL;
     if let Some(s) = subtotal {
-        b.columns(labels.subtotal, &s.to_string(), normal, 0, 0);
+        b.columns(&labels.subtotal, &s.to_string(), normal, 0, 0);
     }
     if let Some(d) = discount {
-        b.columns(labels.discount, &d.neg().to_string(), normal, 0, 0);
+        b.columns(&labels.discount, &d.neg().to_string(), normal, 0, 0);
     }
     if let Some(s) = shipping {
-        b.columns(labels.delivery_fee, &s.to_string(), normal, 0, 0);
+        b.columns(&labels.delivery_fee, &s.to_string(), normal, 0, 0);
     }
     if let Some(f) = fees {
-        b.columns(labels.fees, &f.to_string(), normal, 0, 0);
+        b.columns(&labels.fees, &f.to_string(), normal, 0, 0);
     }
     if let Some(t) = tax {
         let without_tax = [subtotal, discount.map(Money::neg), shipping, fees]
             .into_iter()
             .try_fold(Money::ZERO, |sum, part| sum.checked_add(part.unwrap_or(Money::ZERO)));
         let included = subtotal.is_some() && without_tax.is_some() && without_tax == Money::parse(&p.total);
-        b.columns(if included { labels.tax_included } else { labels.tax }, &t.to_string(), normal, 0, 0);
+        b.columns(if included { &labels.tax_included } else { &labels.tax }, &t.to_string(), normal, 0, 0);
     }
 }
 
 /// "BEZAHLT", or what was paid and what is still open.
 fn payment(b: &mut Builder, order: &Order, p: &PriceSummary, labels: &Labels, currency: &str) {
     if facts::is_paid(order) {
-        b.text(labels.paid, Style::NORMAL.size(Size::DoubleHeight).bold().center());
+        b.text(&labels.paid, Style::NORMAL.size(Size::DoubleHeight).bold().center());
         return;
     }
     if let Some(paid) = Money::parse_nonzero(&p.paid) {
-        b.columns(labels.paid_amount, &facts::with_currency(currency, paid), Style::NORMAL, 0, 0);
+        b.columns(&labels.paid_amount, &facts::with_currency(currency, paid), Style::NORMAL, 0, 0);
     }
     if let Some(due) = facts::amount_due(order) {
-        b.columns(labels.balance_due, &facts::with_currency(currency, due), Style::NORMAL.bold(), 0, 0);
+        b.columns(&labels.balance_due, &facts::with_currency(currency, due), Style::NORMAL.bold(), 0, 0);
     }
 }

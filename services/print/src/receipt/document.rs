@@ -1,7 +1,8 @@
-//! The rendered receipt: styled lines, and their two outputs (plain text, ESC/POS bytes).
+//! The rendered receipt: styled lines (text or a QR code), and their two outputs (plain text,
+//! ESC/POS bytes).
 
 use super::Layout;
-use super::text::printable;
+use super::text::{printable, qr_data};
 
 /// A rendered receipt: what prints, line by line.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +18,34 @@ pub struct Line {
     pub bold: bool,
     pub reverse: bool,
     pub align: Align,
+    /// A QR code printed instead of `text` (empty on such a line): the data it encodes.
+    pub qr: Option<String>,
+}
+
+/// The printer's font (`ESC M n`). The layout's width counts columns of this font.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Font {
+    /// 12 x 24 dots: 48 columns on 80 mm paper, 32 (or 42) on 58 mm.
+    #[default]
+    A,
+    /// 9 x 17 dots: 64 columns on 80 mm paper.
+    B,
+}
+
+impl Font {
+    /// The font a layout of `width` columns needs: B above 56 columns (more than Font A fits
+    /// on 80 mm paper), A otherwise.
+    pub const fn for_width(width: usize) -> Font {
+        if width > 56 { Font::B } else { Font::A }
+    }
+
+    /// The `n` of `ESC M n`.
+    fn escpos(self) -> u8 {
+        match self {
+            Font::A => 0,
+            Font::B => 1,
+        }
+    }
 }
 
 /// Character size (`GS ! n`). The double-width sizes halve the columns of a line.
@@ -84,17 +113,33 @@ const ESC: u8 = 0x1B;
 const GS: u8 = 0x1D;
 const LF: u8 = 0x0A;
 
+/// `ESC ( A`: the built-in buzzer, pattern 1 ('1'), twice, 500 ms cycle.
+const BUZZER: [u8; 9] = [ESC, b'(', b'A', 4, 0, 0x30, 0x31, 2, 5];
+/// `GS ( k` QR code settings: model 2, module size 6 dots, error correction level M.
+const QR_SETUP: [u8; 25] = [
+    GS, b'(', b'k', 4, 0, 0x31, 0x41, 0x32, 0x00, // model 2
+    GS, b'(', b'k', 3, 0, 0x31, 0x43, 6, // module size
+    GS, b'(', b'k', 3, 0, 0x31, 0x45, 0x31, // error correction M
+];
+/// `GS ( k`: print the stored QR code.
+const QR_PRINT: [u8; 8] = [GS, b'(', b'k', 3, 0, 0x31, 0x51, 0x30];
+
 impl Document {
     /// Plain text exactly as it prints: one line per [`Line`], alignment applied with leading
     /// spaces for the line's effective width (`width / 2` for double-width sizes), each line
     /// ending in '\n'. Text is shown in its printable form for the layout's code page (what
-    /// the printer receives), so a preview never shows characters the paper will not.
+    /// the printer receives), so a preview never shows characters the paper will not. A QR
+    /// code shows as `[QR <data>]`, its data cut short with "..." when that does not fit.
     pub fn to_text(&self, layout: &Layout) -> String {
         let mut out = String::new();
         for line in &self.lines {
-            let text = printable(&line.text, layout.code_page);
+            let columns = line.size.columns(layout.width);
+            let text = match &line.qr {
+                Some(data) => qr_preview(data, layout, columns),
+                None => printable(&line.text, layout.code_page),
+            };
             if !text.is_empty() {
-                let pad = line.align.padding(text.chars().count(), line.size.columns(layout.width));
+                let pad = line.align.padding(text.chars().count(), columns);
                 out.extend(std::iter::repeat_n(' ', pad));
                 out.push_str(&text);
             }
@@ -103,28 +148,73 @@ impl Document {
         out
     }
 
-    /// The ticket as ESC/POS: initialise, select the code table, each line with its full
-    /// style (`GS !`, `ESC E`, `GS B`, `ESC a`; set on every line so no line depends on the
-    /// state left by another), reset the styles, feed 3 lines and cut (`GS V 66 0`).
+    /// The ticket as ESC/POS: initialise, select the code table and the font (`ESC M`), each
+    /// line with its full style (`GS !`, `ESC E`, `GS B`, `ESC a`; set on every line so no
+    /// line depends on the state left by another), reset the styles, sound the buzzer when
+    /// the layout wants it, feed 3 lines and cut (`GS V 66 0`).
     ///
     /// Ends with the cut on purpose: the printer driver appends its confirmation request
     /// (`GS ( H` / `GS r`) after it, so the confirmation means "printed and cut".
     pub fn to_escpos(&self, layout: &Layout) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.lines.iter().map(|l| l.text.len() + 13).sum::<usize>());
         out.extend_from_slice(&[ESC, b'@', ESC, b't', layout.code_page.escpos_table()]);
+        out.extend_from_slice(&[ESC, b'M', layout.font.escpos()]);
         for line in &self.lines {
             out.extend_from_slice(&[GS, b'!', line.size.escpos()]);
             out.extend_from_slice(&[ESC, b'E', u8::from(line.bold)]);
             out.extend_from_slice(&[GS, b'B', u8::from(line.reverse)]);
             out.extend_from_slice(&[ESC, b'a', line.align.escpos()]);
-            // `printable` first so the bytes match `to_text` one for one; `encode` then never
-            // needs to drop or transliterate anything.
-            out.extend(layout.code_page.encode(&printable(&line.text, layout.code_page)));
+            match &line.qr {
+                Some(data) => push_qr(&mut out, data),
+                // `printable` first so the bytes match `to_text` one for one; `encode` then
+                // never needs to drop or transliterate anything.
+                None => out.extend(layout.code_page.encode(&printable(&line.text, layout.code_page))),
+            }
             out.push(LF);
         }
         out.extend_from_slice(&[GS, b'!', 0, ESC, b'E', 0, GS, b'B', 0, ESC, b'a', 0]);
+        if layout.buzzer {
+            out.extend_from_slice(&BUZZER);
+        }
         out.extend_from_slice(&[ESC, b'd', 3]);
         out.extend_from_slice(&[GS, b'V', 66, 0]);
         out
     }
+}
+
+/// A QR code as `GS ( k`: settings, store the data (its UTF-8 bytes, sanitised again so a
+/// hand-made line cannot smuggle control bytes in), print. Nothing for empty data.
+fn push_qr(out: &mut Vec<u8>, data: &str) {
+    let data = qr_data(data);
+    if data.is_empty() {
+        return;
+    }
+    // `qr_data` keeps at most 300 bytes, so the length always fits pL/pH.
+    let Ok(len) = u16::try_from(data.len() + 3) else { return };
+    out.extend_from_slice(&QR_SETUP);
+    let [pl, ph] = len.to_le_bytes();
+    out.extend_from_slice(&[GS, b'(', b'k', pl, ph, 0x31, 0x50, 0x30]);
+    out.extend_from_slice(data.as_bytes());
+    out.extend_from_slice(&QR_PRINT);
+}
+
+/// What frames a cut-short QR preview: `[QR ...]`.
+const QR_FRAME: usize = 8;
+
+/// `[QR <data>]` in at most `columns` chars: the data in printable form, cut short and
+/// marked with "..." when the whole does not fit. Empty for empty data.
+fn qr_preview(data: &str, layout: &Layout, columns: usize) -> String {
+    let data = printable(&qr_data(data), layout.code_page);
+    if data.is_empty() {
+        return String::new();
+    }
+    let full = format!("[QR {data}]");
+    let len = full.chars().count();
+    if len <= columns {
+        return full;
+    }
+    if columns <= QR_FRAME {
+        return full.chars().take(columns).collect();
+    }
+    format!("[QR {}...]", data.chars().take(columns - QR_FRAME).collect::<String>())
 }

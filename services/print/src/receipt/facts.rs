@@ -30,8 +30,8 @@ pub(crate) fn is_delivery(order: &Order) -> bool {
 /// "ABHOLUNG" / "LIEFERUNG"; the merchant's own title for an unknown type; empty if none.
 pub(crate) fn fulfillment_label(order: &Order, labels: &Labels) -> String {
     match fulfillment_type(order) {
-        FulfillmentType::Pickup => labels.pickup.to_owned(),
-        FulfillmentType::Delivery => labels.delivery.to_owned(),
+        FulfillmentType::Pickup => labels.pickup.to_string(),
+        FulfillmentType::Delivery => labels.delivery.to_string(),
         FulfillmentType::Unspecified => {
             order.fulfillment.as_ref().map(|f| f.title.trim().to_uppercase()).unwrap_or_default()
         }
@@ -39,8 +39,8 @@ pub(crate) fn fulfillment_label(order: &Order, labels: &Labels) -> String {
 }
 
 /// "Abholzeit:" / "Lieferzeit:" (pickup wording when the type is unknown).
-pub(crate) fn time_label(order: &Order, labels: &Labels) -> &'static str {
-    if is_delivery(order) { labels.delivery_time } else { labels.pickup_time }
+pub(crate) fn time_label<'a>(order: &Order, labels: &'a Labels) -> &'a str {
+    if is_delivery(order) { &labels.delivery_time } else { &labels.pickup_time }
 }
 
 pub(crate) fn contact(order: &Order) -> Option<&Contact> {
@@ -145,7 +145,7 @@ pub(crate) fn promised(order: &Order, tz: &TimeZone, labels: &Labels) -> Option<
         if !text.is_empty() {
             text.push(' ');
         }
-        text.push_str(labels.asap);
+        text.push_str(&labels.asap);
     }
     (!text.is_empty()).then_some(text)
 }

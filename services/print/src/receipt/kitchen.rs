@@ -15,7 +15,7 @@ const MODIFIER_INDENT: usize = 2;
 const MODIFIER_WRAP_INDENT: usize = 4;
 
 pub(crate) fn render(b: &mut Builder, order: &Order, labels: &Labels) {
-    common::header(b, order, labels, labels.kitchen);
+    common::header(b, order, labels, &labels.kitchen);
     common::promised_time(b, order, labels, Size::Double);
     common::created(b, order, labels);
     allergy::block(b, order, labels);
@@ -33,7 +33,7 @@ pub(crate) fn render(b: &mut Builder, order: &Order, labels: &Labels) {
     b.rule('-');
 
     if !order.buyer_note.trim().is_empty() {
-        common::labelled_block(b, labels.note, &order.buyer_note, Style::NORMAL.size(Size::DoubleHeight).bold());
+        common::labelled_block(b, &labels.note, &order.buyer_note, Style::NORMAL.size(Size::DoubleHeight).bold());
         b.rule('-');
     }
     b.text(&format!("{} {}", labels.items, facts::item_count(order)), Style::NORMAL.bold());

@@ -12,14 +12,14 @@ use super::labels::Labels;
 use crate::changes::Change;
 
 pub(crate) fn change(b: &mut Builder, order: &Order, kind: ReceiptType, changes: &[Change], labels: &Labels) {
-    b.text(labels.change, Style::BANNER);
+    b.text(&labels.change, Style::BANNER);
     common::header(b, order, labels, title(kind, labels));
     b.rule('=');
     let big = Style::NORMAL.size(Size::DoubleHeight).bold();
     for c in changes {
         match c {
             Change::Added { quantity, name, modifiers } => {
-                b.text(labels.added, Style::NORMAL.bold());
+                b.text(&labels.added, Style::NORMAL.bold());
                 let prefix = quantity_prefix(*quantity);
                 b.indented(&format!("{prefix}{}", name.trim()), big, 0, prefix.len());
                 for m in modifiers {
@@ -27,12 +27,12 @@ pub(crate) fn change(b: &mut Builder, order: &Order, kind: ReceiptType, changes:
                 }
             }
             Change::Removed { quantity, name } => {
-                b.text(labels.removed, Style::NORMAL.bold());
+                b.text(&labels.removed, Style::NORMAL.bold());
                 let prefix = quantity_prefix(*quantity);
                 b.indented(&format!("{prefix}{}", name.trim()), big, 0, prefix.len());
             }
             Change::Quantity { name, from, to } => {
-                b.text(labels.quantity, Style::NORMAL.bold());
+                b.text(&labels.quantity, Style::NORMAL.bold());
                 b.indented(&format!("{} {from} -> {to}", name.trim()), big, 0, 2);
             }
             Change::Modifiers { name, added, removed } => {
@@ -44,13 +44,13 @@ pub(crate) fn change(b: &mut Builder, order: &Order, kind: ReceiptType, changes:
                     b.indented(&format!("+ {m}"), Style::NORMAL.size(Size::DoubleHeight), 2, 4);
                 }
             }
-            Change::Note { to } => common::labelled_block(b, labels.new_note, to, big),
+            Change::Note { to } => common::labelled_block(b, &labels.new_note, to, big),
             Change::Time => {
-                b.text(labels.new_time, Style::NORMAL.bold());
+                b.text(&labels.new_time, Style::NORMAL.bold());
                 common::promised_time(b, order, labels, Size::Double);
             }
             Change::Address => {
-                b.text(labels.new_address, Style::NORMAL.bold());
+                b.text(&labels.new_address, Style::NORMAL.bold());
                 if let Some(a) = order.fulfillment.as_ref().and_then(|f| f.address.as_ref()) {
                     for line in [a.line1.as_str(), a.line2.as_str(), &format!("{} {}", a.postal_code, a.city)] {
                         b.text(line.trim(), big);
@@ -61,7 +61,7 @@ pub(crate) fn change(b: &mut Builder, order: &Order, kind: ReceiptType, changes:
                 }
             }
             Change::Phone { to } => {
-                b.text(labels.new_phone, Style::NORMAL.bold());
+                b.text(&labels.new_phone, Style::NORMAL.bold());
                 b.text(to, big);
             }
         }
@@ -70,9 +70,9 @@ pub(crate) fn change(b: &mut Builder, order: &Order, kind: ReceiptType, changes:
 }
 
 pub(crate) fn storno(b: &mut Builder, order: &Order, kind: ReceiptType, labels: &Labels) {
-    b.text(labels.storno, Style::BANNER);
+    b.text(&labels.storno, Style::BANNER);
     common::header(b, order, labels, title(kind, labels));
-    b.text(labels.storno_detail, Style::NORMAL.size(Size::DoubleHeight).bold());
+    b.text(&labels.storno_detail, Style::NORMAL.size(Size::DoubleHeight).bold());
     b.rule('=');
     for line in &order.line_items {
         let prefix = quantity_prefix(line.quantity);
@@ -83,13 +83,13 @@ pub(crate) fn storno(b: &mut Builder, order: &Order, kind: ReceiptType, labels: 
     if !name.is_empty() {
         b.text(&format!("{} {name}", labels.customer), Style::NORMAL);
     }
-    b.text(labels.storno, Style::BANNER);
+    b.text(&labels.storno, Style::BANNER);
 }
 
 fn title(kind: ReceiptType, labels: &Labels) -> &str {
     match kind {
-        ReceiptType::Driver => labels.driver,
-        ReceiptType::Customer => labels.customer_receipt,
-        _ => labels.kitchen,
+        ReceiptType::Driver => &labels.driver,
+        ReceiptType::Customer => &labels.customer_receipt,
+        _ => &labels.kitchen,
     }
 }

@@ -9,7 +9,7 @@ use wixprint_shared::proto::order::{
 use wixprint_shared::proto::print::ReceiptType;
 
 use super::text::{columns, printable, wrap};
-use super::{Align, Document, Layout, Line, Size, render};
+use super::{Align, Document, Font, Layout, Line, Restaurant, Size, render};
 
 const KINDS: [ReceiptType; 4] =
     [ReceiptType::Kitchen, ReceiptType::Driver, ReceiptType::Customer, ReceiptType::Unspecified];
@@ -148,14 +148,13 @@ fn delivery() -> Order {
     }
 }
 
-/// The restaurant's layout: 80 mm, Zurich summer time (UTC+2 on the fixtures' date).
+/// The restaurant's layout: 80 mm, Zurich summer time (UTC+2 on the fixtures' date), only the
+/// restaurant's name configured.
 fn layout(width: usize) -> Layout {
     Layout {
-        width,
-        code_page: CodePage::Pc858,
         time_zone: TimeZone::fixed(tz::offset(2)),
-        restaurant_name: "Thai Take-Away Zürich".into(),
-        allergy_words: super::default_allergy_words(),
+        restaurant: Restaurant { name: "Thai Take-Away Zürich".into(), ..Restaurant::default() },
+        ..Layout::new(width)
     }
 }
 
@@ -381,12 +380,13 @@ fn english_labels_unless_the_buyer_speaks_german() {
 
 #[test]
 fn every_line_fits_every_width() {
-    for width in [48, 42, 32, 24] {
-        let l = layout(width);
-        for order in [pickup(), delivery(), Order::default()] {
-            for kind in KINDS {
-                for banner in [None, Some(BANNER)] {
-                    assert_fits(&render(&order, kind, &l, banner), &l);
+    for width in [64, 48, 42, 32, 24] {
+        for l in [layout(width), full_layout(width)] {
+            for order in [pickup(), delivery(), Order::default()] {
+                for kind in KINDS {
+                    for banner in [None, Some(BANNER)] {
+                        assert_fits(&render(&order, kind, &l, banner), &l);
+                    }
                 }
             }
         }
@@ -454,7 +454,7 @@ fn escpos_text_is_the_preview_text() {
 
 #[test]
 fn to_text_aligns_in_the_lines_effective_width() {
-    let line = |text: &str, size, align| Line { text: text.into(), size, bold: false, reverse: false, align };
+    let line = |text: &str, size, align| Line { text: text.into(), size, bold: false, reverse: false, align, qr: None };
     let doc = Document {
         lines: vec![
             line("ab", Size::Normal, Align::Center),
@@ -476,7 +476,7 @@ fn to_text_aligns_in_the_lines_effective_width() {
 #[test]
 fn layout_new_defaults() {
     let l = Layout::new(32);
-    assert_eq!((l.width, l.code_page, l.restaurant_name.as_str()), (32, CodePage::Pc858, ""));
+    assert_eq!((l.width, l.code_page, &l.restaurant), (32, CodePage::Pc858, &Restaurant::default()));
     assert_eq!(l.time_zone, TimeZone::UTC);
     // UTC: the pickup promise prints as 18:24.
     assert!(render(&pickup(), ReceiptType::Kitchen, &l, None).to_text(&l).contains("18:24"));
@@ -529,8 +529,11 @@ fn hostile_input_never_panics_and_never_overflows() {
     o.price_summary.as_mut().unwrap().total = "1".repeat(27);
     o.fulfillment.as_mut().unwrap().promised_from = Some(prost_types::Timestamp { seconds: i64::MAX, nanos: -5 });
     o.created_at = Some(prost_types::Timestamp { seconds: i64::MIN, nanos: i32::MAX });
-    for width in [48, 32, 24, 3, 1, 0] {
-        let l = layout(width);
+    for width in [64, 48, 32, 24, 3, 1, 0] {
+        let mut l = full_layout(width);
+        l.restaurant.footer.push(long.clone());
+        l.restaurant.qr = format!("\u{0}{}{{order_number}}{{order_id}}\u{1b}", "\u{1d}V".repeat(1000));
+        l.buzzer = true;
         for kind in KINDS {
             let doc = render(&o, kind, &l, Some(&"KOPIE".repeat(50)));
             if width > 0 {
@@ -655,6 +658,18 @@ impl Lcg {
     }
 }
 
+/// A restaurant with arbitrary text in every field (often empty) and a QR template with
+/// the placeholders somewhere in it.
+fn random_restaurant(r: &mut Lcg) -> Restaurant {
+    let lines = |r: &mut Lcg| (0..r.below(4)).map(|_| r.string()).collect();
+    let qr = match r.below(4) {
+        0 => String::new(),
+        1 => r.string(),
+        _ => format!("{}{{order_number}}{}{{order_id}}{}", r.string(), r.string(), r.string()),
+    };
+    Restaurant { name: r.string(), address: lines(r), phone: r.string(), vat_id: r.string(), footer: lines(r), qr }
+}
+
 fn random_order(r: &mut Lcg) -> Order {
     let items = (0..r.below(5))
         .map(|_| LineItem {
@@ -729,17 +744,34 @@ fn pseudo_random_orders_always_fit_and_lose_no_text() {
     let mut r = Lcg(0x5EED_0F13);
     for round in 0..400 {
         let order = random_order(&mut r);
-        let width = [48, 42, 32, 24][round % 4];
+        let width = [64, 48, 42, 32, 24][round % 5];
         let mut l = layout(width);
         l.code_page = if round % 3 == 0 { CodePage::Wpc1252 } else { CodePage::Pc858 };
-        l.restaurant_name = r.string();
+        l.restaurant = random_restaurant(&mut r);
+        l.buzzer = r.below(2) == 0;
+        l.language = [None, Some("en"), Some("de-CH"), Some(""), Some("\u{0}")][r.below(5)].map(String::from);
         let banner = (r.below(3) == 0).then(|| r.string());
         for kind in KINDS {
             let doc = render(&order, kind, &l, banner.as_deref());
             assert_fits(&doc, &l);
             let bytes = doc.to_escpos(&l);
-            assert!(bytes.starts_with(&[0x1B, 0x40, 0x1B, 0x74, l.code_page.escpos_table()]));
+            let font = if width > 56 { 1 } else { 0 };
+            assert!(bytes.starts_with(&[0x1B, 0x40, 0x1B, 0x74, l.code_page.escpos_table(), 0x1B, 0x4D, font]));
             assert!(bytes.ends_with(&[0x1D, 0x56, 0x42, 0x00]));
+            for data in doc.lines.iter().filter_map(|l| l.qr.as_deref()) {
+                assert!(!data.is_empty() && data.len() <= 300 && !data.chars().any(char::is_control), "{data:?}");
+                assert!(contains(&bytes, &qr_bytes(data.as_bytes())), "round {round}: QR {data:?} not sent");
+            }
+            if kind == ReceiptType::Customer {
+                for text in [&l.restaurant.name, &l.restaurant.phone, &l.restaurant.vat_id]
+                    .into_iter()
+                    .chain(&l.restaurant.address)
+                    .chain(&l.restaurant.footer)
+                {
+                    let text = squeeze(text, l.code_page);
+                    assert!(squeezed(&doc).contains(&text), "round {round}: restaurant text {text:?} cut off");
+                }
+            }
             let all = squeezed(&doc);
             if kind != ReceiptType::Driver {
                 for item in &order.line_items {
@@ -851,4 +883,277 @@ fn the_allergy_block_fits_every_width() {
         let doc = render(&o, ReceiptType::Kitchen, &l, None);
         assert!(squeezed(&doc).matches(&"Ä".repeat(200)).count() == 2, "{width}: modifier cut off");
     }
+}
+
+const QR_TEMPLATE: &str = "https://example.ch/feedback?o={order_number}";
+
+/// `layout(width)` with every restaurant field configured.
+fn full_layout(width: usize) -> Layout {
+    let mut l = layout(width);
+    l.restaurant = Restaurant {
+        name: "Thai Take-Away Zürich".into(),
+        address: vec!["Bahnhofstrasse 1".into(), "8001 Zürich".into()],
+        phone: "+41 44 000 00 00".into(),
+        vat_id: "CHE-123.456.789 MWST".into(),
+        footer: vec!["Vielen Dank!".into(), "Thank you!".into()],
+        qr: QR_TEMPLATE.into(),
+    };
+    l
+}
+
+fn position(doc: &Document, text: &str) -> usize {
+    doc.lines.iter().position(|l| l.text == text).unwrap_or_else(|| panic!("no line {text:?}"))
+}
+
+/// The `GS ( k` commands of a QR code of `data`, as the spec of the TM-m30III has them.
+fn qr_bytes(data: &[u8]) -> Vec<u8> {
+    let len = data.len() + 3;
+    let mut b = vec![0x1D, 0x28, 0x6B, 0x04, 0x00, 0x31, 0x41, 0x32, 0x00];
+    b.extend([0x1D, 0x28, 0x6B, 0x03, 0x00, 0x31, 0x43, 0x06]);
+    b.extend([0x1D, 0x28, 0x6B, 0x03, 0x00, 0x31, 0x45, 0x31]);
+    b.extend([0x1D, 0x28, 0x6B, (len % 256) as u8, (len / 256) as u8, 0x31, 0x50, 0x30]);
+    b.extend(data);
+    b.extend([0x1D, 0x28, 0x6B, 0x03, 0x00, 0x31, 0x51, 0x30]);
+    b
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_customer_receipt_has_the_restaurants_header_and_footer_when_configured() {
+    let l = full_layout(48);
+    let doc = render(&pickup(), ReceiptType::Customer, &l, None);
+    let t = doc.to_text(&l);
+    let header = [
+        "Thai Take-Away Zürich",
+        "Bahnhofstrasse 1",
+        "8001 Zürich",
+        "Tel. +41 44 000 00 00",
+        "MWST-Nr. CHE-123.456.789 MWST",
+        "BELEG",
+    ];
+    let at: Vec<usize> = header.iter().map(|h| position(&doc, h)).collect();
+    assert_eq!(at, (0..header.len()).collect::<Vec<_>>(), "{t}");
+    for i in 0..header.len() {
+        assert_eq!(doc.lines[i].align, Align::Center, "{:?}", doc.lines[i]);
+    }
+    let name = &doc.lines[0];
+    assert!(name.bold && name.size == Size::DoubleHeight);
+    assert!(doc.lines[1..5].iter().all(|l| !l.bold && l.size == Size::Normal));
+    // After the payment: a blank line, the footer, the QR code; all centered.
+    let due = doc.lines.iter().position(|l| l.text.starts_with("Offener Betrag")).unwrap();
+    let tail: Vec<&str> = doc.lines[due + 1..].iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(tail, ["", "Vielen Dank!", "Thank you!", ""], "{t}");
+    let qr = doc.lines.last().unwrap();
+    assert_eq!(qr.qr.as_deref(), Some("https://example.ch/feedback?o=10033"));
+    assert!(doc.lines[due + 2..].iter().all(|l| l.align == Align::Center));
+    assert!(t.ends_with("\n    [QR https://example.ch/feedback?o=10033]\n"), "{t}");
+    // English labels for an English buyer.
+    let en = Order { buyer_language: "en".into(), ..pickup() };
+    let t = render(&en, ReceiptType::Customer, &l, None).to_text(&l);
+    assert!(t.contains("Phone +41 44 000 00 00") && t.contains("VAT no. CHE-123.456.789 MWST"), "{t}");
+    // The reprint banner stays the very last line.
+    let doc = render(&pickup(), ReceiptType::Customer, &l, Some(BANNER));
+    assert_eq!(doc.lines.last().unwrap().text, BANNER);
+    assert!(doc.lines[doc.lines.len() - 2].qr.is_some());
+    // Only the customer receipt has them.
+    for kind in [ReceiptType::Kitchen, ReceiptType::Driver] {
+        let t = render(&pickup(), kind, &l, None).to_text(&l);
+        for absent in ["Bahnhofstrasse", "MWST-Nr.", "Vielen Dank", "[QR", "+41 44"] {
+            assert!(!t.contains(absent), "{kind:?} shows {absent:?}:\n{t}");
+        }
+    }
+}
+
+#[test]
+fn an_unconfigured_or_blank_restaurant_prints_no_header_or_footer_lines() {
+    let plain = layout(48);
+    let doc = render(&pickup(), ReceiptType::Customer, &plain, None);
+    assert_eq!(doc.lines[1].text, "BELEG");
+    assert!(doc.lines.iter().all(|l| l.qr.is_none() && !l.text.is_empty()));
+    let t = doc.to_text(&plain);
+    for absent in ["Tel.", "MWST-Nr.", "[QR"] {
+        assert!(!t.contains(absent), "{absent:?}:\n{t}");
+    }
+    // Blank fields are not configured.
+    let mut blank = layout(48);
+    blank.restaurant.address = vec![String::new(), " \n\t".into()];
+    blank.restaurant.phone = "  ".into();
+    blank.restaurant.vat_id = "\n".into();
+    blank.restaurant.footer = vec![String::new(), " ".into(), "\u{0}\u{1b}".into()];
+    blank.restaurant.qr = " \u{7} ".into();
+    assert_eq!(render(&pickup(), ReceiptType::Customer, &blank, None), doc);
+    // Each field on its own.
+    let with = |f: &dyn Fn(&mut Restaurant)| {
+        let mut l = layout(48);
+        f(&mut l.restaurant);
+        render(&pickup(), ReceiptType::Customer, &l, None).to_text(&l)
+    };
+    let t = with(&|r| r.vat_id = "CHE-1".into());
+    assert!(t.contains("MWST-Nr. CHE-1") && !t.contains("Tel.") && !t.contains("[QR"), "{t}");
+    let t = with(&|r| r.footer = vec!["Danke".into()]);
+    assert!(t.ends_with("\n\n                     Danke\n"), "{t}");
+    let t = with(&|r| r.qr = "{order_id}".into());
+    assert!(t.ends_with("\n\n   [QR 6d6062d8-0000-4000-8000-0000000000a1]\n"), "{t}");
+}
+
+#[test]
+fn the_qr_code_is_sent_as_gs_k_with_its_length() {
+    let l = full_layout(48);
+    let bytes = render(&pickup(), ReceiptType::Customer, &l, None).to_escpos(&l);
+    // Centered, plain, then the code and a line feed.
+    let mut expected = vec![0x1D, 0x21, 0x00, 0x1B, 0x45, 0x00, 0x1D, 0x42, 0x00, 0x1B, 0x61, 0x01];
+    expected.extend(qr_bytes(b"https://example.ch/feedback?o=10033"));
+    expected.push(0x0A);
+    assert!(contains(&bytes, &expected), "{bytes:02X?}");
+    assert_eq!(expected[12 + 25 + 3], 38, "pL = 35 bytes + 3");
+    assert!(bytes.ends_with(&[0x1B, 0x64, 0x03, 0x1D, 0x56, 0x42, 0x00]));
+    // Both placeholders, control characters dropped, UTF-8 bytes as they are.
+    let mut l = full_layout(48);
+    l.restaurant.qr = " a\u{1b}b?n={order_number}&id={order_id}&x={other}&ü=\u{0}1 ".into();
+    let doc = render(&pickup(), ReceiptType::Customer, &l, None);
+    let data = "ab?n=10033&id=6d6062d8-0000-4000-8000-0000000000a1&x={other}&ü=1";
+    assert_eq!(doc.lines.last().unwrap().qr.as_deref(), Some(data));
+    assert!(contains(&doc.to_escpos(&l), &qr_bytes(data.as_bytes())));
+    // A value that contains a placeholder is not filled in again.
+    let o = Order { number: "{order_id}".into(), ..pickup() };
+    assert_eq!(
+        render(&o, ReceiptType::Customer, &l, None).lines.last().unwrap().qr.as_deref().map(|d| &d[..20]),
+        Some("ab?n={order_id}&id=6")
+    );
+    // Long data is cut to 300 bytes (pH = 1) at a character boundary.
+    l.restaurant.qr = format!("{}{{order_number}}", "ü".repeat(200));
+    let doc = render(&pickup(), ReceiptType::Customer, &l, None);
+    let data = "ü".repeat(150);
+    assert_eq!(doc.lines.last().unwrap().qr.as_deref(), Some(data.as_str()));
+    let expected = qr_bytes(data.as_bytes());
+    assert_eq!(expected[25..30], [0x1D, 0x28, 0x6B, 0x2F, 0x01], "303 = 0x012F");
+    assert!(contains(&doc.to_escpos(&l), &expected));
+}
+
+#[test]
+fn a_qr_preview_never_exceeds_the_width() {
+    let mut l = full_layout(32);
+    let doc = render(&pickup(), ReceiptType::Customer, &l, None);
+    assert_fits(&doc, &l);
+    let t = doc.to_text(&l);
+    let last = t.lines().last().unwrap();
+    assert_eq!(last, "[QR https://example.ch/feedb...]");
+    for width in [12, 8, 7, 3, 1] {
+        l.width = width;
+        let last = render(&pickup(), ReceiptType::Customer, &l, None).to_text(&l);
+        let last = last.lines().last().unwrap();
+        assert!(last.chars().count() <= width && last.starts_with(&"[QR "[..width.min(4)]), "{width}: {last:?}");
+    }
+    // A hand-made QR line is sanitised on both outputs.
+    let line = Line {
+        text: String::new(),
+        size: Size::Normal,
+        bold: false,
+        reverse: false,
+        align: Align::Left,
+        qr: Some("a\nb\u{1b}".into()),
+    };
+    let doc = Document { lines: vec![line] };
+    let l = Layout::new(48);
+    assert_eq!(doc.to_text(&l), "[QR ab]\n");
+    assert!(contains(&doc.to_escpos(&l), &qr_bytes(b"ab")));
+    let empty = Document { lines: vec![Line { qr: Some("\u{0}".into()), ..doc.lines[0].clone() }] };
+    assert_eq!(empty.to_text(&l), "\n");
+    assert!(!contains(&empty.to_escpos(&l), &[0x1D, 0x28, 0x6B]));
+}
+
+#[test]
+fn font_b_gives_64_columns() {
+    assert_eq!(
+        [56, 57, 64, 48, 42, 32].map(|w| Layout::new(w).font),
+        [Font::A, Font::B, Font::B, Font::A, Font::A, Font::A]
+    );
+    let l = full_layout(64);
+    assert_eq!(l.font, Font::B);
+    for order in [pickup(), delivery(), Order::default()] {
+        for kind in KINDS {
+            let doc = render(&order, kind, &l, Some(BANNER));
+            assert_fits(&doc, &l);
+            let bytes = doc.to_escpos(&l);
+            assert!(bytes.starts_with(&[0x1B, 0x40, 0x1B, 0x74, 0x13, 0x1B, 0x4D, 0x01]), "{:02X?}", &bytes[..8]);
+        }
+    }
+    // The rules and the amounts use all 64 columns.
+    let t = render(&delivery(), ReceiptType::Customer, &l, None).to_text(&l);
+    assert!(t.lines().any(|l| l == "=".repeat(64)), "{t}");
+    let total = t.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+    assert!(total.ends_with("EUR 35.20") && total.chars().count() == 64, "{total:?}");
+    let first = t.lines().find(|l| l.starts_with("2 x Käsespätzle")).unwrap();
+    assert!(first.chars().count() <= 64 && !first.contains("25.80"), "{first:?}");
+    // Font A is selected explicitly.
+    for width in [48, 42, 32] {
+        let l = layout(width);
+        let bytes = render(&pickup(), ReceiptType::Kitchen, &l, None).to_escpos(&l);
+        assert!(bytes.starts_with(&[0x1B, 0x40, 0x1B, 0x74, 0x13, 0x1B, 0x4D, 0x00]), "{width}");
+    }
+}
+
+#[test]
+fn the_buzzer_sounds_before_the_cut_only_when_enabled() {
+    const BUZZER: [u8; 9] = [0x1B, 0x28, 0x41, 0x04, 0x00, 0x30, 0x31, 0x02, 0x05];
+    let quiet = layout(48);
+    let loud = Layout { buzzer: true, ..layout(48) };
+    for kind in KINDS {
+        let doc = render(&delivery(), kind, &quiet, None);
+        assert!(!contains(&doc.to_escpos(&quiet), &[0x1B, 0x28, 0x41]), "{kind:?}");
+        let bytes = doc.to_escpos(&loud);
+        let mut end = BUZZER.to_vec();
+        end.extend([0x1B, 0x64, 0x03, 0x1D, 0x56, 0x42, 0x00]);
+        assert!(bytes.ends_with(&end), "{kind:?}");
+        assert_eq!(bytes.windows(3).filter(|w| w == &[0x1B, 0x28, 0x41]).count(), 1);
+        assert_eq!(doc.to_text(&loud), doc.to_text(&quiet));
+        assert_eq!(bytes[..bytes.len() - end.len()], doc.to_escpos(&quiet)[..bytes.len() - end.len()]);
+    }
+}
+
+#[test]
+fn labels_come_from_the_book_and_the_configured_language() {
+    use super::LabelBook;
+    use std::sync::Arc;
+    let book = |text: &str| Arc::new(LabelBook::from_toml_str(text).unwrap());
+    // One German key changed: only that line differs.
+    let custom = Layout { labels: book("[de]\ncash_to_collect = \"BAR KASSIEREN\""), ..layout(48) };
+    let before = render(&pickup(), ReceiptType::Driver, &layout(48), None);
+    let after = render(&pickup(), ReceiptType::Driver, &custom, None);
+    assert_eq!(before.lines.len(), after.lines.len());
+    let changed: Vec<(&str, &str)> = before
+        .lines
+        .iter()
+        .zip(&after.lines)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| (a.text.as_str(), b.text.as_str()))
+        .collect();
+    assert_eq!(changed, [("BAR ZU KASSIEREN", "BAR KASSIEREN")]);
+    // A French table based on German, for a French buyer.
+    let fr = Layout { labels: book("[fr]\nbase = \"de\"\nkitchen = \"CUISINE\""), ..layout(48) };
+    let o = Order { buyer_language: "fr".into(), ..pickup() };
+    let t = render(&o, ReceiptType::Kitchen, &fr, None).to_text(&fr);
+    assert!(t.contains("CUISINE") && t.contains("NOTIZ:") && !t.contains("KÜCHE"), "{t}");
+    // Without the table French buyers get English.
+    assert!(text(&o, ReceiptType::Kitchen).contains("KITCHEN"));
+    // The configured language wins over the order's.
+    let en = Layout { language: Some("en".into()), ..layout(48) };
+    for kind in KINDS {
+        let t = render(&pickup(), kind, &en, None).to_text(&en);
+        assert!(!t.contains("ABHOLUNG") && t.contains("PICKUP"), "{kind:?}: {t}");
+    }
+    let t = render(&pickup(), ReceiptType::Driver, &en, None).to_text(&en);
+    assert!(t.contains("CASH TO COLLECT") && t.contains("PICKUP SLIP"), "{t}");
+    let storno = super::render_storno(&pickup(), ReceiptType::Kitchen, &en, None).to_text(&en);
+    assert!(storno.contains("Order cancelled - do not prepare"), "{storno}");
+    // "de-CH" picks "de", configured or from the order.
+    let de_ch = Layout { language: Some("de-CH".into()), ..layout(48) };
+    let english = Order { buyer_language: "en".into(), ..pickup() };
+    assert!(render(&english, ReceiptType::Kitchen, &de_ch, None).to_text(&de_ch).contains("KÜCHE"));
+    let swiss = Order { buyer_language: "de-CH".into(), ..pickup() };
+    assert!(render(&swiss, ReceiptType::Kitchen, &custom, None).to_text(&custom).contains("KÜCHE"));
+    assert!(render(&swiss, ReceiptType::Driver, &custom, None).to_text(&custom).contains("BAR KASSIEREN"));
 }

@@ -17,6 +17,25 @@ pub(crate) fn printable(text: &str, cp: CodePage) -> String {
     out
 }
 
+/// Most bytes a QR code's data may have: plenty for a feedback or menu URL, small enough that
+/// the code (version 13 at error correction M, 69 modules of 6 dots) fits 80 mm paper. On
+/// 58 mm paper data beyond about 250 bytes makes a code too wide to print.
+pub(crate) const QR_MAX_BYTES: usize = 300;
+
+/// QR code data as the printer gets it: trimmed, control characters dropped, cut to at most
+/// [`QR_MAX_BYTES`] bytes at a character boundary. Everything else is kept as is (the code
+/// carries UTF-8 bytes, no code page involved).
+pub(crate) fn qr_data(data: &str) -> String {
+    let mut out = String::new();
+    for c in data.trim().chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > QR_MAX_BYTES {
+            break;
+        }
+        out.push(c);
+    }
+    out.trim().to_owned()
+}
+
 /// `text` as a reader sees it, whatever the code page: decomposed accents composed and marks
 /// that do not compose dropped, invisible characters (soft hyphens, zero-width spaces) dropped,
 /// everything else unchanged. Matching words against order text works on this form, so
