@@ -9,7 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let proto_root = PathBuf::from("../proto");
-    let files = ["wixprint/order/v1/order.proto", "wixprint/print/v1/print.proto", "wixprint/ingest/v1/ingest.proto"];
+    let files = [
+        "wixprint/order/v1/order.proto",
+        "wixprint/print/v1/print.proto",
+        "wixprint/ingest/v1/ingest.proto",
+        "wixprint/events/v1/events.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed=../proto/{f}");
     }

@@ -6,10 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod bus;
 pub mod cli;
 pub mod codepage;
 mod codepage_tables;
 pub mod config;
+pub mod connectivity;
 pub mod db;
 pub mod grpc;
 pub mod logging;

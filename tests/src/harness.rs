@@ -3,15 +3,21 @@
 //!
 //! Readiness is the services' own `READY=1` systemd notification, received on a socket the
 //! harness passes as `NOTIFY_SOCKET`: no sleeping, no guessing.
+//!
+//! Each stack has its own connectivity bus ports (so parallel tests never hear each other)
+//! and its own "internet": a local TCP listener that wix-ingest's internet monitor probes,
+//! which a test can cut and restore ([`Stack::cut_internet`], [`Stack::restore_internet`]).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::net::UnixDatagram;
+use tokio::net::{TcpListener, UnixDatagram};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use wixprint_shared::proto::ingest::ingest_admin_client::IngestAdminClient;
@@ -46,6 +52,102 @@ pub fn free_port() -> u16 {
         }
     }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// `n` distinct free ports (two calls to [`free_port`] may pick the same one).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let mut ports = [0u16; N];
+    let mut chosen = 0;
+    while chosen < N {
+        let p = free_port();
+        if !ports[..chosen].contains(&p) {
+            ports[chosen] = p;
+            chosen += 1;
+        }
+    }
+    ports
+}
+
+/// "The internet" of one stack: a local TCP listener that accepts (and drops) every
+/// connection, which wix-ingest's internet monitor probes. Cutting it closes the listener, so
+/// probes are refused; restoring binds the same port again.
+pub struct FakeInternet {
+    addr: SocketAddr,
+    up: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl FakeInternet {
+    /// Binds a free port below the ephemeral range and starts accepting.
+    pub async fn start() -> anyhow::Result<FakeInternet> {
+        let mut internet = FakeInternet { addr: SocketAddr::from(([127, 0, 0, 1], free_port())), up: None };
+        internet.restore().await?;
+        Ok(internet)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The probe target for `INGEST_INTERNET_PROBES`.
+    pub fn probe(&self) -> String {
+        format!("tcp://{}", self.addr)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.is_some()
+    }
+
+    /// Closes the listener: from now on every probe is refused. Returns once it is closed.
+    pub async fn cut(&mut self) {
+        if let Some((stop, task)) = self.up.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+
+    /// Binds the same port again and accepts; retries for a few seconds while the port is
+    /// briefly unavailable.
+    pub async fn restore(&mut self) -> anyhow::Result<()> {
+        if self.up.is_some() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, addr = %self.addr, "fake internet: re-binding, retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e).with_context(|| format!("binding the fake internet on {}", self.addr)),
+            }
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    accepted = listener.accept() => {
+                        if let Ok((stream, _)) = accepted {
+                            drop(stream);
+                        }
+                    }
+                }
+            }
+            // The listener is dropped here: the port is closed when `cut` returns.
+        });
+        self.up = Some((stop, task));
+        Ok(())
+    }
+}
+
+impl Drop for FakeInternet {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = &self.up {
+            stop.cancel();
+        }
+    }
 }
 
 /// One service process with its environment, restartable.
@@ -186,6 +288,12 @@ pub struct Stack {
     pub http_url: String,
     pub ingest_grpc: String,
     pub print_grpc: String,
+    /// Connectivity bus endpoints: wix-ingest's PUB (`INGEST_PUB_ADDR`) and wix-print's
+    /// (`PRINT_PUB_ADDR`); both services get both.
+    pub ingest_pub_addr: String,
+    pub print_pub_addr: String,
+    /// What wix-ingest's internet monitor probes (`INGEST_INTERNET_PROBES`).
+    pub internet: FakeInternet,
     http: reqwest::Client,
 }
 
@@ -209,9 +317,19 @@ impl Stack {
         let key_file = dir.path().join("wix-public.pem");
         std::fs::write(&key_file, &keys.public_pem)?;
         let sim = PrinterSim::start("127.0.0.1:0").await?;
-        let (http_port, ingest_port, print_port) = (free_port(), free_port(), free_port());
+        let [http_port, ingest_port, print_port, ingest_pub_port, print_pub_port] = free_ports::<5>();
         let print_grpc = format!("127.0.0.1:{print_port}");
         let ingest_grpc = format!("127.0.0.1:{ingest_port}");
+        let ingest_pub_addr = format!("tcp://127.0.0.1:{ingest_pub_port}");
+        let print_pub_addr = format!("tcp://127.0.0.1:{print_pub_port}");
+        let internet = FakeInternet::start().await?;
+        // Both services read both bus endpoints (each binds its own and connects to the other).
+        let bus_env = [
+            ("INGEST_PUB_ADDR", ingest_pub_addr.clone()),
+            ("PRINT_PUB_ADDR", print_pub_addr.clone()),
+            ("BUS_HEARTBEAT_MS", "200".to_owned()),
+            ("BUS_STALE_MS", "1000".to_owned()),
+        ];
 
         let mut penv = BTreeMap::new();
         penv.insert("PRINT_GRPC_ADDR".into(), print_grpc.clone());
@@ -222,6 +340,7 @@ impl Stack {
         penv.insert("PRINT_STATUS_TIMEOUT_MS".into(), "500".into());
         penv.insert("PRINT_RETRY_BACKOFF_MIN_MS".into(), "50".into());
         penv.insert("PRINT_RETRY_BACKOFF_MAX_MS".into(), "500".into());
+        penv.extend(bus_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         penv.extend(opts.print_env);
         let mut ienv = BTreeMap::new();
         ienv.insert("INGEST_HTTP_ADDR".into(), format!("127.0.0.1:{http_port}"));
@@ -231,6 +350,9 @@ impl Stack {
         ienv.insert("PRINT_SERVICE_URL".into(), format!("http://{print_grpc}"));
         ienv.insert("INGEST_OUTBOX_BACKOFF_MIN_MS".into(), "50".into());
         ienv.insert("INGEST_OUTBOX_BACKOFF_MAX_MS".into(), "500".into());
+        ienv.extend(bus_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        ienv.insert("INGEST_INTERNET_PROBES".into(), internet.probe());
+        ienv.insert("INGEST_INTERNET_INTERVAL_MS".into(), "100".into());
         if let Some((url, key, site)) = &opts.wix_api {
             let key_file = dir.path().join("wix-api-key");
             std::fs::write(&key_file, key)?;
@@ -257,8 +379,21 @@ impl Stack {
             http_url: format!("http://127.0.0.1:{http_port}"),
             ingest_grpc,
             print_grpc,
+            ingest_pub_addr,
+            print_pub_addr,
+            internet,
             http: reqwest::Client::new(),
         })
+    }
+
+    /// Cuts "the internet": wix-ingest's probes are refused from now on.
+    pub async fn cut_internet(&mut self) {
+        self.internet.cut().await;
+    }
+
+    /// Restores "the internet" on the same address.
+    pub async fn restore_internet(&mut self) -> anyhow::Result<()> {
+        self.internet.restore().await
     }
 
     /// POSTs a raw body to the webhook endpoint; returns the status code and body text.

@@ -8,9 +8,12 @@ use wixprint_shared::proto::ingest::*;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use wixprint_shared::connectivity::MAX_LIST_LIMIT;
+use wixprint_shared::proto::events::PeerStatus;
 use wixprint_shared::proto::order::{Order, OrderStatus, PaymentStatus};
 
+use crate::internet::InternetHandle;
 use crate::store::Store;
 use crate::sync::SyncHandle;
 
@@ -21,6 +24,21 @@ pub struct Admin {
     pub sync: SyncHandle,
     pub outbox_wake: Arc<Notify>,
     pub time_zone: jiff::tz::TimeZone,
+    pub internet: InternetHandle,
+    /// wix-print as the connectivity bus sees it.
+    pub peer: watch::Receiver<PeerStatus>,
+}
+
+/// Longest `kind` / `name` filter accepted by ListConnectivityEvents.
+const MAX_FILTER_LEN: usize = 100;
+
+/// An optional filter: empty means none; too long is refused, naming the field.
+fn filter(field: &str, value: &str) -> Result<Option<String>, Status> {
+    let v = value.trim();
+    if v.chars().count() > MAX_FILTER_LEN {
+        return Err(Status::invalid_argument(format!("{field} is longer than {MAX_FILTER_LEN} characters")));
+    }
+    Ok((!v.is_empty()).then(|| v.to_owned()))
 }
 
 /// Bounds for phone orders typed in by staff (or a script): generous, never unbounded.
@@ -147,6 +165,8 @@ impl IngestAdmin for Admin {
         status.version = wixprint_shared::VERSION.to_owned();
         status.started_at = Some(wixprint_shared::time::timestamp_from_ms(self.started_ms));
         status.sync = Some(self.sync.status());
+        status.connectivity = vec![self.internet.component()];
+        status.peer = Some(self.peer.borrow().clone());
         Ok(Response::new(status))
     }
 
@@ -176,6 +196,40 @@ impl IngestAdmin for Admin {
     async fn sync_now(&self, _: Request<SyncNowRequest>) -> Result<Response<SyncNowResponse>, Status> {
         let status = self.sync.sync_now(Duration::from_secs(120)).await;
         Ok(Response::new(SyncNowResponse { status: Some(status) }))
+    }
+
+    async fn get_connectivity(
+        &self,
+        _: Request<GetConnectivityRequest>,
+    ) -> Result<Response<GetConnectivityResponse>, Status> {
+        Ok(Response::new(GetConnectivityResponse {
+            components: vec![self.internet.component()],
+            peer: Some(self.peer.borrow().clone()),
+        }))
+    }
+
+    async fn check_connectivity(
+        &self,
+        _: Request<CheckConnectivityRequest>,
+    ) -> Result<Response<GetConnectivityResponse>, Status> {
+        let internet = self.internet.check_now().await.map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        Ok(Response::new(GetConnectivityResponse {
+            components: vec![internet],
+            peer: Some(self.peer.borrow().clone()),
+        }))
+    }
+
+    async fn list_connectivity_events(
+        &self,
+        req: Request<ListConnectivityEventsRequest>,
+    ) -> Result<Response<ListConnectivityEventsResponse>, Status> {
+        let req = req.into_inner();
+        if req.limit > MAX_LIST_LIMIT {
+            return Err(Status::invalid_argument(format!("limit must be at most {MAX_LIST_LIMIT}")));
+        }
+        let (kind, name) = (filter("kind", &req.kind)?, filter("name", &req.name)?);
+        let events = self.store.list_connectivity(kind, name, req.limit).await.map_err(internal)?;
+        Ok(Response::new(ListConnectivityEventsResponse { events }))
     }
 
     async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {

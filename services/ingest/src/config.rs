@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wixprint_shared::backoff::Backoff;
+use wixprint_shared::bus::{self, BusConfig};
 use wixprint_shared::config::{ConfigError, Key, Source};
 
 pub static KEYS: &[Key] = &[
@@ -86,6 +87,47 @@ pub static KEYS: &[Key] = &[
         help: "an order event after a sequence gap waits this long for earlier ones (default 2000; 0 = off)",
     },
     Key { name: "shutdown_grace_ms", env: "INGEST_SHUTDOWN_GRACE_MS", help: "drain time on SIGTERM (default 4000)" },
+    Key {
+        name: "internet_probes",
+        env: "INGEST_INTERNET_PROBES",
+        help: "comma-separated [tcp://]host:port the internet monitor connects to (default www.wixapis.com:443,1.1.1.1:443)",
+    },
+    Key {
+        name: "internet_interval_ms",
+        env: "INGEST_INTERNET_INTERVAL_MS",
+        help: "time between internet probe rounds (default 5000)",
+    },
+    Key {
+        name: "internet_timeout_ms",
+        env: "INGEST_INTERNET_TIMEOUT_MS",
+        help: "a probe that has not connected within this fails (default 2000)",
+    },
+    Key {
+        name: "internet_debounce",
+        env: "INGEST_INTERNET_DEBOUNCE",
+        help: "consecutive agreeing probe rounds needed to change the internet state (default 2)",
+    },
+    Key {
+        name: "connectivity_retention_days",
+        env: "INGEST_CONNECTIVITY_RETENTION_DAYS",
+        help: "closed connectivity_events rows older than this are pruned (default 30)",
+    },
+    Key {
+        name: "bus_pub_addr",
+        env: "INGEST_PUB_ADDR",
+        help: "where this service's connectivity bus PUB socket binds (default tcp://127.0.0.1:5561)",
+    },
+    Key {
+        name: "print_pub_addr",
+        env: "PRINT_PUB_ADDR",
+        help: "wix-print's connectivity bus PUB socket (default tcp://127.0.0.1:5562)",
+    },
+    Key { name: "bus_heartbeat_ms", env: "BUS_HEARTBEAT_MS", help: "connectivity bus heartbeat (default 1000)" },
+    Key {
+        name: "bus_stale_ms",
+        env: "BUS_STALE_MS",
+        help: "wix-print is \"unknown\" after this long without a heartbeat (default 3500)",
+    },
 ];
 
 #[derive(Debug, Clone)]
@@ -105,6 +147,9 @@ pub struct Config {
     /// `None` when no API key / site id is configured: the order sync is off.
     pub sync: Option<SyncConfig>,
     pub time_zone: jiff::tz::TimeZone,
+    /// The internet monitor, and how long its closed `connectivity_events` rows are kept.
+    pub internet: crate::internet::InternetSettings,
+    pub bus: BusConfig,
 }
 
 /// The order sync's connection to Wix and its rhythm.
@@ -183,9 +228,13 @@ impl Config {
             None => jiff::tz::TimeZone::system(),
             Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| src.invalid("time_zone", e))?,
         };
+        let internet = internet_settings(src)?;
+        let bus = bus_config(src)?;
         Ok(Self {
             sync,
             time_zone,
+            internet,
+            bus,
             http_addr: src.parse("http_addr", "0.0.0.0:8080".parse().expect("literal"))?,
             grpc_addr: src.parse("grpc_addr", "127.0.0.1:50051".parse().expect("literal"))?,
             db_path: src.path("db_path").unwrap_or_else(|| "ingest.db".into()),
@@ -199,5 +248,134 @@ impl Config {
             outbox_rpc_timeout: src.millis("outbox_rpc_timeout_ms", 5_000)?,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
         })
+    }
+}
+
+/// Probes used when `INGEST_INTERNET_PROBES` is not set: Wix itself, and an address that needs
+/// no DNS (so a DNS outage shows as "degraded", not "offline").
+pub const DEFAULT_INTERNET_PROBES: &str = "www.wixapis.com:443,1.1.1.1:443";
+
+fn internet_settings(src: &Source) -> Result<crate::internet::InternetSettings, ConfigError> {
+    let probes = crate::internet::parse_probes(&src.string("internet_probes", DEFAULT_INTERNET_PROBES))
+        .map_err(|e| src.invalid("internet_probes", e))?;
+    let debounce: u32 = src.parse("internet_debounce", 2)?;
+    if debounce == 0 {
+        return Err(src.invalid("internet_debounce", "must be at least 1"));
+    }
+    let retention_days: u32 = src.parse("connectivity_retention_days", 30)?;
+    if retention_days == 0 {
+        return Err(src.invalid("connectivity_retention_days", "must be at least 1"));
+    }
+    Ok(crate::internet::InternetSettings {
+        probes,
+        interval: src.millis("internet_interval_ms", 5_000)?,
+        timeout: src.millis("internet_timeout_ms", 2_000)?,
+        debounce,
+        retention: Duration::from_secs(u64::from(retention_days) * 86_400),
+    })
+}
+
+fn bus_config(src: &Source) -> Result<BusConfig, ConfigError> {
+    let pub_addr = src.string("bus_pub_addr", bus::DEFAULT_INGEST_PUB);
+    check_endpoint(&pub_addr, true).map_err(|e| src.invalid("bus_pub_addr", e))?;
+    let peer_addr = src.string("print_pub_addr", bus::DEFAULT_PRINT_PUB);
+    check_endpoint(&peer_addr, false).map_err(|e| src.invalid("print_pub_addr", e))?;
+    if pub_addr == peer_addr {
+        return Err(src.invalid("print_pub_addr", format!("is {peer_addr}, the same as INGEST_PUB_ADDR")));
+    }
+    let heartbeat = src.millis("bus_heartbeat_ms", bus::DEFAULT_HEARTBEAT.as_millis() as u64)?;
+    if u32::try_from(heartbeat.as_millis()).is_err() {
+        return Err(src.invalid("bus_heartbeat_ms", "is too long"));
+    }
+    let stale_after = src.millis("bus_stale_ms", bus::DEFAULT_STALE_AFTER.as_millis() as u64)?;
+    if stale_after <= heartbeat {
+        return Err(src.invalid(
+            "bus_stale_ms",
+            format!(
+                "must be longer than BUS_HEARTBEAT_MS ({} ms), or a live wix-print looks silent",
+                heartbeat.as_millis()
+            ),
+        ));
+    }
+    Ok(BusConfig { heartbeat, stale_after, ..BusConfig::new("wix-ingest", pub_addr, peer_addr) })
+}
+
+/// `tcp://host:port`: the only transport the bus is built with. Port 0 only where we bind.
+fn check_endpoint(addr: &str, bind: bool) -> Result<(), String> {
+    let rest = addr.strip_prefix("tcp://").ok_or_else(|| format!("{addr:?} must look like tcp://host:port"))?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| format!("{addr:?} has no port (tcp://host:port)"))?;
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("{addr:?} has no host (tcp://host:port)"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) if !bind => Err(format!("{addr:?}: port 0 is only allowed where this service binds")),
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("{addr:?}: {port:?} is not a port")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(env: &[(&str, &str)]) -> Source {
+        let env: std::collections::HashMap<String, String> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Source::load_with(KEYS, None, |k| env.get(k).cloned()).unwrap()
+    }
+
+    #[test]
+    fn connectivity_defaults() {
+        let src = source(&[]);
+        let internet = internet_settings(&src).unwrap();
+        let probes: Vec<String> = internet.probes.iter().map(|p| p.to_string()).collect();
+        assert_eq!(probes, ["www.wixapis.com:443", "1.1.1.1:443"]);
+        assert_eq!(internet.interval, Duration::from_secs(5));
+        assert_eq!(internet.timeout, Duration::from_secs(2));
+        assert_eq!(internet.debounce, 2);
+        assert_eq!(internet.retention, Duration::from_secs(30 * 86_400));
+        let bus = bus_config(&src).unwrap();
+        assert_eq!((bus.pub_addr.as_str(), bus.peer_addr.as_str()), ("tcp://127.0.0.1:5561", "tcp://127.0.0.1:5562"));
+        assert_eq!((bus.heartbeat, bus.stale_after), (Duration::from_secs(1), Duration::from_millis(3500)));
+        assert_eq!(bus.source, "wix-ingest");
+    }
+
+    #[test]
+    fn connectivity_values_are_read_and_bad_ones_name_their_variable() {
+        let src = source(&[
+            ("INGEST_INTERNET_PROBES", "tcp://127.0.0.1:9000, [::1]:443"),
+            ("INGEST_INTERNET_INTERVAL_MS", "100"),
+            ("INGEST_INTERNET_DEBOUNCE", "3"),
+            ("INGEST_PUB_ADDR", "tcp://127.0.0.1:7001"),
+            ("PRINT_PUB_ADDR", "tcp://127.0.0.1:7002"),
+            ("BUS_HEARTBEAT_MS", "200"),
+            ("BUS_STALE_MS", "1000"),
+        ]);
+        let internet = internet_settings(&src).unwrap();
+        assert_eq!(internet.probes.len(), 2);
+        assert_eq!((internet.interval, internet.debounce), (Duration::from_millis(100), 3));
+        let bus = bus_config(&src).unwrap();
+        assert_eq!(bus.peer_addr, "tcp://127.0.0.1:7002");
+        assert_eq!(bus.stale_after, Duration::from_secs(1));
+
+        for (env, needle) in [
+            (("INGEST_INTERNET_PROBES", "http://example.com:80"), "INGEST_INTERNET_PROBES"),
+            (("INGEST_INTERNET_PROBES", " , "), "INGEST_INTERNET_PROBES"),
+            (("INGEST_INTERNET_DEBOUNCE", "0"), "INGEST_INTERNET_DEBOUNCE"),
+            (("INGEST_INTERNET_TIMEOUT_MS", "0"), "INGEST_INTERNET_TIMEOUT_MS"),
+            (("INGEST_CONNECTIVITY_RETENTION_DAYS", "0"), "INGEST_CONNECTIVITY_RETENTION_DAYS"),
+        ] {
+            let err = internet_settings(&source(&[env])).unwrap_err().to_string();
+            assert!(err.contains(needle), "{env:?}: {err}");
+        }
+        for (env, needle) in [
+            (vec![("INGEST_PUB_ADDR", "127.0.0.1:5561")], "INGEST_PUB_ADDR"),
+            (vec![("PRINT_PUB_ADDR", "tcp://127.0.0.1:0")], "PRINT_PUB_ADDR"),
+            (vec![("PRINT_PUB_ADDR", "tcp://127.0.0.1:5561")], "PRINT_PUB_ADDR"),
+            (vec![("BUS_HEARTBEAT_MS", "2000"), ("BUS_STALE_MS", "2000")], "BUS_STALE_MS"),
+        ] {
+            let err = bus_config(&source(&env)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{env:?}: {err}");
+        }
     }
 }

@@ -1,11 +1,17 @@
 //! wix-ingest: the edge to Wix. Receives order webhooks, verifies them, stores each new order
 //! version with its outbox row in one SQLite transaction, answers Wix, and forwards the
 //! versions to wix-print. Nothing downstream of this crate knows Wix JSON.
+//!
+//! It also watches the internet (`internet`), joins the connectivity bus with wix-print
+//! (`wixprint_shared::bus`), and reacts to both (`reactions`); none of that is needed for an
+//! order to reach the paper, it only makes recovery quicker and visible.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
+pub mod internet;
 pub mod outbox;
+pub mod reactions;
 pub mod store;
 pub mod sync;
 pub mod webhook;
@@ -40,8 +46,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("binding the admin gRPC listener on {}", config.grpc_addr))?;
     let http_addr = http.local_addr()?;
     let grpc_addr = grpc.local_addr()?;
+    // Never waits for wix-print; a bind error (port taken, bad address) stops the start-up.
+    let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("starting the connectivity bus (INGEST_PUB_ADDR={})", config.bus.pub_addr))?;
 
     let tracker = TaskTracker::new();
+    let (internet_monitor, internet) = internet::InternetMonitor::new(config.internet.clone(), store.clone());
+    tracker.spawn(internet_monitor.run(shutdown.clone()));
+    let outbox_flush = Arc::new(Notify::new());
     let app = webhook::router(webhook::WebhookState {
         verifier,
         store: store.clone(),
@@ -72,6 +85,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if config.sync.is_none() {
         tracing::info!("order sync is off (no WIX_API_KEY_FILE / WIX_SITE_ID); webhooks only");
     }
+    let publisher = bus.clone();
+    tracker.spawn(
+        reactions::Reactions {
+            internet: internet.watch(),
+            publish: Box::new(move |components| publisher.publish(components)),
+            peer_arrived: bus.peer_arrived(),
+            sync: sync_handle.clone(),
+            outbox_flush: outbox_flush.clone(),
+        }
+        .run(shutdown.clone()),
+    );
     let routes = tonic::service::Routes::new(IngestAdminServer::new(admin::Admin {
         store: store.clone(),
         print_service_url: config.print_service_url.clone(),
@@ -79,6 +103,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sync: sync_handle,
         outbox_wake: wake.clone(),
         time_zone: config.time_zone.clone(),
+        internet,
+        peer: bus.watch_peer(),
     }));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<IngestAdminServer<admin::Admin>>().await;
@@ -97,13 +123,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         client: outbox::Forwarder::client(&config.print_service_url, config.outbox_rpc_timeout)?,
         wake,
+        flush: outbox_flush,
         backoff: config.outbox_backoff,
         batch: 64,
     };
     tracker.spawn(forwarder.run(shutdown.clone()));
+    // The bus stops on the shutdown token; the drain waits until its PUB port is released.
+    let bus_closed = bus.clone();
+    tracker.spawn(async move { bus_closed.closed().await });
     tracker.close();
 
-    tracing::info!(%http_addr, %grpc_addr, print_service = %config.print_service_url, db = %config.db_path.display(), "wix-ingest ready");
+    tracing::info!(%http_addr, %grpc_addr, bus = %bus.local_addr(), print_bus = %config.bus.peer_addr,
+        print_service = %config.print_service_url, db = %config.db_path.display(), "wix-ingest ready");
+    drop(bus);
     wixprint_shared::notify::ready(&format!("webhooks on {http_addr}, admin on {grpc_addr}"));
 
     shutdown.cancelled().await;

@@ -5,6 +5,11 @@
 //! permanent refusal (rejected, kept for the operator). Transport errors keep it pending and
 //! back off; nothing is ever dropped. Delivery is at-least-once; wix-print makes it
 //! exactly-once in effect with its UNIQUE (order id, version).
+//!
+//! Two signals shorten its waits: `wake` (a new row was stored) ends an idle wait but never a
+//! backoff; `flush` (wix-print was seen arriving on the connectivity bus) ends any wait,
+//! backoff included, resets the backoff and makes every pending row due at once. Neither is
+//! needed for correctness: without them the rows are retried when their backoff runs out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +24,49 @@ use wixprint_shared::time::now_ms;
 
 use crate::store::Store;
 
+/// After a flush, this many failures retry after [`QUICK_RETRY_DELAY`] (about two seconds of
+/// a starting wix-print: its bus may be up a moment before its gRPC server) before the
+/// ordinary backoff applies again.
+const QUICK_RETRIES_AFTER_FLUSH: u32 = 10;
+const QUICK_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// How long the forwarder waits after a transport failure: consecutive failures across rows
+/// (the backoff belongs to wix-print's availability), shortened for a while after a flush.
+#[derive(Debug, Default)]
+struct Pace {
+    failures: u32,
+    quick: u32,
+}
+
+impl Pace {
+    fn succeeded(&mut self) {
+        *self = Pace::default();
+    }
+
+    /// Counts a failure; returns the delay before the next attempt.
+    fn failed(&mut self, backoff: &Backoff) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let delay = backoff.delay(self.failures);
+        if self.quick > 0 {
+            self.quick -= 1;
+            return delay.min(QUICK_RETRY_DELAY);
+        }
+        delay
+    }
+
+    fn flushed(&mut self) {
+        self.failures = 0;
+        self.quick = QUICK_RETRIES_AFTER_FLUSH;
+    }
+}
+
 pub struct Forwarder {
     pub store: Store,
     pub client: PrintServiceClient<Channel>,
+    /// A new row is waiting: ends an idle wait (not a backoff).
     pub wake: Arc<Notify>,
+    /// wix-print is back: ends any wait, resets the backoff, makes pending rows due now.
+    pub flush: Arc<Notify>,
     pub backoff: Backoff,
     pub batch: usize,
 }
@@ -38,8 +82,7 @@ impl Forwarder {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
-        // Consecutive failures across rows: the backoff belongs to wix-print's availability.
-        let mut failures: u32 = 0;
+        let mut pace = Pace::default();
         while !shutdown.is_cancelled() {
             if let Err(e) = self.store.release_due_events().await {
                 tracing::error!(error = format!("{e:#}"), "releasing held order events failed");
@@ -48,8 +91,8 @@ impl Forwarder {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "reading the outbox failed");
-                    failures += 1;
-                    self.pause(self.backoff.delay(failures), &shutdown).await;
+                    let delay = pace.failed(&self.backoff);
+                    self.pause(delay, &shutdown, &mut pace).await;
                     continue;
                 }
             };
@@ -61,7 +104,7 @@ impl Forwarder {
                 let wait = next_due
                     .map(|ms| Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64))
                     .unwrap_or(Duration::from_secs(60));
-                self.pause(wait, &shutdown).await;
+                self.pause(wait, &shutdown, &mut pace).await;
                 continue;
             }
             for row in rows {
@@ -71,7 +114,7 @@ impl Forwarder {
                 let result = self.client.submit_order(row.request).await;
                 let stored = match result {
                     Ok(resp) => {
-                        failures = 0;
+                        pace.succeeded();
                         tracing::info!(order_id = %row.order_id, version = row.version,
                             disposition = resp.get_ref().disposition, "delivered to wix-print");
                         self.store.mark_delivered(row.id).await
@@ -82,8 +125,7 @@ impl Forwarder {
                         self.store.mark_rejected(row.id, status.to_string()).await
                     }
                     Err(status) => {
-                        failures += 1;
-                        let delay = self.backoff.delay(failures);
+                        let delay = pace.failed(&self.backoff);
                         tracing::warn!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
                             retry_in_ms = delay.as_millis() as u64, error = %status.message(), "wix-print unavailable; will retry");
                         let r = self
@@ -99,9 +141,10 @@ impl Forwarder {
                         }
                         // Keep order: do not try later rows while wix-print is down. New
                         // webhooks do not cut this wait short, or a busy evening would
-                        // hammer a wix-print that is down.
+                        // hammer a wix-print that is down; wix-print arriving on the bus does.
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => {}
+                            _ = self.flush.notified() => self.flush_now(&mut pace).await,
                             _ = shutdown.cancelled() => {}
                         }
                         break;
@@ -114,11 +157,24 @@ impl Forwarder {
         }
     }
 
-    async fn pause(&self, wait: Duration, shutdown: &CancellationToken) {
+    async fn pause(&self, wait: Duration, shutdown: &CancellationToken, pace: &mut Pace) {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = self.wake.notified() => {}
+            _ = self.flush.notified() => self.flush_now(pace).await,
             _ = shutdown.cancelled() => {}
+        }
+    }
+
+    /// wix-print is back: forget the backoff and retry every pending row now.
+    async fn flush_now(&self, pace: &mut Pace) {
+        pace.flushed();
+        match self.store.make_pending_due().await {
+            Ok(0) => tracing::debug!("outbox flush: nothing was waiting for a retry"),
+            Ok(rows) => tracing::info!(rows, "wix-print is back: retrying the outbox now"),
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "making the outbox due failed; rows retry on their backoff")
+            }
         }
     }
 }
@@ -126,4 +182,26 @@ impl Forwarder {
 /// Errors that retrying cannot fix: wix-print looked at the request and refused it.
 fn is_permanent(status: &tonic::Status) -> bool {
     matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_backs_off_and_a_flush_resets_it_and_retries_quickly_for_a_while() {
+        let backoff = Backoff::new(Duration::from_secs(20), Duration::from_secs(60), 0.0).unwrap();
+        let mut pace = Pace::default();
+        assert_eq!(pace.failed(&backoff), Duration::from_secs(20));
+        assert_eq!(pace.failed(&backoff), Duration::from_secs(40));
+        pace.flushed();
+        for _ in 0..QUICK_RETRIES_AFTER_FLUSH {
+            assert_eq!(pace.failed(&backoff), QUICK_RETRY_DELAY);
+        }
+        // Still failing after the quick retries: the backoff continues from where it got to.
+        assert_eq!(pace.failed(&backoff), Duration::from_secs(60));
+        pace.flushed();
+        pace.succeeded();
+        assert_eq!(pace.failed(&backoff), Duration::from_secs(20), "a success forgets the quick retries");
+    }
 }

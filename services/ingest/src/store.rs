@@ -1,6 +1,9 @@
 //! The ingest database: webhook events (delivery dedupe), orders (latest version of each) and
 //! the outbox of order versions still to hand to wix-print.
 //!
+//! It also holds the connectivity history (`connectivity_events`, schema and queries from
+//! `wixprint_shared::connectivity`): what the internet monitor confirmed, and when.
+//!
 //! Invariant: an order version and its outbox row are written in the same transaction, and
 //! the webhook is answered only after that transaction committed. Nothing here talks to the
 //! network.
@@ -9,7 +12,9 @@ use anyhow::Context;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use wixprint_shared::connectivity;
 use wixprint_shared::db::{Cached, Db};
+use wixprint_shared::proto::events::ConnectivityEvent;
 use wixprint_shared::proto::ingest as api;
 use wixprint_shared::proto::order::{Order, OrderSource};
 use wixprint_shared::proto::print::SubmitOrderRequest;
@@ -78,6 +83,7 @@ CREATE TABLE held_events (
 CREATE INDEX held_events_order ON held_events(order_id, sequence);
 CREATE INDEX held_events_release ON held_events(release_ms);
 "#,
+    connectivity::CONNECTIVITY_MIGRATION,
 ];
 
 /// What storing a webhook did.
@@ -310,6 +316,58 @@ impl Store {
                 Ok(())
             })
             .await
+    }
+
+    /// Makes every pending row due now (wix-print is back: its backoff no longer applies).
+    /// Returns how many rows were waiting for a later retry.
+    pub async fn make_pending_due(&self) -> anyhow::Result<usize> {
+        self.db
+            .write(|conn| {
+                let now = now_ms();
+                Ok(conn.exec(
+                    "UPDATE outbox SET next_attempt_ms = ?1 WHERE state = 'pending' AND next_attempt_ms > ?1",
+                    params![now],
+                )?)
+            })
+            .await
+    }
+
+    /// Records a confirmed connectivity change of `(kind, name)`: closes its open row and opens
+    /// a new one. Returns the new row's id.
+    pub async fn record_connectivity_change(
+        &self,
+        kind: &'static str,
+        name: String,
+        from: String,
+        to: String,
+        detail: String,
+        at_ms: i64,
+    ) -> anyhow::Result<i64> {
+        self.db.write(move |conn| Ok(connectivity::record_change(conn, kind, &name, &from, &to, &detail, at_ms)?)).await
+    }
+
+    /// The open (current) connectivity row of `(kind, name)`, if any.
+    pub async fn connectivity_current(
+        &self,
+        kind: &'static str,
+        name: String,
+    ) -> anyhow::Result<Option<ConnectivityEvent>> {
+        self.db.call(move |conn| Ok(connectivity::current(conn, kind, &name)?)).await
+    }
+
+    /// Connectivity rows newest first (see `connectivity::list` for the limit rules).
+    pub async fn list_connectivity(
+        &self,
+        kind: Option<String>,
+        name: Option<String>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<ConnectivityEvent>> {
+        self.db.call(move |conn| Ok(connectivity::list(conn, kind.as_deref(), name.as_deref(), limit)?)).await
+    }
+
+    /// Deletes closed connectivity rows that ended before `older_than_ms`.
+    pub async fn prune_connectivity(&self, older_than_ms: i64) -> anyhow::Result<usize> {
+        self.db.write(move |conn| Ok(connectivity::prune(conn, older_than_ms)?)).await
     }
 
     /// wix-print refused the row as invalid: it is kept (never dropped) but not retried.

@@ -3,7 +3,8 @@
 //! ascending `updatedDate`, and stores what it finds through the same upsert + outbox path as
 //! a webhook, so the two sources never double-print.
 //!
-//! Runs at start-up, every interval, and on `SyncNow`. Rate limits and server errors back off
+//! Runs at start-up, every interval, on `SyncNow`, and when the internet comes back (see
+//! `reactions`). Rate limits and server errors back off
 //! and retry the same page (nothing is skipped); an auth error stops the run and shows the
 //! reason in `GetStatus` instead of hammering Wix with a key it refuses.
 
@@ -53,6 +54,16 @@ impl SyncHandle {
 
     pub fn status(&self) -> SyncStatus {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks for a run now without waiting for it; a run under way is followed by one more.
+    /// Returns false (and does nothing) when the sync is off.
+    pub fn trigger(&self) -> bool {
+        if self.status().state == "off" {
+            return false;
+        }
+        self.trigger.notify_one();
+        true
     }
 
     /// Starts a run now and waits (up to `timeout`) until one has finished; answers with the
@@ -172,8 +183,16 @@ impl OrderSync {
                         s.state = "backing_off".into();
                         s.detail = e.to_string();
                     });
+                    // Wix unreachable is what an outage looks like: a trigger (SyncNow, the
+                    // internet coming back) retries the page at once. Wix's own answers (429,
+                    // 5xx) keep their wait.
+                    let unreachable = matches!(e, ApiError::Transport(_));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => continue,
+                        _ = self.trigger.notified(), if unreachable => {
+                            tracing::info!("retrying the order search now");
+                            continue;
+                        }
                         _ = shutdown.cancelled() => return RunEnd::Shutdown,
                     }
                 }
@@ -228,5 +247,58 @@ impl OrderSync {
             s.watermark = newest.and_then(|w| opt_timestamp(Some(w)));
         });
         RunEnd::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trigger_cuts_the_backoff_short_while_wix_is_unreachable() {
+        // "Wix" accepts and hangs up at once: every search is a transport error.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (counted, accepted) = (attempts.clone(), Arc::new(Notify::new()));
+        let on_accept = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+                counted.fetch_add(1, Ordering::SeqCst);
+                on_accept.notify_one();
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ingest.db"), Duration::from_secs(5)).unwrap();
+        let api = WixApi::new(&url, crate::wix_api::ApiKey::new("key"), "site", Duration::from_secs(5)).unwrap();
+        let hour = Duration::from_secs(3600);
+        let settings = SyncSettings {
+            interval: hour,
+            margin: Duration::from_secs(300),
+            lookback: hour,
+            backoff: Backoff::new(hour, hour, 0.0).unwrap(),
+            auth_pause: hour,
+        };
+        let (sync, handle) = OrderSync::new(api, store, Arc::new(Notify::new()), settings);
+        let token = CancellationToken::new();
+        tokio::spawn(sync.run(token.clone()));
+        let within = |what: &'static str| {
+            let accepted = accepted.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), accepted.notified())
+                    .await
+                    .unwrap_or_else(|_| panic!("{what} within 5 s"))
+            }
+        };
+        within("the first search").await;
+        // Only a retry can connect again now: the backoff is an hour. (A trigger that comes
+        // before the run is waiting is kept as a permit, so there is nothing to wait for here.)
+        assert!(handle.trigger());
+        within("the retry after the trigger").await;
+        assert!(attempts.load(Ordering::SeqCst) >= 2);
+        token.cancel();
+        assert!(!SyncHandle::off("off").trigger(), "a sync that is off is not triggered");
     }
 }

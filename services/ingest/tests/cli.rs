@@ -37,3 +37,29 @@ fn unreadable_or_invalid_key_and_bad_addresses_exit_78() {
     let (code, err) = run(&[("INGEST_HTTP_ADDR", "nowhere"), ("WIX_WEBHOOK_PUBLIC_KEY_FILE", junk)]);
     assert_eq!(code, 78, "{err}");
 }
+
+#[test]
+fn bad_connectivity_settings_exit_78_naming_the_variable() {
+    use rsa::pkcs8::{EncodePublicKey, LineEnding};
+    let dir = tempfile::tempdir().unwrap();
+    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let pem = private.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let key = dir.path().join("wix.pem");
+    std::fs::write(&key, pem).unwrap();
+    let key = key.to_str().unwrap();
+    let (code, err) = run(&[("WIX_WEBHOOK_PUBLIC_KEY_FILE", key)]);
+    assert_eq!(code, 0, "the defaults are valid: {err}");
+    for (var, value) in [
+        ("INGEST_INTERNET_PROBES", "udp://1.1.1.1:53"),
+        ("INGEST_INTERNET_DEBOUNCE", "0"),
+        ("INGEST_INTERNET_INTERVAL_MS", "soon"),
+        ("INGEST_CONNECTIVITY_RETENTION_DAYS", "-1"),
+        ("INGEST_PUB_ADDR", "localhost"),
+        ("PRINT_PUB_ADDR", "tcp://127.0.0.1:5561"),
+        ("BUS_STALE_MS", "500"),
+    ] {
+        let (code, err) = run(&[("WIX_WEBHOOK_PUBLIC_KEY_FILE", key), (var, value)]);
+        assert_eq!(code, 78, "{var}={value}: {err}");
+        assert!(err.contains(var), "{var}={value}: {err}");
+    }
+}
