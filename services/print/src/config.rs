@@ -136,6 +136,51 @@ pub static KEYS: &[Key] = &[
         env: "PRINT_OFFLINE_POLL_MS",
         help: "status poll interval while the printer is not ready (default 1000)",
     },
+    Key {
+        name: "status_poll_ms",
+        env: "PRINT_STATUS_POLL_MS",
+        help: "printer status poll interval while idle (default 1000)",
+    },
+    Key {
+        name: "status_debounce",
+        env: "PRINT_STATUS_DEBOUNCE",
+        help: "status reads in a row that confirm a printer went away (default 2; coming back counts at once)",
+    },
+    Key {
+        name: "connectivity_retention_days",
+        env: "PRINT_CONNECTIVITY_RETENTION_DAYS",
+        help: "how long connectivity events are kept (default 30)",
+    },
+    Key {
+        name: "pub_addr",
+        env: "PRINT_PUB_ADDR",
+        help: "this service's ZeroMQ PUB socket (default tcp://127.0.0.1:5562)",
+    },
+    Key {
+        name: "peer_pub_addr",
+        env: "INGEST_PUB_ADDR",
+        help: "wix-ingest's PUB socket (default tcp://127.0.0.1:5561)",
+    },
+    Key {
+        name: "bus_heartbeat_ms",
+        env: "BUS_HEARTBEAT_MS",
+        help: "connectivity state re-sent this often (default 1000)",
+    },
+    Key {
+        name: "bus_stale_ms",
+        env: "BUS_STALE_MS",
+        help: "peer unknown after this long without a heartbeat (default 3500)",
+    },
+    Key {
+        name: "high_priority_total",
+        env: "PRINT_HIGH_PRIORITY_TOTAL",
+        help: "orders with a total at or above this amount print all receipts at HIGH priority (default off)",
+    },
+    Key {
+        name: "recovery_rate",
+        env: "PRINT_RECOVERY_RATE",
+        help: "most tickets per second while a recovery drains a backlog (default 0 = as fast as the printer)",
+    },
     Key { name: "max_attempts", env: "PRINT_MAX_ATTEMPTS", help: "attempts before a job is dead-lettered (default 5)" },
     Key {
         name: "retry_backoff_min_ms",
@@ -198,6 +243,15 @@ pub struct Config {
     pub status_timeout: Duration,
     pub connect_timeout: Duration,
     pub offline_poll: Duration,
+    pub status_poll: Duration,
+    pub status_debounce: u32,
+    pub connectivity_retention: Duration,
+    pub bus: wixprint_shared::bus::BusConfig,
+    /// Orders with at least this total (in minor units of any currency, 2 decimals) print
+    /// at HIGH priority.
+    pub high_priority_total: Option<String>,
+    /// Tickets per second during a recovery; `None` = unlimited.
+    pub recovery_rate: Option<f64>,
     pub max_attempts: u32,
     pub retry_backoff: Backoff,
     pub shutdown_grace: Duration,
@@ -251,6 +305,39 @@ impl Config {
             footer: lines("receipt_footer"),
             qr: src.string("receipt_qr", ""),
         };
+        let status_debounce: u32 = src.parse("status_debounce", 2)?;
+        if status_debounce == 0 {
+            return Err(src.invalid("status_debounce", "must be at least 1"));
+        }
+        let retention_days: u64 = src.parse("connectivity_retention_days", 30)?;
+        if retention_days == 0 {
+            return Err(src.invalid("connectivity_retention_days", "must be at least 1"));
+        }
+        let bus = wixprint_shared::bus::BusConfig {
+            source: "wix-print".into(),
+            pub_addr: src.string("pub_addr", wixprint_shared::bus::DEFAULT_PRINT_PUB),
+            peer_addr: src.string("peer_pub_addr", wixprint_shared::bus::DEFAULT_INGEST_PUB),
+            heartbeat: src.millis("bus_heartbeat_ms", 1_000)?,
+            stale_after: src.millis("bus_stale_ms", 3_500)?,
+        };
+        if bus.stale_after <= bus.heartbeat {
+            return Err(src.invalid("bus_stale_ms", "must be longer than BUS_HEARTBEAT_MS"));
+        }
+        if bus.pub_addr == bus.peer_addr {
+            return Err(src.invalid("pub_addr", "must differ from INGEST_PUB_ADDR"));
+        }
+        let high_priority_total = match src.get("high_priority_total") {
+            None => None,
+            Some(v) if crate::priority::parse_amount(v).is_some() => Some(v.to_owned()),
+            Some(v) => {
+                return Err(src.invalid("high_priority_total", format!("{v:?} is not an amount like 100 or 99.50")));
+            }
+        };
+        let rate: f64 = src.parse("recovery_rate", 0.0)?;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(src.invalid("recovery_rate", format!("{rate} must be 0 (unlimited) or a positive number")));
+        }
+        let recovery_rate = (rate > 0.0).then_some(rate);
         Ok(Self {
             grpc_addr: src.parse("grpc_addr", "127.0.0.1:50052".parse().expect("literal"))?,
             db_path: src.path("db_path").unwrap_or_else(|| "print.db".into()),
@@ -276,6 +363,12 @@ impl Config {
             status_timeout: src.millis("status_timeout_ms", 2_000)?,
             connect_timeout: src.millis("connect_timeout_ms", 2_000)?,
             offline_poll: src.millis("offline_poll_ms", 1_000)?,
+            status_poll: src.millis("status_poll_ms", 1_000)?,
+            status_debounce,
+            connectivity_retention: Duration::from_secs(retention_days * 86_400),
+            bus,
+            high_priority_total,
+            recovery_rate,
             max_attempts,
             retry_backoff,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,

@@ -59,6 +59,11 @@ pub struct Dispatcher {
     pub retry_backoff: Backoff,
     /// Wakes the dispatcher when jobs are queued.
     pub wake: Arc<Notify>,
+    /// Pause and pace, set by the recovery manager.
+    pub gate: crate::printers::Gate,
+    /// Status poll interval while idle (the printer monitor): a printer that goes away or
+    /// comes back is noticed even when nothing is printing.
+    pub idle_poll: Duration,
     /// Time a job in flight may take to finish after shutdown was requested.
     pub grace: Duration,
 }
@@ -83,6 +88,14 @@ pub fn render_job(p: &Printable, layout: &Layout) -> receipt::Document {
     }
 }
 
+fn status_detail(s: &crate::printer::PrinterStatus) -> String {
+    if s.ready() && s.state() == State::Online {
+        String::new()
+    } else {
+        format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper)
+    }
+}
+
 enum Outcome {
     /// The job was handled (printed, uncertain, dead); go on at once.
     Next,
@@ -92,7 +105,22 @@ enum Outcome {
 
 impl Dispatcher {
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_poll: Option<tokio::time::Instant> = None;
+        let mut last_print: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
+            if self.gate.is_paused() {
+                tokio::select! {
+                    _ = self.gate.open() => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            if let (Some(interval), Some(at)) = (self.gate.min_interval(), last_print) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at + interval) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
             let job = match self.store.next_ready_job(&self.printer).await {
                 Ok(j) => j,
                 Err(e) => {
@@ -102,11 +130,16 @@ impl Dispatcher {
                 }
             };
             let Some(job) = job else {
+                // Idle: read the printer's status every `idle_poll`.
+                if last_poll.is_none_or(|at| at.elapsed() >= self.idle_poll) {
+                    self.poll_status().await;
+                    last_poll = Some(tokio::time::Instant::now());
+                }
                 let wait = match self.store.next_due_ms(&self.printer).await {
                     Ok(Some(ms)) => Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64),
                     _ => Duration::from_secs(60),
                 };
-                self.idle(wait, &shutdown).await;
+                self.idle(wait.min(self.idle_poll), &shutdown).await;
                 continue;
             };
             // A job in flight finishes even when shutdown arrives meanwhile (bounded by the grace).
@@ -117,14 +150,24 @@ impl Dispatcher {
                     return;
                 }
             };
-            if let Outcome::PrinterNotReady = outcome {
-                self.maybe_fail_over().await;
-                tokio::select! {
-                    _ = tokio::time::sleep(self.timeouts.poll) => {}
-                    _ = shutdown.cancelled() => {}
+            last_poll = Some(tokio::time::Instant::now());
+            match outcome {
+                Outcome::Next => last_print = Some(tokio::time::Instant::now()),
+                Outcome::PrinterNotReady => {
+                    self.maybe_fail_over().await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.timeouts.poll) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
                 }
             }
         }
+    }
+
+    /// One status read (`DLE EOT` 1, 2, 4 on a short connection) for the monitor.
+    async fn poll_status(&self) {
+        let (state, detail) = crate::printer::probe(&self.url, self.timeouts).await;
+        self.monitor.set(state, detail);
     }
 
     /// Moves this printer's waiting jobs to its backup once it has been not ready for the
@@ -170,8 +213,7 @@ impl Dispatcher {
         match conn.status().await {
             Ok(s) if s.ready() => self.monitor.set(s.state(), ""),
             Ok(s) => {
-                self.monitor
-                    .set(s.state(), format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper));
+                self.monitor.set(s.state(), status_detail(&s));
                 return Outcome::PrinterNotReady;
             }
             Err(e) => {

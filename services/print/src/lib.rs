@@ -5,10 +5,12 @@
 
 pub mod changes;
 pub mod config;
+pub mod connectivity;
 pub mod dispatcher;
 pub mod glyphs;
 pub mod printer;
 pub mod printers;
+pub mod priority;
 pub mod receipt;
 pub mod service;
 pub mod store;
@@ -43,6 +45,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("binding the gRPC listener on {}", config.grpc_addr))?;
     let grpc_addr = grpc.local_addr()?;
 
+    let changes = tokio::sync::broadcast::Sender::new(256);
+    let timeouts = printer::Timeouts {
+        connect: config.connect_timeout,
+        status: config.status_timeout,
+        confirm: config.confirm_timeout,
+        poll: config.offline_poll,
+    };
     let printers = printers::Printers::new(
         config
             .printers
@@ -51,9 +60,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 name: p.name.clone(),
                 url: p.url.clone(),
                 layout: Arc::new(layout_for(&config, p)),
-                monitor: printer::Monitor::new(&p.name, &p.url),
+                monitor: printer::Monitor::with_changes(&p.name, &p.url, config.status_debounce, changes.clone()),
                 wake: Arc::new(Notify::new()),
                 backup: p.backup.clone(),
+                gate: printers::Gate::default(),
             })
             .collect(),
     );
@@ -64,10 +74,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         routes: config.routes.clone(),
         default_printer: config.printers[0].name.clone(),
         copies: config.copies.clone(),
+        priority: priority::Rules {
+            allergy_words: config.allergy_words.clone(),
+            high_total: config.high_priority_total.clone(),
+        },
         restaurant_app_id: config.restaurant_app_id.clone(),
         reprint_driver_when_paid: config.reprint_driver_when_paid,
     };
 
+    let tracker = TaskTracker::new();
+    // The bus never waits for wix-ingest; a PUB port that cannot be bound is a startup error.
+    let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("starting the connectivity bus on {}", config.bus.pub_addr))?;
+    tracker.spawn(connectivity::run(
+        store.clone(),
+        printers.clone(),
+        bus.clone(),
+        changes.subscribe(),
+        config.connectivity_retention,
+        shutdown.clone(),
+    ));
     let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing {
         store: store.clone(),
         policy: policy.clone(),
@@ -77,13 +104,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         printers: printers.clone(),
         policy: policy.clone(),
+        bus: bus.clone(),
+        timeouts,
         started_ms,
     }));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<PrintServiceServer<service::Printing>>().await;
     health.set_serving::<PrintAdminServer<service::Admin>>().await;
 
-    let tracker = TaskTracker::new();
     // The gRPC server stops on its own token, after the dispatcher: a SubmitOrder arriving
     // during the drain is still committed (and printed after the restart).
     let grpc_stop = CancellationToken::new();
@@ -113,15 +141,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             buzzer: config.buzzer.clone(),
             buzzer_layout: Arc::new(buzzing),
             failover,
-            timeouts: printer::Timeouts {
-                connect: config.connect_timeout,
-                status: config.status_timeout,
-                confirm: config.confirm_timeout,
-                poll: config.offline_poll,
-            },
+            timeouts,
             confirm_mode: config.confirm_mode,
             retry_backoff: config.retry_backoff,
             wake: handle.wake.clone(),
+            gate: handle.gate.clone(),
+            idle_poll: config.status_poll,
             grace: config.shutdown_grace,
         };
         tracker.spawn(dispatcher.run(shutdown.clone()));

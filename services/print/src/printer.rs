@@ -150,19 +150,57 @@ pub enum PrintError {
 pub struct Observed {
     pub name: String,
     pub url: String,
+    /// The confirmed (debounced) state: what status, events and failover go by.
     pub state: State,
     pub detail: String,
     pub since_ms: i64,
     pub last_checked_ms: i64,
     pub checks: u64,
+    /// The last raw observation (may not be confirmed yet).
+    pub raw: State,
 }
 
+/// A confirmed change of a printer's state.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub printer: String,
+    pub from: State,
+    pub to: State,
+    pub detail: String,
+    pub at_ms: i64,
+}
+
+struct MonitorInner {
+    observed: Observed,
+    /// A not-ready state seen this many times in a row, not yet confirmed.
+    pending: Option<(State, u32)>,
+}
+
+/// One printer's state, fed by the dispatcher's and the poller's observations. A printer
+/// coming back (online) is believed at once: printing resumes and recovery starts without
+/// delay. A printer going away (offline, paper out, ...) is confirmed only after `confirm`
+/// observations in a row, so one lost status reply does not raise an alarm.
 #[derive(Clone)]
-pub struct Monitor(Arc<Mutex<Observed>>);
+pub struct Monitor {
+    inner: Arc<Mutex<MonitorInner>>,
+    confirm: u32,
+    changes: tokio::sync::broadcast::Sender<Change>,
+}
 
 impl Monitor {
     pub fn new(name: &str, url: &PrinterUrl) -> Self {
-        Self(Arc::new(Mutex::new(Observed {
+        Self::with_changes(name, url, 1, tokio::sync::broadcast::Sender::new(64))
+    }
+
+    /// A monitor confirming not-ready states after `confirm` observations, announcing
+    /// confirmed changes on `changes`.
+    pub fn with_changes(
+        name: &str,
+        url: &PrinterUrl,
+        confirm: u32,
+        changes: tokio::sync::broadcast::Sender<Change>,
+    ) -> Self {
+        let observed = Observed {
             name: name.to_owned(),
             url: url.to_string(),
             state: State::Unknown,
@@ -170,29 +208,67 @@ impl Monitor {
             since_ms: now_ms(),
             last_checked_ms: 0,
             checks: 0,
-        })))
+            raw: State::Unknown,
+        };
+        Self { inner: Arc::new(Mutex::new(MonitorInner { observed, pending: None })), confirm: confirm.max(1), changes }
     }
 
     pub fn get(&self) -> Observed {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).observed.clone()
     }
 
-    /// Records `state`; logs only changes.
+    /// Records one observation; a confirmed change is logged and announced.
     pub fn set(&self, state: State, detail: impl Into<String>) {
         let detail = detail.into();
-        let mut o = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        o.checks += 1;
-        o.last_checked_ms = now_ms();
-        if o.state != state {
+        let change = {
+            let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let inner = &mut *guard;
+            let o = &mut inner.observed;
+            o.checks += 1;
+            o.last_checked_ms = now_ms();
+            o.raw = state;
+            if o.state == state {
+                inner.pending = None;
+                o.detail = detail;
+                return;
+            }
+            let seen = match inner.pending {
+                Some((s, n)) if s == state => n + 1,
+                _ => 1,
+            };
+            if state != State::Online && seen < self.confirm {
+                inner.pending = Some((state, seen));
+                return;
+            }
+            inner.pending = None;
+            let change =
+                Change { printer: o.name.clone(), from: o.state, to: state, detail: detail.clone(), at_ms: now_ms() };
             if state == State::Online {
                 tracing::info!(printer = %o.name, from = o.state.as_str(), "printer online");
             } else {
                 tracing::warn!(printer = %o.name, from = o.state.as_str(), to = state.as_str(), %detail, "printer not ready; queue waits");
             }
             o.state = state;
-            o.since_ms = now_ms();
-        }
-        o.detail = detail;
+            o.since_ms = change.at_ms;
+            o.detail = detail;
+            change
+        };
+        // No receiver is fine: nobody is interested yet.
+        let _ = self.changes.send(change);
+    }
+}
+
+/// Reads the printer's status on a short connection of its own (`DLE EOT` 1, 2, 4): the
+/// state and a detail for the monitor. Nothing is printed.
+pub async fn probe(url: &PrinterUrl, timeouts: Timeouts) -> (State, String) {
+    let result = match Connection::open(url, timeouts).await {
+        Ok(mut conn) => conn.status().await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(s) if s.state() == State::Online => (State::Online, String::new()),
+        Ok(s) => (s.state(), format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper)),
+        Err(e) => (State::Offline, e.to_string()),
     }
 }
 

@@ -3,8 +3,9 @@
 //! printer) and the gRPC services.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::printer::{Monitor, PrinterUrl};
 use crate::receipt::Layout;
@@ -19,6 +20,47 @@ pub struct PrinterHandle {
     pub wake: Arc<Notify>,
     /// Printer that takes this one's tickets when it has been not ready for too long.
     pub backup: Option<String>,
+    /// Lets the recovery manager pause this printer's queue or slow it down.
+    pub gate: Gate,
+}
+
+/// What the dispatcher asks before it takes the next job: may it print, and how fast.
+#[derive(Clone)]
+pub struct Gate {
+    paused: watch::Sender<bool>,
+    /// Least time between two tickets (a rate-limited recovery); `None` = as fast as it goes.
+    min_interval: watch::Sender<Option<Duration>>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate { paused: watch::Sender::new(false), min_interval: watch::Sender::new(None) }
+    }
+}
+
+impl Gate {
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    pub fn set_min_interval(&self, interval: Option<Duration>) {
+        self.min_interval.send_replace(interval);
+    }
+
+    pub fn min_interval(&self) -> Option<Duration> {
+        *self.min_interval.borrow()
+    }
+
+    /// Returns once the queue is not paused.
+    pub async fn open(&self) {
+        let mut rx = self.paused.subscribe();
+        // The sender lives in `self`, so `wait_for` only ends when the value is false.
+        let _ = rx.wait_for(|paused| !*paused).await;
+    }
 }
 
 /// All printers, in configuration order (the first is the default route). Cheap to clone.

@@ -51,6 +51,8 @@ pub struct Admin {
     pub printers: Printers,
     /// For the routes: which printer a receipt type prints on.
     pub policy: QueuePolicy,
+    pub bus: wixprint_shared::bus::Bus,
+    pub timeouts: crate::printer::Timeouts,
     pub started_ms: i64,
 }
 
@@ -84,6 +86,102 @@ impl PrintAdmin for Admin {
             order_versions,
             version: wixprint_shared::VERSION.to_owned(),
             started_at: Some(wixprint_shared::time::timestamp_from_ms(self.started_ms)),
+            connectivity: crate::connectivity::components(&self.printers),
+            peer: Some(self.bus.peer()),
+        }))
+    }
+
+    async fn get_connectivity(
+        &self,
+        _: Request<GetConnectivityRequest>,
+    ) -> Result<Response<GetConnectivityResponse>, Status> {
+        Ok(Response::new(GetConnectivityResponse {
+            components: crate::connectivity::components(&self.printers),
+            peer: Some(self.bus.peer()),
+        }))
+    }
+
+    async fn check_connectivity(
+        &self,
+        _: Request<CheckConnectivityRequest>,
+    ) -> Result<Response<GetConnectivityResponse>, Status> {
+        // One printer after the other; each read is bounded by the connect and status timeouts.
+        let probes = self.printers.iter().map(|h| async move {
+            let (state, detail) = crate::printer::probe(&h.url, self.timeouts).await;
+            h.monitor.set(state, detail.clone());
+            wixprint_shared::proto::events::Component {
+                kind: wixprint_shared::connectivity::KIND_PRINTER.into(),
+                name: h.name.clone(),
+                state: state.as_str().into(),
+                since: Some(wixprint_shared::time::timestamp_from_ms(h.monitor.get().since_ms)),
+                detail,
+            }
+        });
+        let mut components = Vec::new();
+        for p in probes {
+            components.push(p.await);
+        }
+        Ok(Response::new(GetConnectivityResponse { components, peer: Some(self.bus.peer()) }))
+    }
+
+    async fn list_connectivity_events(
+        &self,
+        req: Request<ListConnectivityEventsRequest>,
+    ) -> Result<Response<ListConnectivityEventsResponse>, Status> {
+        let req = req.into_inner();
+        if req.limit > wixprint_shared::connectivity::MAX_LIST_LIMIT {
+            return Err(Status::invalid_argument(format!(
+                "limit must be at most {}",
+                wixprint_shared::connectivity::MAX_LIST_LIMIT
+            )));
+        }
+        for (field, v) in [("kind", &req.kind), ("name", &req.name)] {
+            if v.len() > 100 {
+                return Err(Status::invalid_argument(format!("{field} must be at most 100 characters")));
+            }
+        }
+        let kind = Some(req.kind).filter(|s| !s.is_empty());
+        let name = Some(req.name).filter(|s| !s.is_empty());
+        let events = self.store.connectivity_events(kind, name, req.limit).await.map_err(internal)?;
+        Ok(Response::new(ListConnectivityEventsResponse { events }))
+    }
+
+    async fn get_queue_status(
+        &self,
+        _: Request<GetQueueStatusRequest>,
+    ) -> Result<Response<GetQueueStatusResponse>, Status> {
+        let (rows, oldest) = self.store.queue_counts().await.map_err(internal)?;
+        let waiting_state = |s: crate::store::JobState| {
+            matches!(
+                s,
+                crate::store::JobState::Queued | crate::store::JobState::Uncertain | crate::store::JobState::Failed
+            )
+        };
+        let waiting = rows.iter().filter(|r| waiting_state(r.1)).map(|r| r.3).sum();
+        let printers = self
+            .printers
+            .iter()
+            .map(|h| PrinterQueue {
+                printer: h.name.clone(),
+                waiting: rows.iter().filter(|r| r.0 == h.name && waiting_state(r.1)).map(|r| r.3).sum(),
+                paused: h.gate.is_paused(),
+            })
+            .collect();
+        let counts = rows
+            .into_iter()
+            .map(|(printer, state, priority, count)| QueueCount {
+                printer,
+                state: state.to_proto() as i32,
+                priority,
+                priority_name: crate::priority::name(priority).into(),
+                count,
+            })
+            .collect();
+        Ok(Response::new(GetQueueStatusResponse {
+            counts,
+            waiting,
+            oldest_waiting_ms: oldest.map_or(0, |t| (wixprint_shared::time::now_ms() - t).max(0) as u64),
+            printers,
         }))
     }
 

@@ -82,6 +82,7 @@ UPDATE orders SET paper_version = set_version;
 ALTER TABLE jobs ADD COLUMN routed_from TEXT;
 CREATE INDEX jobs_printer_ready ON jobs (printer, state, priority, order_time_ms, type_rank, id);
 "#,
+    wixprint_shared::connectivity::CONNECTIVITY_MIGRATION,
 ];
 
 /// Job lifecycle (design §4).
@@ -141,17 +142,6 @@ impl JobState {
 
     pub fn from_proto(s: api::JobState) -> Option<Self> {
         Self::ALL.into_iter().find(|st| st.to_proto() == s)
-    }
-}
-
-/// Queue position of a receipt type: priority first (lower prints first), then order time,
-/// then kitchen → driver → customer.
-fn priority_and_rank(t: ReceiptType) -> (i32, i32) {
-    match t {
-        ReceiptType::Kitchen => (1, 1),
-        ReceiptType::Driver => (2, 2),
-        ReceiptType::Customer => (3, 3),
-        ReceiptType::Unspecified => (3, 4),
     }
 }
 
@@ -233,6 +223,8 @@ pub struct QueuePolicy {
     pub default_printer: String,
     /// Copies of the receipt set's tickets per type (default 1); slips print once.
     pub copies: Vec<(ReceiptType, u32)>,
+    /// Queue priorities (allergy → CRITICAL, big orders → HIGH).
+    pub priority: crate::priority::Rules,
     /// Print only orders with a line item from this app (Wix Restaurants); `None` prints all.
     pub restaurant_app_id: Option<String>,
     /// Reprint the driver slip when an order printed as unpaid becomes paid.
@@ -270,7 +262,7 @@ fn insert_job(
     policy: &QueuePolicy,
     now: i64,
 ) -> anyhow::Result<i64> {
-    let (priority, rank) = priority_and_rank(t);
+    let (priority, rank) = policy.priority.of(order, t);
     let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
     tx.exec(
         "INSERT INTO jobs (order_id, order_number, version, kind, base_version, receipt_type, copy, state, priority,
@@ -721,6 +713,67 @@ impl Store {
                         job_from_row,
                     )
                     .optional()?)
+            })
+            .await
+    }
+
+    /// Records a confirmed printer state change as a `connectivity_events` row.
+    pub async fn record_printer_change(&self, c: crate::printer::Change) -> anyhow::Result<()> {
+        self.db
+            .write(move |tx| {
+                wixprint_shared::connectivity::record_change(
+                    tx,
+                    wixprint_shared::connectivity::KIND_PRINTER,
+                    &c.printer,
+                    c.from.as_str(),
+                    c.to.as_str(),
+                    &c.detail,
+                    c.at_ms,
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn connectivity_events(
+        &self,
+        kind: Option<String>,
+        name: Option<String>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<wixprint_shared::proto::events::ConnectivityEvent>> {
+        self.db
+            .call(move |conn| Ok(wixprint_shared::connectivity::list(conn, kind.as_deref(), name.as_deref(), limit)?))
+            .await
+    }
+
+    /// Deletes closed connectivity events that ended before `cutoff_ms`.
+    pub async fn prune_connectivity(&self, cutoff_ms: i64) -> anyhow::Result<usize> {
+        self.db.write(move |tx| Ok(wixprint_shared::connectivity::prune(tx, cutoff_ms)?)).await
+    }
+
+    /// Jobs by printer, state and priority; and the oldest waiting job's creation time.
+    pub async fn queue_counts(&self) -> anyhow::Result<(Vec<(String, JobState, i32, u64)>, Option<i64>)> {
+        self.db
+            .call(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT printer, state, priority, count(*) FROM jobs GROUP BY printer, state, priority
+                     ORDER BY printer, state, priority",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i32>(2)?, r.get::<_, i64>(3)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let counts = rows
+                    .into_iter()
+                    .filter_map(|(p, s, prio, n)| JobState::parse(&s).map(|s| (p, s, prio, n as u64)))
+                    .collect();
+                let oldest: Option<i64> = conn.row(
+                    "SELECT min(created_ms) FROM jobs WHERE state IN ('queued', 'uncertain', 'failed')",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((counts, oldest))
             })
             .await
     }

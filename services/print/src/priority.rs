@@ -1,0 +1,133 @@
+//! Queue priorities: which ticket prints first when several wait (after an outage, at the
+//! Friday rush). Lower numbers print first; within a priority, the order time, then kitchen →
+//! driver → customer (the `type_rank`).
+//!
+//! - CRITICAL (0): the kitchen ticket (or change slip) of an order whose note or modifiers
+//!   name an allergy word: the kitchen must see it before it cooks anything else.
+//! - HIGH (1): kitchen tickets, and every receipt of an order whose total reaches the
+//!   configured threshold.
+//! - NORMAL (2): driver / pickup slips.
+//! - LOW (3): customer receipts.
+
+use wixprint_shared::proto::order::Order;
+use wixprint_shared::proto::print::ReceiptType;
+
+pub const CRITICAL: i32 = 0;
+pub const HIGH: i32 = 1;
+pub const NORMAL: i32 = 2;
+pub const LOW: i32 = 3;
+
+/// The name of a priority value, for the admin API and logs.
+pub fn name(p: i32) -> &'static str {
+    match p {
+        CRITICAL => "critical",
+        HIGH => "high",
+        NORMAL => "normal",
+        LOW => "low",
+        _ => "other",
+    }
+}
+
+/// What decides a job's priority besides its receipt type.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub allergy_words: Vec<String>,
+    /// Orders with at least this total print every receipt at HIGH.
+    pub high_total: Option<String>,
+}
+
+impl Rules {
+    /// The priority of `t` for `order`, and its rank within a priority.
+    pub fn of(&self, order: &Order, t: ReceiptType) -> (i32, i32) {
+        let rank = match t {
+            ReceiptType::Kitchen => 1,
+            ReceiptType::Driver => 2,
+            ReceiptType::Customer => 3,
+            ReceiptType::Unspecified => 4,
+        };
+        let base = match t {
+            ReceiptType::Kitchen => HIGH,
+            ReceiptType::Driver => NORMAL,
+            _ => LOW,
+        };
+        if t == ReceiptType::Kitchen && has_allergy(order, &self.allergy_words) {
+            return (CRITICAL, rank);
+        }
+        let big = self.high_total.as_deref().and_then(parse_amount).is_some_and(|limit| {
+            order.price_summary.as_ref().and_then(|p| parse_amount(&p.total)).is_some_and(|total| total >= limit)
+        });
+        (if big { base.min(HIGH) } else { base }, rank)
+    }
+}
+
+fn has_allergy(order: &Order, words: &[String]) -> bool {
+    if words.is_empty() {
+        return false;
+    }
+    let hit = |text: &str| !crate::receipt::allergy_matches(text, words).is_empty();
+    hit(&order.buyer_note) || order.line_items.iter().any(|l| l.modifiers.iter().any(|m| hit(&m.group) || hit(&m.name)))
+}
+
+/// A non-negative decimal amount ("100", "99.5", "1234.56") in millionths; `None` when it
+/// is not one.
+pub fn parse_amount(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() || int.len() > 18 || frac.len() > 6 {
+        return None;
+    }
+    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int: i128 = int.parse().ok()?;
+    let frac: i128 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().ok()? };
+    Some(int * 1_000_000 + frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wixprint_shared::proto::order::{LineItem, Modifier, PriceSummary};
+
+    fn order(note: &str, modifier: &str, total: &str) -> Order {
+        Order {
+            buyer_note: note.into(),
+            line_items: vec![LineItem {
+                name: "Erdnuss-Curry".into(),
+                modifiers: vec![Modifier { group: "Extras".into(), name: modifier.into(), ..Default::default() }],
+                ..Default::default()
+            }],
+            price_summary: Some(PriceSummary { total: total.into(), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn allergy_makes_the_kitchen_ticket_critical_only() {
+        let rules = Rules { allergy_words: vec!["Erdnüsse".into(), "Gluten".into()], high_total: None };
+        let o = order("Bitte keine Erdnüsse!", "", "20.00");
+        assert_eq!(rules.of(&o, ReceiptType::Kitchen), (CRITICAL, 1));
+        assert_eq!(rules.of(&o, ReceiptType::Driver), (NORMAL, 2));
+        assert_eq!(rules.of(&o, ReceiptType::Customer), (LOW, 3));
+        assert_eq!(rules.of(&order("", "ohne Gluten", "1"), ReceiptType::Kitchen).0, CRITICAL);
+        // Item names never trigger: "Erdnuss-Curry" is a dish, not an allergy.
+        assert_eq!(rules.of(&order("", "", "1"), ReceiptType::Kitchen).0, HIGH);
+    }
+
+    #[test]
+    fn big_orders_print_everything_at_high() {
+        let rules = Rules { allergy_words: vec![], high_total: Some("200".into()) };
+        assert_eq!(rules.of(&order("", "", "200.00"), ReceiptType::Customer).0, HIGH);
+        assert_eq!(rules.of(&order("", "", "199.99"), ReceiptType::Customer).0, LOW);
+        assert_eq!(rules.of(&order("", "", "not money"), ReceiptType::Driver).0, NORMAL);
+    }
+
+    #[test]
+    fn amounts_parse_strictly() {
+        assert_eq!(parse_amount("100"), Some(100_000_000));
+        assert_eq!(parse_amount(" 99.5 "), Some(99_500_000));
+        for bad in ["", "-1", "1e3", "1.2.3", ".5", "12,50", "1.1234567"] {
+            assert_eq!(parse_amount(bad), None, "{bad}");
+        }
+    }
+}
