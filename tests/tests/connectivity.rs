@@ -258,3 +258,46 @@ async fn without_wix_print_ingest_starts_reports_the_peer_unknown_and_takes_webh
     assert_eq!(st.peer.map(|p| p.state).as_deref(), Some("unknown"));
     assert_eq!(st.connectivity[0].state, "online");
 }
+
+/// wix-print's view of wix-ingest over the bus: a late subscriber (wix-print started after
+/// wix-ingest) sees it live with its internet state; a killed wix-ingest turns `unknown` after
+/// the staleness time; restarted, it is live again with a new instance. Printing never waits
+/// for any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wix_print_sees_ingest_late_killed_and_restarted() {
+    use wixprint_shared::proto::print::GetStatusRequest as PrintStatusRequest;
+    let mut stack = stack(StackOptions::default().print_stopped()).await;
+    stack.print.start().await.unwrap();
+    let print = stack.print_admin().await.unwrap();
+    let peer = || {
+        let mut print = print.clone();
+        async move {
+            let s = print.get_status(PrintStatusRequest {}).await?.into_inner();
+            anyhow::Ok(s.peer.unwrap_or_default())
+        }
+    };
+    let live_with_internet = |p: &wixprint_shared::proto::events::PeerStatus| {
+        p.state == "live"
+            && p.source == "wix-ingest"
+            && p.components.iter().any(|c| c.kind == "internet" && c.state == "online")
+    };
+    wait_until(T, "wix-print sees wix-ingest live", || async { Ok(live_with_internet(&peer().await?)) })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+    let first = peer().await.unwrap().instance;
+
+    stack.ingest.kill().await;
+    let killed = Instant::now();
+    wait_until(T, "wix-ingest unknown", || async { Ok(peer().await?.state == "unknown") }).await.unwrap();
+    assert!(killed.elapsed() >= STALE / 2, "unknown only after the staleness time, not at once");
+
+    stack.ingest.start().await.unwrap();
+    wait_until(T, "wix-ingest live again", || async { Ok(live_with_internet(&peer().await?)) }).await.unwrap();
+    let again = peer().await.unwrap();
+    assert_ne!(again.instance, first, "a restart is a new instance");
+    assert!(again.restarts_seen >= 1, "{again:?}");
+
+    // And an order still goes all the way through.
+    stack.send_event(&fixture(PICKUP)).await.unwrap();
+    stack.sim.wait_for_tickets(3, T).await.unwrap();
+}
