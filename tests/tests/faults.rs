@@ -64,8 +64,7 @@ async fn every_stopped_state_is_reported_and_recorded_even_while_idle() {
         .into_inner()
         .events;
     // Newest first: the path back, read oldest first.
-    let path: Vec<(String, String)> =
-        events.iter().rev().map(|e| (e.from_state.clone(), e.to_state.clone())).collect();
+    let path: Vec<(String, String)> = events.iter().rev().map(|e| (e.from_state.clone(), e.to_state.clone())).collect();
     let expected: Vec<(String, String)> = [
         ("unknown", "online"),
         ("online", "paper_out"),
@@ -154,11 +153,7 @@ async fn paper_out_after_an_unconfirmed_ticket_reprints_it_once_with_the_banner(
     assert!(jobs[0].reprint);
 
     let mut admin = stack.print_admin().await.unwrap();
-    let events = admin
-        .list_connectivity_events(ListConnectivityEventsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events =
+        admin.list_connectivity_events(ListConnectivityEventsRequest::default()).await.unwrap().into_inner().events;
     assert!(events.iter().any(|e| e.to_state == "paper_out"), "{events:#?}");
 }
