@@ -2,7 +2,7 @@
 //! ESC/POS bytes).
 
 use super::Layout;
-use super::text::{printable, qr_data};
+use super::text::{columns_of, needs_raster, printable, qr_data};
 
 /// A rendered receipt: what prints, line by line.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,7 +139,7 @@ impl Document {
                 None => printable(&line.text, layout.code_page),
             };
             if !text.is_empty() {
-                let pad = line.align.padding(text.chars().count(), columns);
+                let pad = line.align.padding(columns_of(&text, layout.code_page), columns);
                 out.extend(std::iter::repeat_n(' ', pad));
                 out.push_str(&text);
             }
@@ -164,11 +164,18 @@ impl Document {
             out.extend_from_slice(&[ESC, b'E', u8::from(line.bold)]);
             out.extend_from_slice(&[GS, b'B', u8::from(line.reverse)]);
             out.extend_from_slice(&[ESC, b'a', line.align.escpos()]);
+            let text = printable(&line.text, layout.code_page);
             match &line.qr {
                 Some(data) => push_qr(&mut out, data),
+                // Characters no code page has (Thai, CJK, emoji): the whole line as an image,
+                // styled and aligned inside it. `GS v 0` feeds by the image height: no LF.
+                None if needs_raster(&text, layout.code_page) => {
+                    out.extend(raster_line(&text, line, layout));
+                    continue;
+                }
                 // `printable` first so the bytes match `to_text` one for one; `encode` then
                 // never needs to drop or transliterate anything.
-                None => out.extend(layout.code_page.encode(&printable(&line.text, layout.code_page))),
+                None => out.extend(layout.code_page.encode(&text)),
             }
             out.push(LF);
         }
@@ -198,13 +205,59 @@ fn push_qr(out: &mut Vec<u8>, data: &str) {
     out.extend_from_slice(&QR_PRINT);
 }
 
+/// One line as a raster image (`GS v 0`) in the layout's font cell, so it lines up with the
+/// text lines around it. Its data never contains `10 04`, `10 05` or `10 14`: the printer
+/// would execute those real-time commands even inside image data (see [`sanitize_raster`]).
+fn raster_line(text: &str, line: &Line, layout: &Layout) -> Vec<u8> {
+    use crate::glyphs::{RasterAlign, RasterStyle, render_line};
+    let cell = match layout.font {
+        Font::A => RasterStyle::FONT_A,
+        Font::B => RasterStyle::FONT_B,
+    };
+    let (width_mult, height_mult) = match line.size {
+        Size::Normal => (1, 1),
+        Size::DoubleHeight => (1, 2),
+        Size::DoubleWidth => (2, 1),
+        Size::Double => (2, 2),
+    };
+    let style = RasterStyle {
+        line_width: layout.width.max(1) * cell.cell_width,
+        width_mult,
+        height_mult,
+        bold: line.bold,
+        reverse: line.reverse,
+        align: match line.align {
+            Align::Left => RasterAlign::Left,
+            Align::Center => RasterAlign::Center,
+            Align::Right => RasterAlign::Right,
+        },
+        ..cell
+    };
+    let mut bytes = render_line(text, &style).to_escpos();
+    sanitize_raster(&mut bytes[8..]);
+    bytes
+}
+
+/// Breaks every `10 04`, `10 05` and `10 14` in image data (DLE EOT / ENQ / DC4, which the
+/// printer executes wherever they appear) by clearing the `10` byte's one dot: one white dot
+/// in a glyph, instead of a status reply nobody asked for or a real-time action.
+pub(crate) fn sanitize_raster(data: &mut [u8]) {
+    for i in 0..data.len().saturating_sub(1) {
+        if data[i] == 0x10 && matches!(data[i + 1], 0x04 | 0x05 | 0x14) {
+            data[i] = 0x00;
+        }
+    }
+}
+
 /// What frames a cut-short QR preview: `[QR ...]`.
 const QR_FRAME: usize = 8;
 
 /// `[QR <data>]` in at most `columns` chars: the data in printable form, cut short and
 /// marked with "..." when the whole does not fit. Empty for empty data.
 fn qr_preview(data: &str, layout: &Layout, columns: usize) -> String {
-    let data = printable(&qr_data(data), layout.code_page);
+    // The QR code carries the UTF-8 bytes; the preview line shows what the code page has.
+    let cp = layout.code_page;
+    let data: String = printable(&qr_data(data), cp).chars().map(|c| if cp.can_encode(c) { c } else { '?' }).collect();
     if data.is_empty() {
         return String::new();
     }

@@ -13,8 +13,10 @@
 //! committed; a panic here would leave the job stuck forever).
 //!
 //! Invariant every layout relies on: every [`Line`] the builder produces is already in its
-//! printable form for the layout's code page (one `char` = one byte = one column, no control
-//! characters) and fits `layout.width` (double-width sizes count twice). A QR line has no
+//! printable form for the layout's code page (no control characters; every character is
+//! either one byte of the code page or has a glyph in the bundled font, in which case the
+//! whole line prints as a raster image) and fits `layout.width` counted in printer columns
+//! (a code-page character 1, Thai marks 0, CJK and emoji 2; double-width sizes count twice). A QR line has no
 //! text; its data is sanitised (no control characters, at most 300 bytes).
 
 mod allergy;

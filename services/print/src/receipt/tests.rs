@@ -8,7 +8,7 @@ use wixprint_shared::proto::order::{
 };
 use wixprint_shared::proto::print::ReceiptType;
 
-use super::text::{columns, printable, wrap};
+use super::text::{columns, columns_of, needs_raster, printable, wrap};
 use super::{Align, Document, Font, Layout, Line, Restaurant, Size, render};
 
 const KINDS: [ReceiptType; 4] =
@@ -163,27 +163,56 @@ fn text(order: &Order, kind: ReceiptType) -> String {
     render(order, kind, &l, None).to_text(&l)
 }
 
-/// Every line fits the width (double-width chars count twice), is printable on the code page
-/// (one char = one byte), and carries no control characters or trailing spaces.
+/// Every line fits the width in printer columns (double-width sizes count twice), is in
+/// printable form (a text line one byte per char; a line with characters the code page
+/// lacks is an image line), and carries no control characters or trailing spaces.
 fn assert_fits(doc: &Document, layout: &Layout) {
+    let cp = layout.code_page;
     for line in &doc.lines {
-        let chars = line.text.chars().count();
+        let cols = columns_of(&line.text, cp);
         assert!(
-            chars * line.size.column_factor() <= layout.width,
-            "{:?} line of {chars} chars is wider than {} columns: {:?}",
+            cols * line.size.column_factor() <= layout.width,
+            "{:?} line of {cols} columns is wider than {} columns: {:?}",
             line.size,
             layout.width,
             line.text
         );
         assert!(!line.text.chars().any(char::is_control), "control character in {:?}", line.text);
-        assert_eq!(line.text, printable(&line.text, layout.code_page), "not in printable form: {:?}", line.text);
-        assert_eq!(layout.code_page.encode(&line.text).len(), chars, "not one byte per char: {:?}", line.text);
+        assert_eq!(line.text, printable(&line.text, cp), "not in printable form: {:?}", line.text);
+        if !needs_raster(&line.text, cp) {
+            assert_eq!(
+                cp.encode(&line.text).len(),
+                line.text.chars().count(),
+                "not one byte per char: {:?}",
+                line.text
+            );
+        }
         assert_eq!(line.text.trim_end(), line.text, "trailing spaces: {:?}", line.text);
     }
     let text = doc.to_text(layout);
     assert_eq!(text.lines().count(), doc.lines.len());
     for l in text.lines() {
-        assert!(l.chars().count() <= layout.width, "to_text line too long: {l:?}");
+        assert!(columns_of(l, cp) <= layout.width, "to_text line too long: {l:?}");
+    }
+    // Image data never carries a real-time command the printer would execute.
+    assert_no_realtime_in_images(&doc.to_escpos(layout));
+}
+
+/// Walks the ESC/POS of a document: inside every `GS v 0` image, no `10 04|05|14`.
+fn assert_no_realtime_in_images(bytes: &[u8]) {
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        if bytes[i] == 0x1D && bytes[i + 1] == b'v' && bytes[i + 2] == b'0' {
+            let row = usize::from(u16::from_le_bytes([bytes[i + 4], bytes[i + 5]]));
+            let rows = usize::from(u16::from_le_bytes([bytes[i + 6], bytes[i + 7]]));
+            let data = &bytes[i + 8..(i + 8 + row * rows).min(bytes.len())];
+            for w in data.windows(2) {
+                assert!(!(w[0] == 0x10 && matches!(w[1], 0x04 | 0x05 | 0x14)), "real-time command inside an image");
+            }
+            i += 8 + row * rows;
+        } else {
+            i += 1;
+        }
     }
 }
 
@@ -507,10 +536,13 @@ fn text_is_made_printable() {
     assert_eq!(printable("Mu\u{308}ller Cafe\u{301}", cp), "Müller Café");
     assert_eq!(printable("a\u{0}b\u{1b}c\u{7f}\td", cp), "abc d");
     assert_eq!(printable("„Hi“ – ok…", cp), "\"Hi\" - ok...");
-    assert_eq!(printable("Pizza 🍕 👍🏽 ❤️", cp), "Pizza ? ? ?");
+    // Emoji keep their glyph (printed as an image line); skin tones and VS16 are invisible.
+    assert_eq!(printable("Pizza 🍕 👍🏽 ❤️", cp), "Pizza 🍕 👍 ❤");
     assert_eq!(printable("zero\u{200B}width\u{00AD}", cp), "zerowidth");
     assert_eq!(printable("\u{308}x\u{301}", cp), "x");
-    assert_eq!(printable("中文", cp), "??");
+    assert_eq!(printable("中文", cp), "中文");
+    assert_eq!(printable("ต้มยำกุ้ง", cp), "ต้มยำกุ้ง", "Thai keeps its vowel and tone marks");
+    assert_eq!(printable("\u{E000}\u{10FFFD}", cp), "??", "private use has no glyph");
 }
 
 #[test]
@@ -629,6 +661,12 @@ impl Lcg {
             "❤️",
             "中",
             "ก",
+            "ต้มยำกุ้ง",
+            "\u{E49}",
+            "拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面",
+            "🌶🌶",
+            "🇨🇭",
+            "Привет",
             "e\u{301}",
             "\u{308}",
             "\u{200d}",
@@ -1156,4 +1194,62 @@ fn labels_come_from_the_book_and_the_configured_language() {
     let swiss = Order { buyer_language: "de-CH".into(), ..pickup() };
     assert!(render(&swiss, ReceiptType::Kitchen, &custom, None).to_text(&custom).contains("KÜCHE"));
     assert!(render(&swiss, ReceiptType::Driver, &custom, None).to_text(&custom).contains("BAR KASSIEREN"));
+}
+
+#[test]
+fn thai_cjk_and_emoji_print_as_image_lines_never_as_question_marks() {
+    let mut o = pickup();
+    o.line_items[0].name = "ต้มยำกุ้ง Tom Yum".into();
+    o.buyer_note = "extra scharf 🌶🌶 bitte 🙏".into();
+    for width in [48, 32] {
+        let l = layout(width);
+        let doc = render(&o, ReceiptType::Kitchen, &l, None);
+        assert_fits(&doc, &l);
+        let text = doc.to_text(&l);
+        assert!(text.contains("ต้มยำกุ้ง Tom Yum"), "{text}");
+        assert!(text.contains("🌶🌶 bitte 🙏"), "{text}");
+        assert!(!text.contains('?'), "{text}");
+        let bytes = doc.to_escpos(&l);
+        let images: Vec<(usize, usize)> = bytes
+            .windows(8)
+            .filter(|w| w[0] == 0x1D && w[1] == b'v' && w[2] == b'0')
+            .map(|w| (usize::from(u16::from_le_bytes([w[4], w[5]])), usize::from(u16::from_le_bytes([w[6], w[7]]))))
+            .collect();
+        let raster_lines = doc.lines.iter().filter(|line| needs_raster(&line.text, l.code_page)).count();
+        assert!(raster_lines >= 2, "{text}");
+        assert_eq!(images.len(), raster_lines);
+        for (row_bytes, rows) in images {
+            assert_eq!(row_bytes * 8, width * 12, "an image line is as wide as the paper's text");
+            assert!(rows == 24 || rows == 48, "one text line high (double height: 48): {rows}");
+        }
+        // Latin-only lines stay text.
+        assert!(bytes.windows(6).any(|w| w == b"+ Ente"), "plain lines are still text");
+    }
+}
+
+#[test]
+fn a_cjk_word_longer_than_the_line_breaks_between_whole_glyphs() {
+    let cp = CodePage::Pc858;
+    let lines = wrap(&"拉面".repeat(20), cp, 9, 0, 0);
+    assert!(lines.len() > 1);
+    for line in &lines {
+        assert!(columns_of(line, cp) <= 9, "{line:?}");
+        assert_eq!(columns_of(line, cp) % 2, 0, "wide glyphs are never split: {line:?}");
+    }
+    assert_eq!(lines.concat(), "拉面".repeat(20));
+    // Marks stay with their letter.
+    for line in wrap(&"กุ้".repeat(30), cp, 7, 0, 0) {
+        assert!(!line.starts_with('\u{E38}') && !line.starts_with('\u{E49}'), "{line:?}");
+    }
+}
+
+#[test]
+fn image_data_never_carries_a_real_time_command() {
+    let mut data = vec![0x10, 0x04, 0x01, 0x10, 0x05, 0x10, 0x14, 0x10, 0x10, 0x04, 0x10, 0x06];
+    super::document::sanitize_raster(&mut data);
+    for w in data.windows(2) {
+        assert!(!(w[0] == 0x10 && matches!(w[1], 0x04 | 0x05 | 0x14)), "{data:02X?}");
+    }
+    assert_eq!(data[11], 0x06, "other bytes are untouched");
+    assert_eq!(data[10], 0x10);
 }

@@ -73,8 +73,11 @@ fn push_printable(out: &mut String, c: char, cp: CodePage) {
     } else if cp.can_encode(c) {
         out.push(c);
     } else if let Some(t) = transliterate(c) {
-        // Transliterations are ASCII, but check anyway: the invariant is one char per byte.
+        // Transliterations are ASCII, but check anyway: they must print as text.
         out.extend(t.chars().map(|t| if cp.can_encode(t) { t } else { '?' }));
+    } else if crate::glyphs::has_glyph(c) {
+        // Thai, CJK, emoji ...: kept; the line prints as a raster image (see `needs_raster`).
+        out.push(c);
     } else {
         out.push('?');
     }
@@ -120,6 +123,22 @@ fn compose(base: char, mark: char) -> Option<char> {
     composed.chars().nth(i)
 }
 
+/// Printer columns `c` takes in its printable form: 1 for a code-page character, the glyph's
+/// width for one printed as an image (0 for Thai vowel and tone marks, 2 for CJK and emoji).
+pub(crate) fn char_columns(c: char, cp: CodePage) -> usize {
+    if cp.can_encode(c) { 1 } else { crate::glyphs::columns(c) }
+}
+
+/// Printer columns of a printable string.
+pub(crate) fn columns_of(s: &str, cp: CodePage) -> usize {
+    s.chars().map(|c| char_columns(c, cp)).sum()
+}
+
+/// Whether a printable line holds characters the code page lacks: it prints as an image.
+pub(crate) fn needs_raster(s: &str, cp: CodePage) -> bool {
+    s.chars().any(|c| !cp.can_encode(c))
+}
+
 /// Breaks `text` into lines of at most `width` columns.
 ///
 /// Words wrap; a word longer than a line is hard-broken (nothing is ever cut off). The first
@@ -128,7 +147,7 @@ fn compose(base: char, mark: char) -> Option<char> {
 /// blank lines are dropped so a note full of newlines cannot waste paper. Returns no lines
 /// when the text has nothing printable.
 pub(crate) fn wrap(text: &str, cp: CodePage, width: usize, first_indent: usize, cont_indent: usize) -> Vec<String> {
-    let mut w = Wrapper::new(width, first_indent, cont_indent);
+    let mut w = Wrapper::new(width, first_indent, cont_indent, cp);
     for paragraph in text.split(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}']) {
         let paragraph = printable(paragraph, cp);
         for word in paragraph.split(' ').filter(|w| !w.is_empty()) {
@@ -154,7 +173,7 @@ pub(crate) fn columns(
     let width = width.max(1);
     let right = printable(right, cp);
     let right = right.trim();
-    let rlen = right.chars().count();
+    let rlen = columns_of(right, cp);
     if rlen == 0 {
         return wrap(left, cp, width, first_indent, cont_indent);
     }
@@ -162,13 +181,13 @@ pub(crate) fn columns(
     if left_width >= width / 2 && left_width > 0 {
         let mut lines = wrap(left, cp, left_width, first_indent, cont_indent);
         let last = lines.pop().unwrap_or_default();
-        let pad = width - last.chars().count() - rlen;
+        let pad = width.saturating_sub(columns_of(&last, cp) + rlen);
         lines.push(format!("{last}{}{right}", " ".repeat(pad)));
         return lines;
     }
     let mut lines = wrap(left, cp, width, first_indent, cont_indent);
     for chunk in wrap(right, cp, width, 0, 0) {
-        let pad = width - chunk.chars().count();
+        let pad = width.saturating_sub(columns_of(&chunk, cp));
         lines.push(format!("{}{chunk}", " ".repeat(pad)));
     }
     lines
@@ -184,10 +203,11 @@ struct Wrapper {
     /// Columns used on `line`, indent included.
     used: usize,
     has_words: bool,
+    cp: CodePage,
 }
 
 impl Wrapper {
-    fn new(width: usize, first_indent: usize, cont_indent: usize) -> Wrapper {
+    fn new(width: usize, first_indent: usize, cont_indent: usize, cp: CodePage) -> Wrapper {
         let width = width.max(1);
         // An indent may take at most half the line, so even narrow double-width lines keep
         // room for text and hard-breaking always makes progress.
@@ -200,6 +220,7 @@ impl Wrapper {
             line: String::new(),
             used: 0,
             has_words: false,
+            cp,
         };
         w.start_line();
         w
@@ -214,6 +235,9 @@ impl Wrapper {
 
     fn end_line(&mut self) {
         if self.has_words {
+            // A space added before a word whose first glyph then did not fit stays behind.
+            let kept = self.line.trim_end().len();
+            self.line.truncate(kept);
             let line = std::mem::take(&mut self.line);
             self.lines.push(line);
             self.start_line();
@@ -221,7 +245,7 @@ impl Wrapper {
     }
 
     fn word(&mut self, word: &str) {
-        let len = word.chars().count();
+        let len = columns_of(word, self.cp);
         if self.has_words {
             let fits_here = self.used + 1 + len <= self.width;
             // A word longer than any line is broken anyway: start it right here instead of
@@ -237,18 +261,36 @@ impl Wrapper {
         let mut rest = word;
         let mut rest_len = len;
         // Hard-break what does not fit. `width - used` is at least 1 here (indents are
-        // clamped to half the width, a space is only added with room after it), so every
-        // round consumes characters.
+        // clamped to half the width, a space is only added with room after it). A break never
+        // separates a letter from the marks that follow it (0 columns), and a 2-column glyph
+        // that does not fit goes to the next line; a line that cannot hold even one character
+        // takes it anyway, so every round consumes characters.
         while self.used + rest_len > self.width {
-            let take = self.width - self.used;
-            let split = rest.char_indices().nth(take).map_or(rest.len(), |(i, _)| i);
+            let room = self.width - self.used;
+            let (mut split, mut taken) = (0, 0);
+            for (i, c) in rest.char_indices() {
+                let w = char_columns(c, self.cp);
+                if w > 0 && taken + w > room {
+                    break;
+                }
+                taken += w;
+                split = i + c.len_utf8();
+            }
+            if split == 0 && !self.has_words {
+                let c = rest.chars().next().expect("rest is not empty while it does not fit");
+                split = c.len_utf8();
+                taken = char_columns(c, self.cp);
+            }
             self.line.push_str(&rest[..split]);
-            self.has_words = true;
+            if split > 0 {
+                self.has_words = true;
+            }
             self.end_line();
             rest = &rest[split..];
-            rest_len -= take;
+            rest_len -= taken;
         }
-        if rest_len > 0 {
+        // Not `rest_len > 0`: a lone mark is a word of 0 columns, still printed.
+        if !rest.is_empty() {
             self.line.push_str(rest);
             self.used += rest_len;
             self.has_words = true;
