@@ -134,7 +134,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "offline_poll_ms",
         env: "PRINT_OFFLINE_POLL_MS",
-        help: "status poll interval while the printer is not ready (default 1000)",
+        help: "status poll interval while the printer is not ready (default 500)",
     },
     Key {
         name: "status_poll_ms",
@@ -362,7 +362,7 @@ impl Config {
             confirm_timeout: src.millis("confirm_timeout_ms", 15_000)?,
             status_timeout: src.millis("status_timeout_ms", 2_000)?,
             connect_timeout: src.millis("connect_timeout_ms", 2_000)?,
-            offline_poll: src.millis("offline_poll_ms", 1_000)?,
+            offline_poll: src.millis("offline_poll_ms", 500)?,
             status_poll: src.millis("status_poll_ms", 1_000)?,
             status_debounce,
             connectivity_retention: Duration::from_secs(retention_days * 86_400),

@@ -12,6 +12,7 @@ pub mod printer;
 pub mod printers;
 pub mod priority;
 pub mod receipt;
+pub mod recovery;
 pub mod service;
 pub mod store;
 
@@ -95,6 +96,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.connectivity_retention,
         shutdown.clone(),
     ));
+    tracker.spawn(
+        recovery::RecoveryManager {
+            store: store.clone(),
+            printers: printers.clone(),
+            timeouts,
+            rate: config.recovery_rate,
+        }
+        .run(changes.subscribe(), shutdown.clone()),
+    );
     let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing {
         store: store.clone(),
         policy: policy.clone(),

@@ -146,6 +146,138 @@ impl PrintAdmin for Admin {
         Ok(Response::new(ListConnectivityEventsResponse { events }))
     }
 
+    async fn get_recovery(&self, req: Request<GetRecoveryRequest>) -> Result<Response<RecoverySession>, Status> {
+        let req = req.into_inner();
+        let row = if req.session_id != 0 {
+            self.store.recovery(req.session_id).await.map_err(internal)?
+        } else {
+            let printer = if req.printer.is_empty() {
+                self.printers.names()[0].to_owned()
+            } else if self.printers.get(&req.printer).is_some() {
+                req.printer.clone()
+            } else {
+                return Err(Status::not_found(format!("no printer named {:?}", req.printer)));
+            };
+            self.store.open_recovery(&printer).await.map_err(internal)?
+        };
+        match row {
+            Some(r) => Ok(Response::new(crate::recovery::to_proto(&r, wixprint_shared::time::now_ms()))),
+            None if req.session_id != 0 => Err(Status::not_found(format!("no recovery session {}", req.session_id))),
+            None => Err(Status::not_found("no recovery session is open for that printer")),
+        }
+    }
+
+    async fn pause_recovery(&self, req: Request<RecoveryControlRequest>) -> Result<Response<RecoverySession>, Status> {
+        let s = self.session(req.into_inner().session_id).await?;
+        if !matches!(
+            s.state.as_str(),
+            crate::recovery::PROCESSING | crate::recovery::VALIDATING | crate::recovery::PAUSED
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "session {} is {}; only an open session pauses",
+                s.id, s.state
+            )));
+        }
+        if let Some(h) = self.printers.get(&s.printer) {
+            h.gate.set_paused(true);
+        }
+        self.store
+            .set_recovery_state(s.id, crate::recovery::PAUSED, crate::recovery::OPERATOR, false)
+            .await
+            .map_err(internal)?;
+        tracing::info!(session = s.id, printer = %s.printer, "recovery paused by the operator");
+        self.session_reply(s.id).await
+    }
+
+    async fn resume_recovery(&self, req: Request<RecoveryControlRequest>) -> Result<Response<RecoverySession>, Status> {
+        let s = self.session(req.into_inner().session_id).await?;
+        match s.state.as_str() {
+            crate::recovery::PAUSED | crate::recovery::PROCESSING | crate::recovery::VALIDATING => {}
+            crate::recovery::CANCELLED => {
+                let n = self.store.release_recovery_jobs(s.id).await.map_err(internal)?;
+                tracing::info!(session = s.id, jobs = n, "cancelled recovery resumed; held jobs print");
+            }
+            other => {
+                return Err(Status::failed_precondition(format!("session {} is {other}; nothing to resume", s.id)));
+            }
+        }
+        self.store.set_recovery_state(s.id, crate::recovery::PROCESSING, "", false).await.map_err(internal)?;
+        if let Some(h) = self.printers.get(&s.printer) {
+            h.gate.set_paused(false);
+            h.wake.notify_one();
+        }
+        self.session_reply(s.id).await
+    }
+
+    async fn cancel_recovery(&self, req: Request<RecoveryControlRequest>) -> Result<Response<RecoverySession>, Status> {
+        let s = self.session(req.into_inner().session_id).await?;
+        if !matches!(
+            s.state.as_str(),
+            crate::recovery::PROCESSING | crate::recovery::VALIDATING | crate::recovery::PAUSED
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "session {} is {}; only an open session cancels",
+                s.id, s.state
+            )));
+        }
+        // Keep the rest (held), then let the printer go on with new orders.
+        let held = self.store.hold_recovery_jobs(s.id).await.map_err(internal)?;
+        self.store.set_recovery_state(s.id, crate::recovery::CANCELLED, "", true).await.map_err(internal)?;
+        self.store
+            .set_recovery_summary(s.id, format!("cancelled by the operator; {held} tickets kept as held"))
+            .await
+            .map_err(internal)?;
+        if let Some(h) = self.printers.get(&s.printer) {
+            h.gate.set_min_interval(None);
+            h.gate.set_paused(false);
+            h.wake.notify_one();
+        }
+        tracing::warn!(session = s.id, printer = %s.printer, held, "recovery cancelled; the rest of the backlog is held");
+        self.session_reply(s.id).await
+    }
+
+    async fn list_recovery_sessions(
+        &self,
+        req: Request<ListRecoverySessionsRequest>,
+    ) -> Result<Response<ListRecoverySessionsResponse>, Status> {
+        let req = req.into_inner();
+        let limit = match req.limit {
+            0 => 20,
+            n if n > 1000 => return Err(Status::invalid_argument("limit must be at most 1000")),
+            n => n,
+        };
+        let printer = Some(req.printer).filter(|p| !p.is_empty());
+        let now = wixprint_shared::time::now_ms();
+        let rows = self.store.list_recoveries(printer, limit).await.map_err(internal)?;
+        Ok(Response::new(ListRecoverySessionsResponse {
+            sessions: rows.iter().map(|r| crate::recovery::to_proto(r, now)).collect(),
+        }))
+    }
+
+    async fn get_recovery_stats(
+        &self,
+        _: Request<GetRecoveryStatsRequest>,
+    ) -> Result<Response<GetRecoveryStatsResponse>, Status> {
+        let now = wixprint_shared::time::now_ms();
+        let rows = self.store.list_recoveries(None, u32::MAX).await.map_err(internal)?;
+        let sessions: Vec<RecoverySession> = rows.iter().map(|r| crate::recovery::to_proto(r, now)).collect();
+        let completed: Vec<&RecoverySession> =
+            sessions.iter().filter(|s| s.state == crate::recovery::COMPLETED).collect();
+        let mean = |v: Vec<u64>| if v.is_empty() { 0 } else { v.iter().sum::<u64>() / v.len() as u64 };
+        let latencies: Vec<u64> = sessions.iter().filter(|s| s.done > 0).map(|s| s.start_latency_ms).collect();
+        Ok(Response::new(GetRecoveryStatsResponse {
+            sessions: sessions.len() as u64,
+            completed: completed.len() as u64,
+            cancelled: sessions.iter().filter(|s| s.state == crate::recovery::CANCELLED).count() as u64,
+            tickets_recovered: sessions.iter().map(|s| s.done).sum(),
+            mean_duration_ms: mean(completed.iter().map(|s| s.duration_ms).collect()),
+            max_duration_ms: completed.iter().map(|s| s.duration_ms).max().unwrap_or(0),
+            mean_start_latency_ms: mean(latencies.clone()),
+            max_start_latency_ms: latencies.into_iter().max().unwrap_or(0),
+            last: sessions.first().cloned(),
+        }))
+    }
+
     async fn get_queue_status(
         &self,
         _: Request<GetQueueStatusRequest>,
@@ -256,5 +388,23 @@ impl PrintAdmin for Admin {
             .map_or_else(|| self.printers.iter().next().expect("a printer").layout.clone(), |h| h.layout.clone());
         let text = render_job(&printable, &layout).to_text(&layout);
         Ok(Response::new(GetJobResponse { job: Some(job), text, transitions }))
+    }
+}
+
+impl Admin {
+    async fn session(&self, id: i64) -> Result<crate::store::RecoveryRow, Status> {
+        if id <= 0 {
+            return Err(Status::invalid_argument("session_id is required"));
+        }
+        self.store
+            .recovery(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no recovery session {id}")))
+    }
+
+    async fn session_reply(&self, id: i64) -> Result<Response<RecoverySession>, Status> {
+        let row = self.session(id).await?;
+        Ok(Response::new(crate::recovery::to_proto(&row, wixprint_shared::time::now_ms())))
     }
 }

@@ -83,6 +83,27 @@ ALTER TABLE jobs ADD COLUMN routed_from TEXT;
 CREATE INDEX jobs_printer_ready ON jobs (printer, state, priority, order_time_ms, type_rank, id);
 "#,
     wixprint_shared::connectivity::CONNECTIVITY_MIGRATION,
+    r#"
+CREATE TABLE recovery_sessions (
+    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    printer           TEXT NOT NULL,
+    trigger           TEXT NOT NULL,
+    state             TEXT NOT NULL,
+    started_ms        INTEGER NOT NULL,
+    online_ms         INTEGER NOT NULL,
+    processing_ms     INTEGER,
+    first_printed_ms  INTEGER,
+    ended_ms          INTEGER,
+    total             INTEGER NOT NULL DEFAULT 0,
+    done              INTEGER NOT NULL DEFAULT 0,
+    failed            INTEGER NOT NULL DEFAULT 0,
+    paused_reason     TEXT NOT NULL DEFAULT '',
+    summary           TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX recovery_sessions_printer ON recovery_sessions (printer, id);
+ALTER TABLE jobs ADD COLUMN recovery_session INTEGER;
+CREATE INDEX jobs_recovery ON jobs (recovery_session, state);
+"#,
 ];
 
 /// Job lifecycle (design §4).
@@ -96,10 +117,12 @@ pub enum JobState {
     Failed,
     Dead,
     Cancelled,
+    /// Kept but not printed: the rest of a cancelled recovery, until an operator resumes it.
+    Held,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 8] = [
+    pub const ALL: [JobState; 9] = [
         JobState::Queued,
         JobState::Sending,
         JobState::AwaitingConfirm,
@@ -108,6 +131,7 @@ impl JobState {
         JobState::Failed,
         JobState::Dead,
         JobState::Cancelled,
+        JobState::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +144,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Dead => "dead",
             JobState::Cancelled => "cancelled",
+            JobState::Held => "held",
         }
     }
 
@@ -137,6 +162,7 @@ impl JobState {
             JobState::Failed => api::JobState::Failed,
             JobState::Dead => api::JobState::Dead,
             JobState::Cancelled => api::JobState::Cancelled,
+            JobState::Held => api::JobState::Held,
         }
     }
 
@@ -355,7 +381,7 @@ impl Store {
                         Some(_) if canceled => {
                             let open: Vec<(i64, String)> = {
                                 let mut st = tx.prepare_cached(
-                                    "SELECT id, state FROM jobs WHERE order_id = ?1 AND state IN ('queued', 'uncertain', 'failed')",
+                                    "SELECT id, state FROM jobs WHERE order_id = ?1 AND state IN ('queued', 'uncertain', 'failed', 'held')",
                                 )?;
                                 st.query_map(params![order.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
                             };
@@ -778,6 +804,207 @@ impl Store {
             .await
     }
 
+    // ---- recovery sessions (see recovery.rs) ----
+
+    /// A new session for `printer`: every job waiting for it becomes its backlog.
+    pub async fn start_recovery(&self, printer: &str, trigger: &str, online_ms: i64) -> anyhow::Result<Option<i64>> {
+        let (printer, trigger) = (printer.to_owned(), trigger.to_owned());
+        self.db
+            .write(move |tx| {
+                // The backlog: what waits for the printer, what the dispatcher already took since
+                // the printer returned (it does not wait for this bookkeeping).
+                const BACKLOG: &str =
+                    "printer = ?1 AND (state IN ('queued', 'uncertain', 'failed', 'sending', 'awaiting_confirm')
+                     OR (state = 'printed' AND printed_ms >= ?2))";
+                let waiting: i64 = tx.row(
+                    "SELECT count(*) FROM jobs WHERE printer = ?1 AND state IN ('queued', 'uncertain', 'failed')",
+                    params![printer],
+                    |r| r.get(0),
+                )?;
+                if waiting == 0 {
+                    return Ok(None);
+                }
+                let total: i64 =
+                    tx.row(&format!("SELECT count(*) FROM jobs WHERE {BACKLOG}"), params![printer, online_ms], |r| {
+                        r.get(0)
+                    })?;
+                let id: i64 = tx.row(
+                    "INSERT INTO recovery_sessions (printer, trigger, state, started_ms, online_ms, total)
+                     VALUES (?1, ?2, 'validating', ?3, ?4, ?5) RETURNING id",
+                    params![printer, trigger, now_ms(), online_ms, total],
+                    |r| r.get(0),
+                )?;
+                tx.exec(
+                    &format!("UPDATE jobs SET recovery_session = ?3 WHERE {BACKLOG}"),
+                    params![printer, online_ms, id],
+                )?;
+                Ok(Some(id))
+            })
+            .await
+    }
+
+    /// Sets a session's state (and reason); `ended` closes it.
+    pub async fn set_recovery_state(&self, id: i64, state: &str, reason: &str, ended: bool) -> anyhow::Result<()> {
+        let (state, reason) = (state.to_owned(), reason.to_owned());
+        self.db
+            .write(move |tx| {
+                let now = now_ms();
+                tx.exec(
+                    "UPDATE recovery_sessions SET state = ?2, paused_reason = ?3,
+                        processing_ms = CASE WHEN ?2 = 'processing' THEN coalesce(processing_ms, ?4) ELSE processing_ms END,
+                        ended_ms = CASE WHEN ?5 THEN ?4 ELSE NULL END
+                     WHERE id = ?1",
+                    params![id, state, reason, now, ended],
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Recounts a session's progress from its backlog jobs; returns the session.
+    pub async fn refresh_recovery(&self, id: i64) -> anyhow::Result<Option<RecoveryRow>> {
+        self.db
+            .write(move |tx| {
+                tx.exec(
+                    "UPDATE recovery_sessions SET
+                        done = (SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state IN ('printed', 'cancelled')),
+                        failed = (SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state = 'dead'),
+                        first_printed_ms = (SELECT min(printed_ms) FROM jobs WHERE recovery_session = ?1)
+                     WHERE id = ?1",
+                    params![id],
+                )?;
+                recovery_row(tx, id)
+            })
+            .await
+    }
+
+    /// Jobs of a session by whether they still wait (queued, uncertain, failed, in flight) or are held.
+    pub async fn recovery_open_jobs(&self, id: i64) -> anyhow::Result<(u64, u64)> {
+        self.db
+            .call(move |conn| {
+                let waiting: i64 = conn.row(
+                    "SELECT count(*) FROM jobs WHERE recovery_session = ?1
+                       AND state IN ('queued', 'uncertain', 'failed', 'sending', 'awaiting_confirm')",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                let held: i64 = conn.row(
+                    "SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state = 'held'",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                Ok((waiting as u64, held as u64))
+            })
+            .await
+    }
+
+    /// Cancel: the session's waiting backlog is kept as `held`; returns how many.
+    pub async fn hold_recovery_jobs(&self, id: i64) -> anyhow::Result<u64> {
+        self.move_recovery_jobs(
+            id,
+            &["queued", "uncertain", "failed"],
+            JobState::Held,
+            "recovery cancelled: kept, not printed",
+        )
+        .await
+    }
+
+    /// Resume after cancel: held jobs wait again.
+    pub async fn release_recovery_jobs(&self, id: i64) -> anyhow::Result<u64> {
+        self.move_recovery_jobs(id, &["held"], JobState::Queued, "recovery resumed").await
+    }
+
+    async fn move_recovery_jobs(&self, id: i64, from: &[&str], to: JobState, detail: &str) -> anyhow::Result<u64> {
+        let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+        let detail = detail.to_owned();
+        self.db
+            .write(move |tx| {
+                let rows: Vec<(i64, String)> = {
+                    let mut st = tx.prepare_cached("SELECT id, state FROM jobs WHERE recovery_session = ?1")?;
+                    st.query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+                };
+                let now = now_ms();
+                let mut n = 0;
+                for (job, state) in rows.iter().filter(|(_, s)| from.contains(s)) {
+                    tx.exec(
+                        "UPDATE jobs SET state = ?2, next_attempt_ms = ?3, updated_ms = ?3 WHERE id = ?1",
+                        params![job, to.as_str(), now],
+                    )?;
+                    insert_transition(tx, *job, state, to, &detail)?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await
+    }
+
+    /// Sessions left open by an earlier process: closed as interrupted (their waiting jobs
+    /// form the backlog of the next session).
+    pub async fn close_stale_recoveries(&self) -> anyhow::Result<u64> {
+        self.db
+            .write(|tx| {
+                Ok(tx.exec(
+                    "UPDATE recovery_sessions SET state = 'interrupted', ended_ms = ?1,
+                        summary = 'wix-print stopped during this recovery; a new session took over its jobs'
+                     WHERE ended_ms IS NULL",
+                    params![now_ms()],
+                )? as u64)
+            })
+            .await
+    }
+
+    pub async fn set_recovery_summary(&self, id: i64, summary: String) -> anyhow::Result<()> {
+        self.db
+            .write(move |tx| {
+                tx.exec("UPDATE recovery_sessions SET summary = ?2 WHERE id = ?1", params![id, summary])?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn recovery(&self, id: i64) -> anyhow::Result<Option<RecoveryRow>> {
+        self.db.call(move |conn| recovery_row(conn, id)).await
+    }
+
+    /// The open session of `printer`, if any.
+    pub async fn open_recovery(&self, printer: &str) -> anyhow::Result<Option<RecoveryRow>> {
+        let printer = printer.to_owned();
+        self.db
+            .call(move |conn| {
+                let id: Option<i64> = conn
+                    .row(
+                        "SELECT id FROM recovery_sessions WHERE printer = ?1 AND ended_ms IS NULL ORDER BY id DESC LIMIT 1",
+                        params![printer],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match id {
+                    Some(id) => recovery_row(conn, id),
+                    None => Ok(None),
+                }
+            })
+            .await
+    }
+
+    /// Sessions newest first, optionally of one printer.
+    pub async fn list_recoveries(&self, printer: Option<String>, limit: u32) -> anyhow::Result<Vec<RecoveryRow>> {
+        self.db
+            .call(move |conn| {
+                let ids: Vec<i64> = {
+                    let mut st = conn.prepare_cached(
+                        "SELECT id FROM recovery_sessions WHERE (?1 IS NULL OR printer = ?1) ORDER BY id DESC LIMIT ?2",
+                    )?;
+                    st.query_map(params![printer, limit], |r| r.get(0))?.collect::<Result<_, _>>()?
+                };
+                let mut out = Vec::new();
+                for id in ids {
+                    out.extend(recovery_row(conn, id)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     /// A job, its order version and its transitions.
     pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(api::Job, Printable, Vec<api::JobTransition>)>> {
         self.db
@@ -804,6 +1031,53 @@ impl Store {
             })
             .await
     }
+}
+
+/// One row of `recovery_sessions`.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryRow {
+    pub id: i64,
+    pub printer: String,
+    pub trigger: String,
+    pub state: String,
+    pub started_ms: i64,
+    pub online_ms: i64,
+    pub processing_ms: Option<i64>,
+    pub first_printed_ms: Option<i64>,
+    pub ended_ms: Option<i64>,
+    pub total: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub paused_reason: String,
+    pub summary: String,
+}
+
+fn recovery_row(conn: &Connection, id: i64) -> anyhow::Result<Option<RecoveryRow>> {
+    Ok(conn
+        .row(
+            "SELECT id, printer, trigger, state, started_ms, online_ms, processing_ms, first_printed_ms, ended_ms,
+                    total, done, failed, paused_reason, summary FROM recovery_sessions WHERE id = ?1",
+            params![id],
+            |r| {
+                Ok(RecoveryRow {
+                    id: r.get(0)?,
+                    printer: r.get(1)?,
+                    trigger: r.get(2)?,
+                    state: r.get(3)?,
+                    started_ms: r.get(4)?,
+                    online_ms: r.get(5)?,
+                    processing_ms: r.get(6)?,
+                    first_printed_ms: r.get(7)?,
+                    ended_ms: r.get(8)?,
+                    total: r.get::<_, i64>(9)? as u64,
+                    done: r.get::<_, i64>(10)? as u64,
+                    failed: r.get::<_, i64>(11)? as u64,
+                    paused_reason: r.get(12)?,
+                    summary: r.get(13)?,
+                })
+            },
+        )
+        .optional()?)
 }
 
 fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result<Order> {
