@@ -16,10 +16,12 @@ use tokio::time::Instant;
 
 use wixprint_shared::time::now_ms;
 
-/// Where the printer is. Only `tcp://host[:port]` for now.
+/// Where the printer is: `tcp://host[:port]` (Ethernet, port 9100) or `file:///dev/usb/lp0`
+/// (a USB printer through the kernel's usblp device, written and read like the socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrinterUrl {
     Tcp { host: String, port: u16 },
+    File { path: std::path::PathBuf },
 }
 
 impl FromStr for PrinterUrl {
@@ -41,10 +43,13 @@ impl FromStr for PrinterUrl {
             }
             return Ok(PrinterUrl::Tcp { host, port });
         }
-        if s.starts_with("file://") {
-            return Err(format!("{s:?}: the file:// (USB device) transport is not supported yet; use tcp://host:9100"));
+        if let Some(path) = s.strip_prefix("file://") {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err(format!("{s:?}: a device URL needs an absolute path, e.g. file:///dev/usb/lp0"));
+            }
+            return Ok(PrinterUrl::File { path: path.into() });
         }
-        Err(format!("{s:?} is not a printer URL: expected tcp://host:port"))
+        Err(format!("{s:?} is not a printer URL: expected tcp://host:port or file:///dev/usb/lp0"))
     }
 }
 
@@ -53,6 +58,7 @@ impl fmt::Display for PrinterUrl {
         match self {
             PrinterUrl::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
             PrinterUrl::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            PrinterUrl::File { path } => write!(f, "file://{}", path.display()),
         }
     }
 }
@@ -347,9 +353,90 @@ pub struct Timeouts {
     pub poll: Duration,
 }
 
+/// The byte stream to a printer: a TCP socket or a device file.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A character device (usblp, a tty) opened non-blocking and driven by the reactor: a status
+/// request the device never answers times out without leaving a thread blocked in `read`
+/// (a blocking-pool read would hold its thread, and the device, until the printer spoke).
+struct Device(tokio::io::unix::AsyncFd<std::fs::File>);
+
+impl Device {
+    fn open(path: &std::path::Path) -> std::io::Result<Device> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc_nonblock()).open(path)?;
+        // `AsyncFd::new` is deprecated for types that may not own their descriptor; a
+        // `std::fs::File` owns it, and the replacement `register` is `unsafe`, which this crate
+        // forbids. (usblp allows one open at a time, so a FIFO-style reader + writer pair of
+        // `tokio::net::unix::pipe` is not an option.)
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::new(file)?;
+        Ok(Device(fd))
+    }
+}
+
+/// `O_NONBLOCK | O_NOCTTY` (Linux values; the device must not become our terminal).
+fn libc_nonblock() -> i32 {
+    0o4000 | 0o400
+}
+
+impl tokio::io::AsyncRead for Device {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| fd.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Device {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| fd.get_ref().write(data)) {
+                Ok(result) => return std::task::Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// One connection to the printer, used for one job.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     parser: ReplyParser,
     pending: std::collections::VecDeque<Reply>,
     timeouts: Timeouts,
@@ -357,15 +444,27 @@ pub struct Connection {
 
 impl Connection {
     pub async fn open(url: &PrinterUrl, timeouts: Timeouts) -> Result<Self, PrintError> {
-        let PrinterUrl::Tcp { host, port } = url;
-        let stream = match tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), *port))).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(PrintError::Unreachable(format!("{url}: {e}"))),
-            Err(_) => {
-                return Err(PrintError::Unreachable(format!("{url}: connect timed out after {:?}", timeouts.connect)));
+        let stream: Box<dyn Io> = match url {
+            PrinterUrl::Tcp { host, port } => {
+                let stream =
+                    match tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), *port))).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return Err(PrintError::Unreachable(format!("{url}: {e}"))),
+                        Err(_) => {
+                            return Err(PrintError::Unreachable(format!(
+                                "{url}: connect timed out after {:?}",
+                                timeouts.connect
+                            )));
+                        }
+                    };
+                let _ = stream.set_nodelay(true);
+                Box::new(stream)
+            }
+            // An unplugged printer has no device file: unreachable, like a refused connection.
+            PrinterUrl::File { path } => {
+                Box::new(Device::open(path).map_err(|e| PrintError::Unreachable(format!("{url}: {e}")))?)
             }
         };
-        let _ = stream.set_nodelay(true);
         Ok(Self { stream, parser: ReplyParser::default(), pending: Default::default(), timeouts })
     }
 
@@ -575,5 +674,117 @@ mod tests {
         assert_eq!(&process_id(0), b"0000");
         assert_eq!(&process_id(35), b"000Z");
         assert!(process_id(u64::MAX).iter().all(|b| (0x20..0x7F).contains(b)));
+    }
+
+    /// A pseudo-terminal in raw mode standing in for `/dev/usb/lp0`; with `answer`, a thread
+    /// on the master side plays the printer (DLE EOT → online, GS ( H → its process id).
+    fn fake_device(answer: bool) -> (std::path::PathBuf, std::os::fd::OwnedFd, std::sync::Arc<Mutex<Vec<u8>>>) {
+        use nix::sys::termios;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let mut t = termios::tcgetattr(&pty.slave).expect("tcgetattr");
+        termios::cfmakeraw(&mut t);
+        termios::tcsetattr(&pty.slave, termios::SetArg::TCSANOW, &t).expect("tcsetattr");
+        let path = nix::unistd::ttyname(&pty.slave).expect("ttyname");
+        let received = std::sync::Arc::new(Mutex::new(Vec::new()));
+        if answer {
+            let seen = received.clone();
+            let master = std::fs::File::from(pty.master);
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut r, mut w) = (master.try_clone().expect("clone"), master);
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut all = seen.lock().unwrap();
+                    all.extend_from_slice(&buf[..n]);
+                    // Answer everything not answered yet: scan the whole stream each time.
+                    let mut replies = Vec::new();
+                    let mut i = all.len() - n;
+                    while i < all.len() {
+                        if all[i..].starts_with(&[0x10, 0x04]) && i + 2 < all.len() {
+                            replies.push(0x12);
+                            i += 3;
+                        } else if all[i..].starts_with(&[0x1D, 0x28, 0x48, 0x06, 0x00, 0x30, 0x30])
+                            && i + 11 <= all.len()
+                        {
+                            replies.extend_from_slice(&[0x37, 0x22]);
+                            replies.extend_from_slice(&all[i + 7..i + 11]);
+                            replies.push(0x00);
+                            i += 11;
+                        } else {
+                            i += 1;
+                        }
+                    }
+                    drop(all);
+                    if w.write_all(&replies).is_err() {
+                        break;
+                    }
+                }
+            });
+            (path, pty.slave, received)
+        } else {
+            // A device that never answers: the master stays open and unread.
+            std::mem::forget(pty.master);
+            (path, pty.slave, received)
+        }
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_millis(500),
+            status: Duration::from_millis(300),
+            confirm: Duration::from_secs(5),
+            poll: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn parses_device_urls() {
+        let url: PrinterUrl = "file:///dev/usb/lp0".parse().unwrap();
+        assert_eq!(url, PrinterUrl::File { path: "/dev/usb/lp0".into() });
+        assert_eq!(url.to_string(), "file:///dev/usb/lp0");
+        for bad in ["file://dev/usb/lp0", "file://", "file:///"] {
+            assert!(bad.parse::<PrinterUrl>().unwrap_err().contains("absolute path"), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn prints_and_confirms_through_a_device_file() {
+        let (path, _slave, received) = fake_device(true);
+        let url = PrinterUrl::File { path };
+        let mut conn = Connection::open(&url, timeouts()).await.unwrap();
+        assert_eq!(conn.status().await.unwrap().state(), State::Online);
+        let id = process_id(42);
+        let mut job = b"\x1b@Hallo Kueche\n\x1dVB\x00".to_vec();
+        job.extend_from_slice(&process_id_request(id));
+        conn.send(&job).await.unwrap();
+        let monitor = Monitor::new("usb", &url);
+        conn.await_process_id(id, &monitor).await.expect("confirmed over the device");
+        let all = received.lock().unwrap().clone();
+        assert!(all.windows(12).any(|w| w == b"Hallo Kueche"), "the ticket reached the device");
+        assert_eq!(probe(&url, timeouts()).await.0, State::Online);
+    }
+
+    #[tokio::test]
+    async fn a_device_that_never_answers_is_silent_and_a_missing_one_unreachable() {
+        let (path, _slave, _) = fake_device(false);
+        let url = PrinterUrl::File { path };
+        let mut conn = Connection::open(&url, timeouts()).await.unwrap();
+        let started = std::time::Instant::now();
+        assert!(matches!(conn.status().await, Err(PrintError::Silent(_))));
+        assert!(started.elapsed() < Duration::from_secs(2), "the status timeout bounds the wait");
+        drop(conn);
+        // Nothing stays blocked on the device: it opens and times out again at once.
+        let mut again = Connection::open(&url, timeouts()).await.unwrap();
+        assert!(matches!(again.status().await, Err(PrintError::Silent(_))));
+
+        let missing = PrinterUrl::File { path: "/dev/usb/lp9-missing".into() };
+        match Connection::open(&missing, timeouts()).await {
+            Err(PrintError::Unreachable(e)) => assert!(e.contains("lp9-missing") && e.contains("No such file"), "{e}"),
+            other => panic!("expected unreachable, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(probe(&missing, timeouts()).await.0, State::Offline);
     }
 }
