@@ -227,6 +227,8 @@ impl Dispatcher {
         let doc = render_job(&job.printable, layout);
         let mut bytes = doc.to_escpos(layout);
         let id = process_id((job.id as u64) * 16 + u64::from(job.attempts));
+        // Automatic Status Back on: a printer stopping while it holds this ticket says so.
+        bytes.extend_from_slice(&crate::printer::GS_A_ASB);
         match self.confirm_mode {
             ConfirmMode::ProcessId => bytes.extend_from_slice(&process_id_request(id)),
             ConfirmMode::Status => bytes.extend_from_slice(&GS_R_PAPER),

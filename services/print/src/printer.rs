@@ -284,7 +284,7 @@ enum Reply {
     /// `DLE EOT n` reply: `(b & 0x93) == 0x12`.
     RealTime(u8),
     /// Automatic Status Back block (4 bytes, first `(b & 0x93) == 0x10`).
-    Asb,
+    Asb([u8; 4]),
     /// Header-to-NUL block (`37 22 d1 d2 d3 d4 00` for GS ( H), header byte included.
     Block(Vec<u8>),
     /// One-byte non-real-time reply (`GS r`): `(b & 0x90) == 0`.
@@ -294,7 +294,7 @@ enum Reply {
 #[derive(Default)]
 struct ReplyParser {
     block: Option<Vec<u8>>,
-    asb_left: u8,
+    asb: Vec<u8>,
 }
 
 impl ReplyParser {
@@ -308,17 +308,18 @@ impl ReplyParser {
             }
             return;
         }
-        if self.asb_left > 0 {
-            self.asb_left -= 1;
-            if self.asb_left == 0 {
-                out.push(Reply::Asb);
+        if !self.asb.is_empty() {
+            self.asb.push(b);
+            if self.asb.len() == 4 {
+                let a = std::mem::take(&mut self.asb);
+                out.push(Reply::Asb([a[0], a[1], a[2], a[3]]));
             }
             return;
         }
         match b {
             0x35 | 0x37 | 0x3B | 0x3D | 0x5F => self.block = Some(vec![b]),
             _ if b & 0x93 == 0x12 => out.push(Reply::RealTime(b)),
-            _ if b & 0x93 == 0x10 => self.asb_left = 3,
+            _ if b & 0x93 == 0x10 => self.asb.push(b),
             _ if b & 0x90 == 0 => out.push(Reply::Byte(b)),
             _ => {}
         }
@@ -326,6 +327,28 @@ impl ReplyParser {
 }
 
 pub const GS_R_PAPER: [u8; 3] = [0x1D, 0x72, 0x01];
+
+/// `GS a n`: Automatic Status Back on for online/offline, errors and the paper sensor, so a
+/// printer that stops while it holds a ticket says so at once (sent with each job).
+pub const GS_A_ASB: [u8; 3] = [0x1D, 0x61, 0x0E];
+
+/// The state an Automatic Status Back block reports (Epson: byte 1 offline 0x08, cover 0x20;
+/// byte 2 errors 0x08 / 0x20 / 0x40; byte 3 paper end 0x0C, near end 0x03).
+fn asb_state(a: [u8; 4]) -> State {
+    if a[2] & 0x0C != 0 {
+        State::PaperOut
+    } else if a[0] & 0x20 != 0 {
+        State::CoverOpen
+    } else if a[1] & 0x68 != 0 {
+        State::Error
+    } else if a[0] & 0x08 != 0 {
+        State::Offline
+    } else if a[2] & 0x03 != 0 {
+        State::PaperLow
+    } else {
+        State::Online
+    }
+}
 
 /// The `GS ( H` fn 48 request for process id `id`.
 pub fn process_id_request(id: [u8; 4]) -> [u8; 11] {
@@ -595,6 +618,13 @@ impl Connection {
                         None => monitor.set(State::Online, ""),
                     }
                 }
+                Ok(Some(Reply::Asb(a))) => match asb_state(a) {
+                    state @ (State::Online | State::PaperLow) => monitor.set(state, ""),
+                    state => {
+                        monitor.set(state, format!("automatic status back {a:02X?}: stopped while holding a ticket"));
+                        confirm_deadline = Instant::now() + self.timeouts.confirm;
+                    }
+                },
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     let now = Instant::now();
@@ -645,7 +675,7 @@ mod tests {
     fn tells_replies_apart() {
         let mut p = ReplyParser::default();
         let mut out = Vec::new();
-        for b in [0x12, 0x37, 0x22, b'0', b'0', b'1', b'Z', 0x00, 0x10, 0, 0, 0, 0x0C] {
+        for b in [0x12, 0x37, 0x22, b'0', b'0', b'1', b'Z', 0x00, 0x10, 0, 0, 0x0C, 0x0C] {
             p.feed(b, &mut out);
         }
         assert_eq!(
@@ -653,10 +683,20 @@ mod tests {
             vec![
                 Reply::RealTime(0x12),
                 Reply::Block(vec![0x37, 0x22, b'0', b'0', b'1', b'Z']),
-                Reply::Asb,
+                Reply::Asb([0x10, 0, 0, 0x0C]),
                 Reply::Byte(0x0C)
             ]
         );
+    }
+
+    #[test]
+    fn automatic_status_back_maps_to_states() {
+        assert_eq!(asb_state([0x10, 0, 0, 0]), State::Online);
+        assert_eq!(asb_state([0x18, 0, 0, 0]), State::Offline);
+        assert_eq!(asb_state([0x18, 0, 0x0C, 0]), State::PaperOut);
+        assert_eq!(asb_state([0x38, 0, 0, 0]), State::CoverOpen);
+        assert_eq!(asb_state([0x10, 0x08, 0, 0]), State::Error);
+        assert_eq!(asb_state([0x10, 0, 0x03, 0]), State::PaperLow);
     }
 
     #[test]
