@@ -1,12 +1,39 @@
 #!/usr/bin/env bash
-# The benchmarks (release build): accept latency, throughput, end-to-end latency, RSS
-# (loadgen); recovery start latency and drain rate (`recovery`).
+# The benchmarks, on the release build of the real binaries (see BENCHMARKS.md).
+#
+#   scripts/bench.sh                   both sections below, one after the other
+#   scripts/bench.sh load [ARGS]       load: accept latency, throughput, end-to-end latency, RSS
+#                                      (target/release/loadgen; `loadgen` ARGS, e.g. --orders 2000)
+#   scripts/bench.sh recovery [ARGS]   recovery: start latency after the printer returns and drain
+#                                      rate of 1,000 queued tickets (target/release/recoverybench;
+#                                      ARGS e.g. --runs 5 --latency-samples 30; --help lists them)
+#   scripts/bench.sh --orders N ...    loadgen with these arguments (as before the sections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --bins
-# `scripts/bench.sh recovery [tickets] [runs] [offline_poll_ms]`: the recovery benchmark.
-if [ "${1:-}" = recovery ]; then
-  shift
-  exec target/release/recoverybench "$@"
-fi
-exec target/release/loadgen "$@"
+
+section="${1:-all}"
+case "$section" in
+  load | loadgen)
+    shift
+    exec target/release/loadgen "$@"
+    ;;
+  recovery)
+    shift
+    exec target/release/recoverybench "$@"
+    ;;
+  all)
+    echo "== load (target/release/loadgen) =="
+    target/release/loadgen
+    echo
+    echo "== recovery (target/release/recoverybench) =="
+    target/release/recoverybench
+    ;;
+  -*)
+    exec target/release/loadgen "$@"
+    ;;
+  *)
+    echo "usage: $0 [load|recovery] [ARGS...]  (no section: both)" >&2
+    exit 2
+    ;;
+esac
