@@ -66,7 +66,8 @@ impl<'a> Builder<'a> {
         self.push(lines, Style { align: Align::Left, ..style });
     }
 
-    /// A full-width line of `c` (a separator between sections).
+    /// A full-width line of `c` (a separator between sections); `c` is a code-page character
+    /// of one column (the layouts use '=' and '-').
     pub fn rule(&mut self, c: char) {
         let columns = self.layout.width.max(1);
         self.push(vec![c.to_string().repeat(columns)], Style::NORMAL);

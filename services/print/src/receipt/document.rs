@@ -2,7 +2,8 @@
 //! ESC/POS bytes).
 
 use super::Layout;
-use super::text::{columns_of, needs_raster, printable, qr_data};
+use super::text::{columns_of, fit_columns, needs_raster, printable, qr_data};
+use crate::glyphs::Bitmap;
 
 /// A rendered receipt: what prints, line by line.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +59,8 @@ pub enum Size {
 }
 
 impl Size {
-    /// Font A columns one character of this size takes.
+    /// Layout columns one printer column of this size takes (a CJK glyph, 2 printer
+    /// columns, takes twice this).
     pub fn column_factor(self) -> usize {
         match self {
             Size::Normal | Size::DoubleHeight => 1,
@@ -66,7 +68,7 @@ impl Size {
         }
     }
 
-    /// Characters that fit on one line of `width` Font A columns.
+    /// Printer columns of this size on a line of `width` layout columns.
     pub fn columns(self, width: usize) -> usize {
         width / self.column_factor()
     }
@@ -99,7 +101,7 @@ impl Align {
         }
     }
 
-    /// Spaces in front of `len` chars on a line of `columns` chars.
+    /// Spaces in front of text of `len` columns on a line of `columns` columns.
     fn padding(self, len: usize, columns: usize) -> usize {
         match self {
             Align::Left => 0,
@@ -126,10 +128,12 @@ const QR_PRINT: [u8; 8] = [GS, b'(', b'k', 3, 0, 0x31, 0x51, 0x30];
 
 impl Document {
     /// Plain text exactly as it prints: one line per [`Line`], alignment applied with leading
-    /// spaces for the line's effective width (`width / 2` for double-width sizes), each line
-    /// ending in '\n'. Text is shown in its printable form for the layout's code page (what
-    /// the printer receives), so a preview never shows characters the paper will not. A QR
-    /// code shows as `[QR <data>]`, its data cut short with "..." when that does not fit.
+    /// spaces for the line's effective width (`width / 2` for double-width sizes), counted in
+    /// printer columns (a CJK or emoji glyph 2, a Thai mark 0), each line ending in '\n'. Text
+    /// is shown in its printable form for the layout's code page (what the printer receives,
+    /// the characters of an image line as themselves: Thai, CJK, emoji), so a preview never
+    /// shows characters the paper will not. A QR code shows as `[QR <data>]`, its data cut
+    /// short with "..." when that does not fit.
     pub fn to_text(&self, layout: &Layout) -> String {
         let mut out = String::new();
         for line in &self.lines {
@@ -152,6 +156,13 @@ impl Document {
     /// line with its full style (`GS !`, `ESC E`, `GS B`, `ESC a`; set on every line so no
     /// line depends on the state left by another), reset the styles, sound the buzzer when
     /// the layout wants it, feed 3 lines and cut (`GS V 66 0`).
+    ///
+    /// A line whose printable form has a character the code page lacks (Thai, CJK, emoji ...)
+    /// is sent as one raster image (`GS v 0`) instead: the whole layout width in the font's
+    /// cell (Font A 12x24, Font B 9x17 dots a column), the line's size, bold, reverse and
+    /// alignment drawn into the image, and no LF after it (the image feeds the paper by its
+    /// height). Its data never holds a real-time command (`10 04`/`10 05`/`10 14`, which the
+    /// printer would execute even inside an image): see `sanitize_raster`.
     ///
     /// Ends with the cut on purpose: the printer driver appends its confirmation request
     /// (`GS ( H` / `GS r`) after it, so the confirmation means "printed and cut".
@@ -233,14 +244,27 @@ fn raster_line(text: &str, line: &Line, layout: &Layout) -> Vec<u8> {
         },
         ..cell
     };
-    let mut bytes = render_line(text, &style).to_escpos();
-    sanitize_raster(&mut bytes[8..]);
+    image_bytes(&render_line(text, &style))
+}
+
+/// `GS v 0` of `image` (see [`Bitmap::to_escpos`]) with its data [sanitised](sanitize_raster).
+/// The 8 header bytes (`1D 76 30 00 xL xH yL yH`) are left as they are: a real-time command
+/// in them would need `xH` = `10` or `xL xH` = `10 04`/`10 05`/`10 14`, rows of 1040 bytes
+/// and more (8320 dots), far beyond any line (576 dots on 80 mm paper is `48 00`).
+pub(crate) fn image_bytes(image: &Bitmap) -> Vec<u8> {
+    let mut bytes = image.to_escpos();
+    if let Some(data) = bytes.get_mut(8..) {
+        sanitize_raster(data);
+    }
     bytes
 }
 
-/// Breaks every `10 04`, `10 05` and `10 14` in image data (DLE EOT / ENQ / DC4, which the
-/// printer executes wherever they appear) by clearing the `10` byte's one dot: one white dot
-/// in a glyph, instead of a status reply nobody asked for or a real-time action.
+/// Breaks every `10 04`, `10 05` and `10 14` in image data (DLE EOT / ENQ / DC4, which an
+/// Epson printer executes wherever they appear, raster data included) by turning the `10`
+/// byte into `00`: the one black dot it has (the 4th of its 8) turns white. One dot of a
+/// glyph is invisible in print; the alternative is a status reply nobody asked for (which
+/// the driver would mistake for an answer), a buffer clear or a pulse. `00` cannot start a
+/// new such sequence, so one pass over the data is enough.
 pub(crate) fn sanitize_raster(data: &mut [u8]) {
     for i in 0..data.len().saturating_sub(1) {
         if data[i] == 0x10 && matches!(data[i + 1], 0x04 | 0x05 | 0x14) {
@@ -252,22 +276,24 @@ pub(crate) fn sanitize_raster(data: &mut [u8]) {
 /// What frames a cut-short QR preview: `[QR ...]`.
 const QR_FRAME: usize = 8;
 
-/// `[QR <data>]` in at most `columns` chars: the data in printable form, cut short and
-/// marked with "..." when the whole does not fit. Empty for empty data.
+/// `[QR <data>]` in at most `columns` printer columns: the data in printable form (the QR
+/// code carries its UTF-8 bytes; the preview shows them as a line of text would print), cut
+/// short at a column boundary and marked with "..." when the whole does not fit. Empty for
+/// empty data.
 fn qr_preview(data: &str, layout: &Layout, columns: usize) -> String {
-    // The QR code carries the UTF-8 bytes; the preview line shows what the code page has.
     let cp = layout.code_page;
-    let data: String = printable(&qr_data(data), cp).chars().map(|c| if cp.can_encode(c) { c } else { '?' }).collect();
+    let data = printable(&qr_data(data), cp);
     if data.is_empty() {
         return String::new();
     }
     let full = format!("[QR {data}]");
-    let len = full.chars().count();
-    if len <= columns {
+    if columns_of(&full, cp) <= columns {
         return full;
     }
     if columns <= QR_FRAME {
-        return full.chars().take(columns).collect();
+        let (end, _) = fit_columns(&full, cp, columns);
+        return full[..end].to_owned();
     }
-    format!("[QR {}...]", data.chars().take(columns - QR_FRAME).collect::<String>())
+    let (end, _) = fit_columns(&data, cp, columns - QR_FRAME);
+    format!("[QR {}...]", &data[..end])
 }

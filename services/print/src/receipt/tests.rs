@@ -1196,50 +1196,241 @@ fn labels_come_from_the_book_and_the_configured_language() {
     assert!(render(&swiss, ReceiptType::Driver, &custom, None).to_text(&custom).contains("BAR KASSIEREN"));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Characters no code page has: Thai, CJK, emoji ... print as raster image lines.
+
+const THAI: &str = "ต้มยำกุ้ง";
+const EMOJI_NOTE: &str = "extra scharf 🌶🌶 bitte 🙏";
+
+/// An image as sent: dots wide, rows, data.
+type SentImage<'a> = (usize, usize, &'a [u8]);
+
+/// The `GS v 0` images in ESC/POS bytes, in order, as (dots wide, rows, data), and the number
+/// of LF bytes outside them. Only for documents without QR codes and buzzer (whose parameter
+/// bytes are not skipped here).
+fn images_and_lfs(bytes: &[u8]) -> (Vec<SentImage<'_>>, usize) {
+    let (mut images, mut lfs, mut i) = (Vec::new(), 0, 0);
+    while i < bytes.len() {
+        if bytes[i..].starts_with(&[0x1D, b'v', b'0']) && i + 8 <= bytes.len() {
+            let row = usize::from(u16::from_le_bytes([bytes[i + 4], bytes[i + 5]]));
+            let rows = usize::from(u16::from_le_bytes([bytes[i + 6], bytes[i + 7]]));
+            let end = (i + 8 + row * rows).min(bytes.len());
+            images.push((row * 8, rows, &bytes[i + 8..end]));
+            i = end;
+        } else {
+            lfs += usize::from(bytes[i] == 0x0A);
+            i += 1;
+        }
+    }
+    (images, lfs)
+}
+
+fn raster_style(line: &Line, layout: &Layout) -> crate::glyphs::RasterStyle {
+    use crate::glyphs::{RasterAlign, RasterStyle};
+    let cell = if layout.font == Font::B { RasterStyle::FONT_B } else { RasterStyle::FONT_A };
+    RasterStyle {
+        line_width: layout.width * cell.cell_width,
+        width_mult: line.size.column_factor(),
+        height_mult: if matches!(line.size, Size::DoubleHeight | Size::Double) { 2 } else { 1 },
+        bold: line.bold,
+        reverse: line.reverse,
+        align: match line.align {
+            Align::Left => RasterAlign::Left,
+            Align::Center => RasterAlign::Center,
+            Align::Right => RasterAlign::Right,
+        },
+        ..cell
+    }
+}
+
 #[test]
 fn thai_cjk_and_emoji_print_as_image_lines_never_as_question_marks() {
     let mut o = pickup();
-    o.line_items[0].name = "ต้มยำกุ้ง Tom Yum".into();
-    o.buyer_note = "extra scharf 🌶🌶 bitte 🙏".into();
-    for width in [48, 32] {
+    o.line_items[0].name = format!("{THAI} Tom Yum");
+    o.buyer_note = EMOJI_NOTE.into();
+    for width in [64, 48, 42, 32] {
         let l = layout(width);
-        let doc = render(&o, ReceiptType::Kitchen, &l, None);
-        assert_fits(&doc, &l);
-        let text = doc.to_text(&l);
-        assert!(text.contains("ต้มยำกุ้ง Tom Yum"), "{text}");
-        assert!(text.contains("🌶🌶 bitte 🙏"), "{text}");
-        assert!(!text.contains('?'), "{text}");
-        let bytes = doc.to_escpos(&l);
-        let images: Vec<(usize, usize)> = bytes
-            .windows(8)
-            .filter(|w| w[0] == 0x1D && w[1] == b'v' && w[2] == b'0')
-            .map(|w| (usize::from(u16::from_le_bytes([w[4], w[5]])), usize::from(u16::from_le_bytes([w[6], w[7]]))))
-            .collect();
-        let raster_lines = doc.lines.iter().filter(|line| needs_raster(&line.text, l.code_page)).count();
-        assert!(raster_lines >= 2, "{text}");
-        assert_eq!(images.len(), raster_lines);
-        for (row_bytes, rows) in images {
-            assert_eq!(row_bytes * 8, width * 12, "an image line is as wide as the paper's text");
-            assert!(rows == 24 || rows == 48, "one text line high (double height: 48): {rows}");
+        let (cell_w, cell_h) = if width > 56 { (9, 17) } else { (12, 24) };
+        for kind in [ReceiptType::Kitchen, ReceiptType::Customer] {
+            let doc = render(&o, kind, &l, None);
+            assert_fits(&doc, &l);
+            let text = doc.to_text(&l);
+            assert!(text.contains(&format!("{THAI} Tom Yum")), "{width} {kind:?}:\n{text}");
+            if kind == ReceiptType::Kitchen {
+                assert!(text.contains("scharf 🌶🌶 bitte 🙏"), "{width}:\n{text}");
+            }
+            assert!(!text.contains('?'), "{width} {kind:?}:\n{text}");
+
+            // One image per line with characters the code page lacks, in order, as wide as the
+            // layout and one text line high; every other line is text ending in LF.
+            let bytes = doc.to_escpos(&l);
+            let (images, lfs) = images_and_lfs(&bytes);
+            let raster: Vec<&Line> = doc.lines.iter().filter(|line| needs_raster(&line.text, l.code_page)).collect();
+            assert!(!raster.is_empty() && raster.len() + 2 <= doc.lines.len(), "{width} {kind:?}:\n{text}");
+            assert!(raster.iter().any(|line| line.text.contains(THAI)));
+            assert_eq!(images.len(), raster.len(), "{width} {kind:?}");
+            assert_eq!(lfs, doc.lines.len() - raster.len(), "no LF after an image: {width} {kind:?}");
+            for ((w, h, data), line) in images.iter().zip(&raster) {
+                let height_mult = if matches!(line.size, Size::DoubleHeight | Size::Double) { 2 } else { 1 };
+                assert_eq!((*w, *h), (width * cell_w, cell_h * height_mult), "{line:?}");
+                let mut want = crate::glyphs::render_line(&line.text, &raster_style(line, &l)).data;
+                super::document::sanitize_raster(&mut want);
+                assert_eq!(*data, &want[..], "{line:?}");
+            }
+            if kind == ReceiptType::Kitchen && width == 48 {
+                // Kitchen item names and the note are double height: 48 rows.
+                assert!(images.iter().all(|&(_, h, _)| h == 48), "{images:?}");
+            }
+            for line in doc.lines.iter().filter(|line| !needs_raster(&line.text, l.code_page)) {
+                let mut encoded = l.code_page.encode(&line.text);
+                encoded.push(0x0A);
+                assert!(contains(&bytes, &encoded), "text line {:?} not sent as text", line.text);
+            }
         }
-        // Latin-only lines stay text.
-        assert!(bytes.windows(6).any(|w| w == b"+ Ente"), "plain lines are still text");
+    }
+}
+
+#[test]
+fn latin_text_stays_text_and_marks_survive_only_for_scripts_that_need_them() {
+    let cp = CodePage::Pc858;
+    // Transliteration keeps priority: typographic characters stay text.
+    let latin = printable("„Grüße“ — 5 € • ‘ok’ … x\u{2009}y", cp);
+    assert!(!needs_raster(&latin, cp), "{latin:?}");
+    assert_eq!(printable("Nai\u{308}ve Cafe\u{301}\u{323}", cp), "Naïve Café", "Latin marks compose or go");
+    // Thai marks are kept and take no column; wide glyphs take two.
+    assert_eq!(columns_of(THAI, cp), 6);
+    assert_eq!(columns_of("拉面 🌶", cp), 7);
+    assert_eq!(columns_of("Привет Ελλάδα", cp), 13);
+    // Invisible characters go (skin tones, VS16, ZWJ, the Arabic letter mark, Hangul filler).
+    assert_eq!(printable("👍🏽❤️\u{200D}\u{3164}ا\u{61C}ب", cp), "👍❤اب");
+    // Neither code page, transliteration nor glyph: '?'.
+    assert_eq!(printable("a\u{F8FF}b", cp), "a?b");
+}
+
+#[test]
+fn to_text_pads_image_lines_by_columns_and_the_image_aligns_the_same() {
+    let l = layout(48);
+    for (align, pad) in [(Align::Left, 0), (Align::Center, 21), (Align::Right, 42)] {
+        let line = Line { text: THAI.into(), size: Size::Normal, bold: true, reverse: false, align, qr: None };
+        let doc = Document { lines: vec![line.clone()] };
+        assert_eq!(doc.to_text(&l), format!("{}{THAI}\n", " ".repeat(pad)), "{align:?}");
+        let bytes = doc.to_escpos(&l);
+        let (images, lfs) = images_and_lfs(&bytes);
+        assert_eq!(lfs, 0);
+        let image = crate::glyphs::render_line(THAI, &raster_style(&line, &l));
+        assert_eq!(images, [(576, 24, &image.data[..])], "{align:?}");
+        // The ink starts where the preview's text starts: `pad` columns of 12 dots in.
+        let first_ink = (0..image.width).find(|&x| (0..image.height).any(|y| image.get(x, y))).unwrap();
+        assert!((pad * 12..pad * 12 + 12).contains(&first_ink), "{align:?}: ink from dot {first_ink}");
     }
 }
 
 #[test]
 fn a_cjk_word_longer_than_the_line_breaks_between_whole_glyphs() {
     let cp = CodePage::Pc858;
-    let lines = wrap(&"拉面".repeat(20), cp, 9, 0, 0);
-    assert!(lines.len() > 1);
-    for line in &lines {
-        assert!(columns_of(line, cp) <= 9, "{line:?}");
-        assert_eq!(columns_of(line, cp) % 2, 0, "wide glyphs are never split: {line:?}");
+    let word = "拉面".repeat(20);
+    for width in [9, 10, 15, 32] {
+        let lines = wrap(&word, cp, width, 0, 0);
+        assert!(lines.len() > 1);
+        for line in &lines[..lines.len() - 1] {
+            // An odd width leaves its last column empty rather than splitting a glyph.
+            assert_eq!(columns_of(line, cp), width / 2 * 2, "{width}: {line:?}");
+        }
+        assert_eq!(lines.concat(), word, "nothing lost");
     }
-    assert_eq!(lines.concat(), "拉面".repeat(20));
-    // Marks stay with their letter.
-    for line in wrap(&"กุ้".repeat(30), cp, 7, 0, 0) {
-        assert!(!line.starts_with('\u{E38}') && !line.starts_with('\u{E49}'), "{line:?}");
+    // After Latin text, the wide word starts on the same line and breaks at a column boundary.
+    let lines = wrap(&format!("3 x {word}"), cp, 9, 0, 4);
+    assert_eq!(lines[0], "3 x 拉面");
+    assert!(lines.iter().all(|l| columns_of(l, cp) <= 9), "{lines:?}");
+    // Emoji are wide too.
+    assert_eq!(wrap("🌶🌶🌶", cp, 5, 0, 0), ["🌶🌶", "🌶"]);
+    // An indent that leaves one column for a wide glyph is dropped on that line.
+    assert_eq!(wrap("中中", cp, 2, 1, 1), ["中", "中"]);
+    assert_eq!(wrap("a 中", cp, 3, 0, 1), ["a", " 中"]);
+    assert_eq!(wrap("a 中", cp, 2, 0, 1), ["a", "中"]);
+    // Only a line of one column cannot hold it: it is printed alone rather than lost.
+    assert_eq!(wrap("中a", cp, 1, 0, 0), ["中", "a"]);
+}
+
+#[test]
+fn a_hard_break_never_separates_a_letter_from_its_marks() {
+    let cp = CodePage::Pc858;
+    let is_mark = |c: char| columns_of(&c.to_string(), cp) == 0;
+    for width in 1..=20 {
+        for text in [THAI.repeat(5), "กุ้".repeat(30), format!("ab{}", "ก้ำ".repeat(9)), format!("拉{}", THAI.repeat(3))]
+        {
+            let lines = wrap(&text, cp, width, 0, 0);
+            assert_eq!(lines.concat(), text, "{width}: nothing lost");
+            for line in &lines {
+                assert!(!line.starts_with(is_mark), "{width}: line starts with a mark: {line:?}");
+                // A line of 1 column cannot hold a wide glyph: it gets one alone.
+                let single_wide = line.chars().filter(|&c| !is_mark(c)).count() == 1;
+                assert!(columns_of(line, cp) <= width || single_wide, "{width}: {line:?}");
+            }
+        }
+    }
+    // A mark after a space (no letter to sit on) is a word of 0 columns: kept, never a panic.
+    assert_eq!(wrap("a \u{E49} b", cp, 3, 0, 0), ["a \u{E49}", "b"]);
+}
+
+#[test]
+fn pseudo_random_text_wraps_within_the_width_in_columns() {
+    let mut r = Lcg(0x7A1_C0DE);
+    for round in 0..3000 {
+        let text = r.string();
+        let cp = if round % 2 == 0 { CodePage::Pc858 } else { CodePage::Wpc1252 };
+        let width = [64, 48, 42, 32, 24, 16, 5, 2][round % 8];
+        let (first, rest) = (r.below(8), r.below(8));
+        let lines = wrap(&text, cp, width, first, rest);
+        let squeezed: String = lines.iter().flat_map(|l| l.chars()).filter(|c| !c.is_whitespace()).collect();
+        assert_eq!(squeezed, squeeze(&text, cp), "round {round}: text lost");
+        for line in &lines {
+            assert!(columns_of(line, cp) <= width, "round {round}, width {width}: {line:?}");
+            assert_eq!(line, &printable(line, cp), "round {round}: not printable: {line:?}");
+        }
+        let right = r.string();
+        for line in columns(&text, &right, cp, width, first, rest) {
+            assert!(columns_of(&line, cp) <= width, "round {round}, width {width}: {line:?}");
+        }
+    }
+}
+
+#[test]
+fn every_code_page_character_is_one_column_in_the_image_font_too() {
+    // A line mixing code-page text and Thai is measured with 1 column per code-page char;
+    // the image renders it in the font's columns: they must agree or the image clips.
+    for cp in [CodePage::Pc858, CodePage::Wpc1252] {
+        for b in 0x20..=0xFFu8 {
+            let c = cp.decode_byte(b);
+            // What the printable form keeps (a soft hyphen, U+00AD, is dropped as invisible).
+            if cp.can_encode(c) && printable(&c.to_string(), cp) == c.to_string() && c != ' ' {
+                assert_eq!(crate::glyphs::columns(c), 1, "{cp:?} {b:#04X} {c:?}");
+                assert!(crate::glyphs::has_glyph(c), "{cp:?} {b:#04X} {c:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_qr_preview_shows_the_real_characters_and_cuts_at_a_column_boundary() {
+    let data = format!("https://x.th/{THAI}/拉面/🙏");
+    let line =
+        Line { text: String::new(), size: Size::Normal, bold: false, reverse: false, align: Align::Left, qr: None };
+    let doc = Document { lines: vec![Line { qr: Some(data.clone()), ..line }] };
+    let mut l = layout(48);
+    assert_eq!(doc.to_text(&l), format!("[QR {data}]\n"));
+    for width in 1..=40 {
+        l.set_width(width);
+        let text = doc.to_text(&l);
+        let preview = text.trim_end_matches('\n');
+        assert!(columns_of(preview, l.code_page) <= width, "{width}: {preview:?}");
+        if width > 8 && preview != format!("[QR {data}]") {
+            let kept = preview.strip_prefix("[QR ").and_then(|p| p.strip_suffix("...]"));
+            let kept = kept.unwrap_or_else(|| panic!("{width}: {preview:?}"));
+            assert!(data.starts_with(kept), "{width}: cut inside a character cluster: {preview:?}");
+            let next = data[kept.len()..].chars().next().unwrap();
+            assert!(columns_of(&next.to_string(), l.code_page) > 0, "{width}: a mark left behind: {preview:?}");
+        }
     }
 }
 
@@ -1247,9 +1438,43 @@ fn a_cjk_word_longer_than_the_line_breaks_between_whole_glyphs() {
 fn image_data_never_carries_a_real_time_command() {
     let mut data = vec![0x10, 0x04, 0x01, 0x10, 0x05, 0x10, 0x14, 0x10, 0x10, 0x04, 0x10, 0x06];
     super::document::sanitize_raster(&mut data);
-    for w in data.windows(2) {
-        assert!(!(w[0] == 0x10 && matches!(w[1], 0x04 | 0x05 | 0x14)), "{data:02X?}");
-    }
-    assert_eq!(data[11], 0x06, "other bytes are untouched");
-    assert_eq!(data[10], 0x10);
+    assert_eq!(data, [0x00, 0x04, 0x01, 0x00, 0x05, 0x00, 0x14, 0x10, 0x00, 0x04, 0x10, 0x06]);
+
+    // A bitmap crafted to hold DLE EOT / ENQ / DC4, one across a row boundary: 3 bytes a row.
+    #[rustfmt::skip]
+    let crafted = crate::glyphs::Bitmap {
+        width: 24,
+        height: 4,
+        data: vec![
+            0x10, 0x04, 0x10,
+            0x05, 0x10, 0x14,
+            0x10, 0x10, 0x04,
+            0x10, 0x06, 0x10,
+        ],
+    };
+    let bytes = super::document::image_bytes(&crafted);
+    let plain = crafted.to_escpos();
+    assert_eq!(bytes[..8], plain[..8], "the header is untouched");
+    assert_eq!(bytes[..8], [0x1D, 0x76, 0x30, 0x00, 3, 0, 4, 0]);
+    let sent = &bytes[8..];
+    assert!(!sent.windows(2).any(|w| w[0] == 0x10 && matches!(w[1], 0x04 | 0x05 | 0x14)), "{sent:02X?}");
+    assert_eq!(sent, [0x00, 0x04, 0x00, 0x05, 0x00, 0x14, 0x10, 0x00, 0x04, 0x10, 0x06, 0x10]);
+    let changed_dots: u32 = sent.iter().zip(&crafted.data).map(|(a, b)| (a ^ b).count_ones()).sum();
+    assert_eq!(changed_dots, 4, "one dot per sequence");
+
+    // A real line: "丸丸丸丸" in Font B (64 columns) renders with `10 04|05|14` in its data.
+    let l = layout(64);
+    let line =
+        Line {
+            text: "丸丸丸丸".into(), size: Size::Normal, bold: false, reverse: false, align: Align::Left, qr: None
+        };
+    let raw = crate::glyphs::render_line(&line.text, &raster_style(&line, &l));
+    let is_realtime = |w: &[u8]| w[0] == 0x10 && matches!(w[1], 0x04 | 0x05 | 0x14);
+    assert!(raw.data.windows(2).any(is_realtime), "the font no longer draws such a line: pick another");
+    let bytes = Document { lines: vec![line] }.to_escpos(&l);
+    assert_no_realtime_in_images(&bytes);
+    let (images, _) = images_and_lfs(&bytes);
+    let [(576, 17, sent)] = images[..] else { panic!("{images:?}") };
+    let changed: Vec<(u8, u8)> = raw.data.iter().zip(sent).filter(|(a, b)| a != b).map(|(&a, &b)| (a, b)).collect();
+    assert!(!changed.is_empty() && changed.iter().all(|&c| c == (0x10, 0x00)), "{changed:02X?}");
 }

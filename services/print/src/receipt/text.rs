@@ -1,14 +1,23 @@
 //! Text shaping: arbitrary order text (names typed by customers, notes with line breaks,
 //! emoji, control characters) to what the printer can print, and word wrapping of that.
 //!
-//! Everything here works on the printable form, where one `char` is one printed column and
-//! one encoded byte; that is what makes "fits the width" checkable by counting chars.
+//! Everything here works on the printable form: every char is either one byte of the code
+//! page (one printer column) or a char the bundled font draws, in which case its line prints
+//! as a raster image ([`needs_raster`]) and the char takes [`glyphs::columns`] columns (0 for
+//! Thai vowel and tone marks, 2 for CJK, Hangul and emoji). Widths are measured in printer
+//! columns with [`columns_of`], never by counting chars; that is what makes "fits the width"
+//! checkable.
+//!
+//! [`glyphs::columns`]: crate::glyphs::columns
 
 use wixprint_shared::codepage::{CodePage, transliterate};
 
 /// The printable form of `text` on `cp`: whitespace (line breaks and tabs included) becomes
-/// a space, control and invisible characters are dropped, decomposed accents are composed,
-/// characters the code page lacks are transliterated or become `?`.
+/// a space, control and invisible characters (emoji skin tones and variation selectors
+/// included) are dropped, decomposed accents are composed, characters the code page lacks are
+/// transliterated (quotes, dashes: Latin text stays text), else kept when the bundled font
+/// has a glyph for them (Thai with its marks, CJK, emoji ...: the line prints as an image),
+/// else become `?`.
 pub(crate) fn printable(text: &str, cp: CodePage) -> String {
     let mut out = String::with_capacity(text.len());
     for c in composed(text) {
@@ -68,8 +77,10 @@ fn composed(text: &str) -> impl Iterator<Item = char> + '_ {
 fn push_printable(out: &mut String, c: char, cp: CodePage) {
     if c.is_whitespace() {
         out.push(' ');
-    } else if c.is_control() || is_invisible(c) || is_combining(c) {
-        // Dropped: control bytes would be read as printer commands (NUL, ESC, GS ...).
+    } else if c.is_control() || is_invisible(c) || crate::glyphs::is_invisible(c) || is_combining(c) {
+        // Dropped: control bytes would be read as printer commands (NUL, ESC, GS ...); the
+        // Latin marks left here did not compose. Thai marks are not `is_combining`: they are
+        // kept below, drawn over their letter.
     } else if cp.can_encode(c) {
         out.push(c);
     } else if let Some(t) = transliterate(c) {
@@ -137,6 +148,23 @@ pub(crate) fn columns_of(s: &str, cp: CodePage) -> usize {
 /// Whether a printable line holds characters the code page lacks: it prints as an image.
 pub(crate) fn needs_raster(s: &str, cp: CodePage) -> bool {
     s.chars().any(|c| !cp.can_encode(c))
+}
+
+/// The longest start of the printable `s` that takes at most `room` columns, as (bytes,
+/// columns): whole chars only, a 2-column glyph that does not fit left out, and the 0-column
+/// marks after the last char taken kept with it (a cut never separates a letter from its
+/// marks). Marks at the very start are always taken.
+pub(crate) fn fit_columns(s: &str, cp: CodePage, room: usize) -> (usize, usize) {
+    let (mut end, mut taken) = (0, 0);
+    for (i, c) in s.char_indices() {
+        let w = char_columns(c, cp);
+        if w > 0 && taken + w > room {
+            break;
+        }
+        taken += w;
+        end = i + c.len_utf8();
+    }
+    (end, taken)
 }
 
 /// Breaks `text` into lines of at most `width` columns.
@@ -260,26 +288,23 @@ impl Wrapper {
         }
         let mut rest = word;
         let mut rest_len = len;
-        // Hard-break what does not fit. `width - used` is at least 1 here (indents are
-        // clamped to half the width, a space is only added with room after it). A break never
-        // separates a letter from the marks that follow it (0 columns), and a 2-column glyph
-        // that does not fit goes to the next line; a line that cannot hold even one character
-        // takes it anyway, so every round consumes characters.
+        // Hard-break what does not fit, at a column boundary. `width - used` is at least 1
+        // here (indents are clamped to half the width, a space is only added with room after
+        // it). A break never separates a letter from the marks that follow it (0 columns), and
+        // a 2-column glyph that does not fit goes to the next line. A fresh line whose indent
+        // leaves one column for a 2-column glyph drops the indent; only a line of 1 column
+        // takes a 2-column glyph anyway (it cannot hold it at all). Every round consumes
+        // characters or ends a line with words or drops an indent, so the loop ends.
         while self.used + rest_len > self.width {
-            let room = self.width - self.used;
-            let (mut split, mut taken) = (0, 0);
-            for (i, c) in rest.char_indices() {
-                let w = char_columns(c, self.cp);
-                if w > 0 && taken + w > room {
-                    break;
-                }
-                taken += w;
-                split = i + c.len_utf8();
-            }
+            let (mut split, mut taken) = fit_columns(rest, self.cp, self.width - self.used);
             if split == 0 && !self.has_words {
-                let c = rest.chars().next().expect("rest is not empty while it does not fit");
-                split = c.len_utf8();
-                taken = char_columns(c, self.cp);
+                let first = rest.chars().next().map_or(1, |c| char_columns(c, self.cp));
+                if self.used > 0 && first <= self.width {
+                    self.line.clear();
+                    self.used = 0;
+                    continue;
+                }
+                (split, taken) = fit_columns(rest, self.cp, first);
             }
             self.line.push_str(&rest[..split]);
             if split > 0 {
