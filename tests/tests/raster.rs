@@ -1,7 +1,7 @@
 //! Thai, CJK and emoji reach the paper as image lines: a fixture order with a Thai dish and
-//! an emoji note, rendered and sent to the printer simulator, arrives as text lines plus one
-//! `GS v 0` image per such line, pixel for pixel the bundled font's rendering, with no
-//! unknown command and no real-time command hidden in the image data.
+//! an emoji note, rendered in Font A and Font B and sent to the printer simulator, arrives as
+//! text lines plus one `GS v 0` image per such line, pixel for pixel the bundled font's
+//! rendering, with no unknown command and no real-time command hidden in the image data.
 
 use std::time::Duration;
 
@@ -20,8 +20,11 @@ async fn thai_dish_and_emoji_note_print_as_image_lines() {
     order.buyer_note = "extra scharf 🌶🌶 bitte 🙏".into();
     let sim = PrinterSim::start("127.0.0.1:0").await.unwrap();
     let mut printed = 0;
-    for kind in [ReceiptType::Kitchen, ReceiptType::Customer] {
-        let layout = Layout::new(48);
+    // Font A (48 columns of 12x24 dots) and Font B (64 of 9x17): both 576 dots wide.
+    let runs = [48, 64].into_iter().flat_map(|width| [(width, ReceiptType::Kitchen), (width, ReceiptType::Customer)]);
+    for (width, kind) in runs {
+        let layout = Layout::new(width);
+        let cell = if width > 56 { RasterStyle::FONT_B } else { RasterStyle::FONT_A };
         let doc = render(&order, kind, &layout, None);
         let text = doc.to_text(&layout);
         assert!(!text.contains('?'), "{text}");
@@ -30,7 +33,7 @@ async fn thai_dish_and_emoji_note_print_as_image_lines() {
         conn.shutdown().await.unwrap();
         printed += 1;
         let ticket = sim.wait_for_tickets(printed, Duration::from_secs(10)).await.unwrap().remove(printed - 1);
-        assert!(ticket.complete && ticket.unknown_commands == 0, "{kind:?}:\n{}", ticket.text);
+        assert!(ticket.complete && ticket.unknown_commands == 0, "{width} {kind:?}:\n{}", ticket.text);
 
         // One printed line per document line; image lines where the text has no code page.
         // The feed before the cut prints as blank lines: not part of the document.
@@ -42,12 +45,12 @@ async fn thai_dish_and_emoji_note_print_as_image_lines() {
         while expected.last().is_some_and(|l| l.trim().is_empty()) {
             expected.pop();
         }
-        assert_eq!(printed_lines.len(), expected.len(), "{kind:?}:\n{}\n---\n{text}", ticket.text);
+        assert_eq!(printed_lines.len(), expected.len(), "{width} {kind:?}:\n{}\n---\n{text}", ticket.text);
         let mut images = ticket.images.iter();
         let mut image_texts = Vec::new();
         for (doc_line, (got, want)) in doc.lines.iter().zip(printed_lines.iter().zip(&expected)) {
             if want.chars().all(|c| layout.code_page.can_encode(c)) {
-                assert_eq!(got.trim(), want.trim(), "{kind:?}");
+                assert_eq!(got.trim(), want.trim(), "{width} {kind:?}");
                 continue;
             }
             image_texts.push(doc_line.text.as_str());
@@ -60,7 +63,7 @@ async fn thai_dish_and_emoji_note_print_as_image_lines() {
                 Size::Double => (2, 2),
             };
             let style = RasterStyle {
-                line_width: layout.width * 12,
+                line_width: layout.width * cell.cell_width,
                 width_mult,
                 height_mult,
                 bold: doc_line.bold,
@@ -70,7 +73,7 @@ async fn thai_dish_and_emoji_note_print_as_image_lines() {
                     Align::Center => RasterAlign::Center,
                     Align::Right => RasterAlign::Right,
                 },
-                ..RasterStyle::FONT_A
+                ..cell
             };
             let mut want_bitmap = render_line(&doc_line.text, &style).data;
             for i in 0..want_bitmap.len().saturating_sub(1) {
@@ -78,12 +81,14 @@ async fn thai_dish_and_emoji_note_print_as_image_lines() {
                     want_bitmap[i] = 0;
                 }
             }
-            assert_eq!((image.width, image.height), (576, 24 * height_mult));
-            assert_eq!(image.data, want_bitmap, "{kind:?}: the image is the font's rendering of {want:?}");
+            assert_eq!((image.width, image.height), (576, cell.cell_height * height_mult), "{width} {kind:?}");
+            assert_eq!(image.data, want_bitmap, "{width} {kind:?}: the image is the font's rendering of {want:?}");
             assert!(image.ink() > 0);
+            let realtime = |w: &[u8]| w[0] == 0x10 && matches!(w[1], 0x04 | 0x05 | 0x14);
+            assert!(!image.data.windows(2).any(realtime), "{width} {kind:?}: DLE EOT/ENQ/DC4 in {want:?}");
         }
         assert!(images.next().is_none(), "no extra images");
-        assert!(image_texts.iter().any(|t| t.contains("ต้มยำกุ้ง")), "{kind:?}: {image_texts:?}");
+        assert!(image_texts.iter().any(|t| t.contains("ต้มยำกุ้ง")), "{width} {kind:?}: {image_texts:?}");
         if kind == ReceiptType::Kitchen {
             assert!(image_texts.iter().any(|t| t.contains("🌶🌶")), "{image_texts:?}");
             assert!(image_texts.iter().any(|t| t.contains('🙏')), "{image_texts:?}");

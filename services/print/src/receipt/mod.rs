@@ -14,13 +14,13 @@
 //!
 //! Invariant every layout relies on: every [`Line`] the builder produces is already in its
 //! printable form for the layout's code page (no control characters; every character is
-//! either one byte of the code page, or a character the bundled font draws, in which case the
-//! whole line prints as one raster image, `GS v 0`) and fits `layout.width` counted in
-//! printer columns, never in chars: a code-page character takes 1, a drawn one
-//! [`glyphs::columns`](crate::glyphs::columns) (Thai vowel and tone marks 0, CJK, Hangul and
-//! emoji 2, most others 1); double-width sizes count twice. One function measures this
-//! everywhere (`text::columns_of`). A QR line has no text; its data is sanitised (no control
-//! characters, at most 300 bytes).
+//! either one byte of the code page, or a character the bundled font draws, or an emoji newer
+//! than the font, drawn as an empty box; a line with any of the latter two prints as one raster
+//! image, `GS v 0`) and fits `layout.width` counted in printer columns, never in chars: a
+//! code-page character takes 1, a drawn one [`glyphs::columns`](crate::glyphs::columns) (Thai
+//! vowel and tone marks 0, CJK, Hangul and emoji 2, most others 1); double-width sizes count
+//! twice. One function measures this everywhere (`text::columns_of`). A QR line has no text;
+//! its data is sanitised (no control characters, at most 300 bytes).
 
 mod allergy;
 mod builder;

@@ -666,6 +666,8 @@ impl Lcg {
             "拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面拉面",
             "🌶🌶",
             "🇨🇭",
+            "🫩",
+            "नमस्ते",
             "Привет",
             "e\u{301}",
             "\u{308}",
@@ -1477,4 +1479,41 @@ fn image_data_never_carries_a_real_time_command() {
     let [(576, 17, sent)] = images[..] else { panic!("{images:?}") };
     let changed: Vec<(u8, u8)> = raw.data.iter().zip(sent).filter(|(a, b)| a != b).map(|(&a, &b)| (a, b)).collect();
     assert!(!changed.is_empty() && changed.iter().all(|&c| c == (0x10, 0x00)), "{changed:02X?}");
+}
+
+#[test]
+fn no_emoji_prints_as_a_question_mark() {
+    let cp = CodePage::Pc858;
+    // The emoji outside the emoji blocks (Emoji=Yes in Unicode's emoji data, ASCII aside).
+    let bmp = "©®‼⁉™ℹ↔↕↖↗↘↙↩↪⌚⌛⌨⏏⏩⏪⏫⏬⏭⏮⏯⏰⏱⏲⏳⏸⏹⏺Ⓜ▪▫▶◀◻◼◽◾⤴⤵⬅⬆⬇⬛⬜⭐⭕〰〽㊗㊙";
+    // The emoji blocks whole: unassigned code points are future emoji.
+    let blocks = ('\u{2600}'..='\u{27BF}').chain('\u{1F000}'..='\u{1FAFF}').chain('\u{1FC00}'..='\u{1FFFD}');
+    for c in bmp.chars().chain(blocks) {
+        let p = printable(&c.to_string(), cp);
+        assert!(!p.contains('?'), "{c:?} U+{:04X} prints as {p:?}", u32::from(c));
+    }
+    // Unicode 16 emoji are newer than the font: kept (the preview shows them), and the image
+    // draws an empty box of 2 columns for each, in the ink of the line.
+    let newer = "🫩🪉 ok";
+    assert_eq!(printable(newer, cp), newer);
+    assert_eq!(columns_of(newer, cp), 7);
+    let l = layout(48);
+    let doc = render_note(newer, &l);
+    assert!(doc.to_text(&l).contains(newer), "{}", doc.to_text(&l));
+    let line = doc.lines.iter().find(|line| line.text.contains(newer)).unwrap();
+    let image = crate::glyphs::render_line(&line.text, &raster_style(line, &l));
+    let ink_in = |from: usize, to: usize| (from..to).any(|x| (0..image.height).any(|y| image.get(x, y)));
+    assert!(ink_in(0, 24) && ink_in(24, 48), "a box for each");
+    let bytes = doc.to_escpos(&l);
+    let (images, _) = images_and_lfs(&bytes);
+    let mut want = image.data.clone();
+    super::document::sanitize_raster(&mut want);
+    assert!(images.iter().any(|&(w, _, data)| w == 576 && data == want), "the line is sent as that image");
+}
+
+/// A pickup kitchen ticket whose buyer's note is `note`.
+fn render_note(note: &str, l: &Layout) -> Document {
+    let mut o = pickup();
+    o.buyer_note = note.into();
+    render(&o, ReceiptType::Kitchen, l, None)
 }

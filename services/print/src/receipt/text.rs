@@ -16,8 +16,8 @@ use wixprint_shared::codepage::{CodePage, transliterate};
 /// a space, control and invisible characters (emoji skin tones and variation selectors
 /// included) are dropped, decomposed accents are composed, characters the code page lacks are
 /// transliterated (quotes, dashes: Latin text stays text), else kept when the bundled font
-/// has a glyph for them (Thai with its marks, CJK, emoji ...: the line prints as an image),
-/// else become `?`.
+/// has a glyph for them (Thai with its marks, CJK, emoji ...: the line prints as an image) or
+/// they are emoji newer than the font (printed as an empty box), else become `?`.
 pub(crate) fn printable(text: &str, cp: CodePage) -> String {
     let mut out = String::with_capacity(text.len());
     for c in composed(text) {
@@ -86,7 +86,7 @@ fn push_printable(out: &mut String, c: char, cp: CodePage) {
     } else if let Some(t) = transliterate(c) {
         // Transliterations are ASCII, but check anyway: they must print as text.
         out.extend(t.chars().map(|t| if cp.can_encode(t) { t } else { '?' }));
-    } else if crate::glyphs::has_glyph(c) {
+    } else if crate::glyphs::has_glyph(c) || is_newer_emoji(c) {
         // Thai, CJK, emoji ...: kept; the line prints as a raster image (see `needs_raster`).
         out.push(c);
     } else {
@@ -107,6 +107,18 @@ fn is_invisible(c: char) -> bool {
         | '\u{1F3FB}'..='\u{1F3FF}'
         | '\u{E0000}'..='\u{E007F}'
         | '\u{E0100}'..='\u{E01EF}')
+}
+
+/// Emoji the bundled font (Unifont 15) has no glyph for: the code points of the emoji blocks
+/// and those Unicode keeps for future emoji (`Extended_Pictographic` reserved ranges), e.g.
+/// Unicode 16's U+1FAE9 face with bags under eyes. An emoji never prints as `?`: the image
+/// draws an empty box of its width instead ([`glyphs::columns`]: 2 up to U+1FAFF), the preview
+/// shows the emoji itself. The emoji outside these blocks (U+2600.. and the like) all have
+/// glyphs.
+///
+/// [`glyphs::columns`]: crate::glyphs::columns
+fn is_newer_emoji(c: char) -> bool {
+    matches!(c, '\u{1F000}'..='\u{1FAFF}' | '\u{1FC00}'..='\u{1FFFD}')
 }
 
 fn is_combining(c: char) -> bool {
