@@ -5,8 +5,10 @@
 #   scripts/bench.sh load [ARGS]       load: accept latency, throughput, end-to-end latency, RSS
 #                                      (target/release/loadgen; `loadgen` ARGS, e.g. --orders 2000)
 #   scripts/bench.sh recovery [ARGS]   recovery: start latency after the printer returns and drain
-#                                      rate of 1,000 queued tickets (target/release/recoverybench;
-#                                      ARGS e.g. --runs 5 --latency-samples 30; --help lists them)
+#                                      rate of 1,000 queued tickets, with wix-print's production
+#                                      poll intervals and with both polls at 250 ms
+#                                      (target/release/recoverybench; ARGS e.g. --runs 5
+#                                      --latency-samples 30; --help lists them)
 #   scripts/bench.sh --orders N ...    loadgen with these arguments (as before the sections)
 set -euo pipefail
 cd "$(dirname "$0")/.."

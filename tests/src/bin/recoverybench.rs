@@ -8,20 +8,25 @@
 //! simulator's side (the time a complete ticket arrived at the simulator); no recovery RPC is
 //! used.
 //!
-//! 1. **Drain runs** (`--runs`, default 5): a fresh stack; the simulator goes offline
+//! 1. **Drain runs** (`--runs`, default 5, per drain poll set: the production defaults, then
+//!    both polls at 250 ms, `--drain-polls`): a fresh stack; the simulator goes offline
 //!    (`--mode offline`: answers `DLE EOT` with "offline"; `unreachable`: not listening);
 //!    the orders are posted (signed webhooks) until `--tickets` kitchen tickets wait in
 //!    wix-print (`GetQueueStatus.waiting`); after a random pause (1 s + up to two offline poll
 //!    intervals, so the switch lands at a random point of wix-print's poll cycle, as a real
 //!    printer would) the simulator goes online with no print delay. Measured: start latency
 //!    (switch → first complete ticket), drain rate (tickets between the first and the last
-//!    ticket, and from the switch), gaps between tickets, CPU time of wix-print and of this
-//!    process (= the simulator) from the first to the last ticket, and wix-print's RSS after
-//!    the drain.
+//!    ticket, and from the switch), gaps between tickets, CPU time of wix-print, of this
+//!    process (= the simulator) and of the rest of the machine from the first to the last
+//!    ticket, and wix-print's RSS after the drain.
 //! 2. **Start-latency samples** (`--latency-samples`, default 30, per outage mode and offline
 //!    poll interval): one stack per combination; each sample queues 3 tickets with the printer
 //!    away, waits a random part of two poll intervals, switches online and times the first
-//!    ticket. The default poll list is the production default and 1000 ms.
+//!    ticket. The default poll list is the production default, both polls at 250 ms, and a
+//!    1000 ms not-ready poll.
+//!
+//! A poll set is written `OFFLINE[/STATUS]`: `PRINT_OFFLINE_POLL_MS` and, after the slash,
+//! `PRINT_STATUS_POLL_MS` (without it: `--status-poll-ms`, else the production default).
 //!
 //! Prints plain numbers, then a Markdown table. `recoverybench --help` lists the options.
 
@@ -46,11 +51,15 @@ Options (defaults in brackets):
   --types kitchen|all    kitchen: PRINT_RECEIPT_TYPES=kitchen, one ticket per order (N orders);
                          all: the default three receipt types, ceil(N/3) orders [kitchen]
   --mode offline|unreachable   how the printer is away during the outage [offline]
-  --offline-poll-ms MS   PRINT_OFFLINE_POLL_MS for the drain runs [production default]
-  --status-poll-ms MS    PRINT_STATUS_POLL_MS everywhere [production default]
-  --latency-samples K    start-latency samples per (mode, poll) set; 0 = none [30]
-  --latency-polls LIST   offline poll intervals for the samples, e.g. 500,1000
-                         [production default,1000]
+  --offline-poll-ms MS   PRINT_OFFLINE_POLL_MS of the first drain poll set [production default]
+  --status-poll-ms MS    PRINT_STATUS_POLL_MS wherever a poll set does not name one
+                         [production default]
+  --drain-polls LIST     poll sets OFFLINE[/STATUS] for the drain runs, `--runs` each, e.g.
+                         500/1000,250/250; `default` = the first set above
+                         [default,250/250]
+  --latency-samples K    start-latency samples per (mode, poll set); 0 = none [30]
+  --latency-polls LIST   poll sets OFFLINE[/STATUS] for the samples, e.g. 500,250/250,1000
+                         [production default,250/250,1000]
   --latency-modes LIST   outage modes for the samples [offline,unreachable]
   --concurrency C        webhooks in flight while queueing [16]
   --db-dir DIR           put wix-print's SQLite file in DIR (e.g. /dev/shm, to see what the
@@ -71,7 +80,8 @@ struct Args {
     offline_poll_ms: Option<u64>,
     status_poll_ms: Option<u64>,
     latency_samples: usize,
-    latency_polls: Option<Vec<u64>>,
+    drain_polls: Option<Vec<PollSpec>>,
+    latency_polls: Option<Vec<PollSpec>>,
     latency_modes: Vec<Mode>,
     concurrency: usize,
     db_dir: Option<PathBuf>,
@@ -85,6 +95,40 @@ fn parse_mode(s: &str) -> anyhow::Result<Mode> {
     }
 }
 
+/// A poll set as given: `OFFLINE[/STATUS]` in ms, or `default` (the first drain set).
+#[derive(Clone, Copy, PartialEq)]
+enum PollSpec {
+    Default,
+    Ms(u64, Option<u64>),
+}
+
+fn parse_poll(s: &str) -> anyhow::Result<PollSpec> {
+    if s == "default" {
+        return Ok(PollSpec::Default);
+    }
+    let (offline, status) = match s.split_once('/') {
+        Some((o, st)) => (o, Some(st.parse().with_context(|| format!("poll set {s:?}: STATUS ms"))?)),
+        None => (s, None),
+    };
+    Ok(PollSpec::Ms(offline.parse().with_context(|| format!("poll set {s:?}: OFFLINE[/STATUS] in ms"))?, status))
+}
+
+/// The intervals one stack runs with.
+#[derive(Clone, Copy, PartialEq)]
+struct Polls {
+    offline_ms: u64,
+    status_ms: u64,
+}
+
+impl Polls {
+    fn label(self) -> String {
+        format!("PRINT_OFFLINE_POLL_MS={} PRINT_STATUS_POLL_MS={}", self.offline_ms, self.status_ms)
+    }
+    fn short(self) -> String {
+        format!("offline poll {} ms, status poll {} ms", self.offline_ms, self.status_ms)
+    }
+}
+
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         tickets: 1000,
@@ -94,6 +138,7 @@ fn parse_args() -> anyhow::Result<Args> {
         offline_poll_ms: None,
         status_poll_ms: None,
         latency_samples: 30,
+        drain_polls: None,
         latency_polls: None,
         latency_modes: vec![Mode::Offline, Mode::Unreachable],
         concurrency: 16,
@@ -123,9 +168,11 @@ fn parse_args() -> anyhow::Result<Args> {
             "--offline-poll-ms" => a.offline_poll_ms = Some(v.parse().context("--offline-poll-ms MS")?),
             "--status-poll-ms" => a.status_poll_ms = Some(v.parse().context("--status-poll-ms MS")?),
             "--latency-samples" => a.latency_samples = v.parse().context("--latency-samples K")?,
+            "--drain-polls" => {
+                a.drain_polls = Some(list(v).iter().map(|p| parse_poll(p)).collect::<Result<_, _>>()?);
+            }
             "--latency-polls" => {
-                a.latency_polls =
-                    Some(list(v).iter().map(|p| p.parse()).collect::<Result<_, _>>().context("--latency-polls LIST")?)
+                a.latency_polls = Some(list(v).iter().map(|p| parse_poll(p)).collect::<Result<_, _>>()?);
             }
             "--latency-modes" => a.latency_modes = list(v).iter().map(|m| parse_mode(m)).collect::<Result<_, _>>()?,
             "--concurrency" => a.concurrency = v.parse().context("--concurrency C")?,
@@ -256,6 +303,17 @@ fn cpu_seconds(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
+/// Busy CPU seconds of the whole machine, all cores (`/proc/stat`: everything but idle and
+/// iowait; USER_HZ = 100).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else { return 0.0 };
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| x).sum();
+    busy as f64 / 100.0
+}
+
 /// VmRSS and VmHWM of a process in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -346,6 +404,9 @@ struct DrainRun {
     print_cpu_pct: f64,
     sim_cpu_pct: f64,
     ingest_cpu_pct: f64,
+    /// CPU of the rest of the machine during the drain: other processes (noise) and kernel time
+    /// charged to no process (loopback TCP softirq of the drain itself).
+    rest_cpu_pct: f64,
     rss_kib: u64,
     hwm_kib: u64,
 }
@@ -369,7 +430,7 @@ async fn drain_run(a: &Args, d: &Defaults, offline_poll_ms: u64, status_poll_ms:
         let print_pid = stack.print.pid().context("wix-print is not running")?;
         let ingest_pid = stack.ingest.pid().context("wix-ingest is not running")?;
         let (print_proc, ingest_proc) = (print_pid.to_string(), ingest_pid.to_string());
-        let cpu = || (cpu_seconds(&print_proc), cpu_seconds("self"), cpu_seconds(&ingest_proc));
+        let cpu = || (cpu_seconds(&print_proc), cpu_seconds("self"), cpu_seconds(&ingest_proc), machine_busy_seconds());
         let switch_at = SystemTime::now();
         stack.sim.set_mode(Mode::Online);
         // CPU is counted from the first ticket on: the drain itself, not the wait before it.
@@ -399,6 +460,9 @@ async fn drain_run(a: &Args, d: &Defaults, offline_poll_ms: u64, status_poll_ms:
             print_cpu_pct: (cpu1.0 - cpu0.0) / wall * 100.0,
             sim_cpu_pct: (cpu1.1 - cpu0.1) / wall * 100.0,
             ingest_cpu_pct: (cpu1.2 - cpu0.2) / wall * 100.0,
+            rest_cpu_pct: ((cpu1.3 - cpu0.3) - (cpu1.0 - cpu0.0) - (cpu1.1 - cpu0.1) - (cpu1.2 - cpu0.2)).max(0.0)
+                / wall
+                * 100.0,
             rss_kib: rss,
             hwm_kib: hwm,
         })
@@ -451,8 +515,31 @@ async fn latency_samples(
 async fn main() -> anyhow::Result<()> {
     let a = parse_args()?;
     let d = production_defaults()?;
-    let offline_poll = a.offline_poll_ms.unwrap_or(d.offline_poll_ms);
-    let status_poll = a.status_poll_ms.unwrap_or(d.status_poll_ms);
+    let production = Polls { offline_ms: d.offline_poll_ms, status_ms: d.status_poll_ms };
+    let status_default = a.status_poll_ms.unwrap_or(d.status_poll_ms);
+    let first = Polls { offline_ms: a.offline_poll_ms.unwrap_or(d.offline_poll_ms), status_ms: status_default };
+    let resolve = |p: &PollSpec| match *p {
+        PollSpec::Default => first,
+        PollSpec::Ms(offline_ms, status) => Polls { offline_ms, status_ms: status.unwrap_or(status_default) },
+    };
+    let drain_sets = distinct(
+        a.drain_polls
+            .clone()
+            .unwrap_or_else(|| vec![PollSpec::Default, PollSpec::Ms(250, Some(250))])
+            .iter()
+            .map(resolve),
+    );
+    let latency_polls = distinct(
+        a.latency_polls
+            .clone()
+            .unwrap_or_else(|| {
+                vec![PollSpec::Ms(d.offline_poll_ms, None), PollSpec::Ms(250, Some(250)), PollSpec::Ms(1000, None)]
+            })
+            .iter()
+            .map(resolve),
+    );
+    let tag = |p: Polls| if p == production { " (production defaults)" } else { "" };
+
     let profile = if bin_dir().ends_with("release") { "release" } else { "NOT release (build with --release)" };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -479,60 +566,68 @@ async fn main() -> anyhow::Result<()> {
         d.bus_stale_ms
     );
     println!(
-        "drain runs: {} x {expected} tickets ({orders} orders, {}), printer {} during the outage, \
-         PRINT_OFFLINE_POLL_MS={offline_poll} PRINT_STATUS_POLL_MS={status_poll}{}",
+        "drain runs: {} x {expected} tickets ({orders} orders, {}) per poll set, printer {} during the outage{}",
         a.runs,
         if a.types == Types::Kitchen { "kitchen tickets only" } else { "kitchen + driver + customer" },
         a.mode.as_str(),
         a.db_dir.as_ref().map_or(String::new(), |p| format!(", database in {}", p.display()))
     );
 
-    let mut runs = Vec::new();
-    for run in 1..=a.runs {
-        let r = drain_run(&a, &d, offline_poll, status_poll).await.with_context(|| format!("drain run {run}"))?;
-        println!(
-            "run {run}: start_latency_ms {:.1} drain_first_to_last_per_s {:.0} drain_from_switch_per_s {:.0} \
-             switch_to_last_s {:.3} gap_p99_ms {:.2} wix_print_cpu_pct {:.0} sim_cpu_pct {:.0} ingest_cpu_pct {:.0} \
-             wix_print_rss_kib {} wix_print_hwm_kib {}",
-            r.start_ms,
-            r.rate_first_last,
-            r.rate_from_switch,
-            r.switch_to_last_s,
-            pct(&sorted(&r.gaps_ms), 0.99),
-            r.print_cpu_pct,
-            r.sim_cpu_pct,
-            r.ingest_cpu_pct,
-            r.rss_kib,
-            r.hwm_kib
-        );
-        runs.push(r);
+    let mut drains: Vec<(Polls, Vec<DrainRun>)> = Vec::new();
+    if a.runs > 0 {
+        for &polls in &drain_sets {
+            println!("drain poll set: {}{}", polls.label(), tag(polls));
+            let mut runs = Vec::new();
+            for run in 1..=a.runs {
+                let r = drain_run(&a, &d, polls.offline_ms, polls.status_ms)
+                    .await
+                    .with_context(|| format!("drain run {run}, {}", polls.label()))?;
+                println!(
+                    "run {run}: start_latency_ms {:.1} drain_first_to_last_per_s {:.0} drain_from_switch_per_s {:.0} \
+                     switch_to_last_s {:.3} gap_p99_ms {:.2} wix_print_cpu_pct {:.0} sim_cpu_pct {:.0} \
+                     ingest_cpu_pct {:.0} rest_cpu_pct {:.0} wix_print_rss_kib {} wix_print_hwm_kib {}",
+                    r.start_ms,
+                    r.rate_first_last,
+                    r.rate_from_switch,
+                    r.switch_to_last_s,
+                    pct(&sorted(&r.gaps_ms), 0.99),
+                    r.print_cpu_pct,
+                    r.sim_cpu_pct,
+                    r.ingest_cpu_pct,
+                    r.rest_cpu_pct,
+                    r.rss_kib,
+                    r.hwm_kib
+                );
+                runs.push(r);
+            }
+            drains.push((polls, runs));
+        }
     }
 
-    let mut latency_sets: Vec<(Mode, u64, Vec<f64>)> = Vec::new();
+    let mut latency_sets: Vec<(Mode, Polls, Vec<f64>)> = Vec::new();
     if a.latency_samples > 0 {
-        let mut polls = a.latency_polls.clone().unwrap_or_else(|| vec![d.offline_poll_ms, 1000]);
-        polls.dedup();
         for &mode in &a.latency_modes {
-            for &poll in &polls {
-                let v = latency_samples(&a, &d, mode, poll, status_poll, a.latency_samples)
+            for &polls in &latency_polls {
+                let v = latency_samples(&a, &d, mode, polls.offline_ms, polls.status_ms, a.latency_samples)
                     .await
-                    .with_context(|| format!("start-latency samples, {} / {poll} ms", mode.as_str()))?;
+                    .with_context(|| format!("start-latency samples, {} / {}", mode.as_str(), polls.label()))?;
                 println!(
-                    "start latency ms, printer {} -> online, PRINT_OFFLINE_POLL_MS={poll}: {}",
+                    "start latency ms, printer {} -> online, {}: {}",
                     mode.as_str(),
+                    polls.label(),
                     summary(&v).line(1)
                 );
-                latency_sets.push((mode, poll, v));
+                latency_sets.push((mode, polls, v));
             }
         }
     }
 
-    let col = |f: fn(&DrainRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
-    let gaps: Vec<f64> = runs.iter().flat_map(|r| r.gaps_ms.iter().copied()).collect();
-    let gaps_sorted = sorted(&gaps);
-    println!();
-    if !runs.is_empty() {
-        println!("summary over {} drain runs:", runs.len());
+    for (polls, runs) in &drains {
+        let col = |f: fn(&DrainRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let gaps: Vec<f64> = runs.iter().flat_map(|r| r.gaps_ms.iter().copied()).collect();
+        let gaps_sorted = sorted(&gaps);
+        println!();
+        println!("summary over {} drain runs, {}{}:", runs.len(), polls.label(), tag(*polls));
         println!("start_latency_ms: {}", summary(&col(|r| r.start_ms)).line(1));
         println!("drain_first_to_last_tickets_per_s: {}", summary(&col(|r| r.rate_first_last)).line(0));
         println!("drain_from_switch_tickets_per_s: {}", summary(&col(|r| r.rate_from_switch)).line(0));
@@ -547,6 +642,10 @@ async fn main() -> anyhow::Result<()> {
         println!("wix_print_cpu_pct_of_one_core_during_drain: {}", summary(&col(|r| r.print_cpu_pct)).line(0));
         println!("sim_cpu_pct_of_one_core_during_drain: {}", summary(&col(|r| r.sim_cpu_pct)).line(0));
         println!("ingest_cpu_pct_of_one_core_during_drain: {}", summary(&col(|r| r.ingest_cpu_pct)).line(0));
+        println!(
+            "rest_of_machine_cpu_pct_of_one_core_during_drain (other processes, unattributed kernel time): {}",
+            summary(&col(|r| r.rest_cpu_pct)).line(0)
+        );
         println!("wix_print_vmrss_kib_after_drain: {}", summary(&col(|r| r.rss_kib as f64)).line(0));
         println!("wix_print_vmhwm_kib_after_drain: {}", summary(&col(|r| r.hwm_kib as f64)).line(0));
     }
@@ -554,41 +653,71 @@ async fn main() -> anyhow::Result<()> {
     // The same as a Markdown table, for BENCHMARKS.md.
     println!("\n| measure | min | p50 | p90 | max | mean | goal |");
     println!("|---|---|---|---|---|---|---|");
-    if !runs.is_empty() {
+    let row = |name: String, s: Summary, dec: usize, goal: &str| println!("| {name} | {} | {goal} |", s.cells(dec));
+    for (polls, runs) in &drains {
         let n = runs.len();
-        let row = |name: String, s: Summary, dec: usize, goal: &str| println!("| {name} | {} | {goal} |", s.cells(dec));
+        let col = |f: fn(&DrainRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let set = format!("{}{}", polls.short(), tag(*polls));
         row(
-            format!("start latency, ms (drain runs: {n}, printer {}, poll {offline_poll} ms)", a.mode.as_str()),
+            format!("start latency, ms (drain runs: {n}, printer {}; {set})", a.mode.as_str()),
             summary(&col(|r| r.start_ms)),
             0,
             "≤ 1000",
         );
         row(
-            format!("drain rate first → last ticket, tickets/s ({expected} tickets)"),
+            format!("drain rate first → last ticket, tickets/s ({expected} tickets; {set})"),
             summary(&col(|r| r.rate_first_last)),
             0,
             "≥ 200",
         );
-        row("drain rate from the switch, tickets/s".into(), summary(&col(|r| r.rate_from_switch)), 0, "");
-        row(format!("switch → ticket {expected}, s"), summary(&col(|r| r.switch_to_last_s)), 2, "");
-        row("wix-print CPU during the drain, % of one core".into(), summary(&col(|r| r.print_cpu_pct)), 0, "");
+        row(format!("drain rate from the switch, tickets/s ({set})"), summary(&col(|r| r.rate_from_switch)), 0, "");
+        row(format!("switch → ticket {expected}, s ({set})"), summary(&col(|r| r.switch_to_last_s)), 2, "");
         row(
-            "simulator (bench process) CPU during the drain, % of one core".into(),
+            format!("wix-print CPU during the drain, % of one core ({set})"),
+            summary(&col(|r| r.print_cpu_pct)),
+            0,
+            "",
+        );
+        row(
+            format!("simulator (bench process) CPU during the drain, % of one core ({set})"),
             summary(&col(|r| r.sim_cpu_pct)),
             0,
             "",
         );
-        row("wix-print VmRSS after the drain, KiB".into(), summary(&col(|r| r.rss_kib as f64)), 0, "");
+        row(
+            format!("rest of the machine's CPU during the drain, % of one core ({set})"),
+            summary(&col(|r| r.rest_cpu_pct)),
+            0,
+            "",
+        );
+        row(format!("wix-print VmRSS after the drain, KiB ({set})"), summary(&col(|r| r.rss_kib as f64)), 0, "");
     }
-    for (mode, poll, v) in &latency_sets {
-        println!(
-            "| start latency, ms ({} samples, printer {}, poll {poll} ms) | {} | ≤ 1000 |",
-            v.len(),
-            mode.as_str(),
-            summary(v).cells(0)
+    for (mode, polls, v) in &latency_sets {
+        row(
+            format!(
+                "start latency, ms ({} samples, printer {}; {}{})",
+                v.len(),
+                mode.as_str(),
+                polls.short(),
+                tag(*polls)
+            ),
+            summary(v),
+            0,
+            "≤ 1000",
         );
     }
     Ok(())
+}
+
+/// The poll sets in their order, each once.
+fn distinct(sets: impl Iterator<Item = Polls>) -> Vec<Polls> {
+    let mut out: Vec<Polls> = Vec::new();
+    for p in sets {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn sorted(v: &[f64]) -> Vec<f64> {
