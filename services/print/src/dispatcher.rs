@@ -234,7 +234,12 @@ impl Dispatcher {
             ConfirmMode::Status => bytes.extend_from_slice(&GS_R_PAPER),
         }
         let confirm_id = String::from_utf8_lossy(&id).into_owned();
-        if let Err(e) = self.store.mark_sending(job.id, job.state, confirm_id).await {
+        if let Err(e) = self.store.mark_sending(&job, confirm_id).await {
+            if e.downcast_ref::<crate::store::Stale>().is_some() {
+                // Cancelled or changed since it was loaded: take the queue's word again.
+                tracing::info!(job_id = job.id, reason = %e, "job changed before sending; reloading");
+                return Outcome::Next;
+            }
             tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record sending; not printing");
             return Outcome::PrinterNotReady;
         }

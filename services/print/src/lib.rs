@@ -8,6 +8,8 @@ pub mod config;
 pub mod connectivity;
 pub mod dispatcher;
 pub mod glyphs;
+pub mod job;
+pub mod paper;
 pub mod printer;
 pub mod printers;
 pub mod priority;
@@ -33,7 +35,7 @@ pub use config::Config;
 /// Runs wix-print until `shutdown` is cancelled, then drains within the grace period.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started_ms = wixprint_shared::time::now_ms();
-    let store = store::Store::open(&config.db_path)?;
+    let store = store::Store::open_with_horizon(&config.db_path, config.retry_backoff.max() * 2)?;
     let interrupted = store.mark_interrupted_uncertain().await?;
     if interrupted > 0 {
         tracing::warn!(
@@ -68,7 +70,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             })
             .collect(),
     );
-    let policy = store::QueuePolicy {
+    let policy = paper::QueuePolicy {
         receipt_types: config.receipt_types.clone(),
         storno_types: config.storno_types.clone(),
         max_attempts: config.max_attempts,

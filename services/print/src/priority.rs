@@ -2,29 +2,50 @@
 //! Friday rush). Lower numbers print first; within a priority, the order time, then kitchen →
 //! driver → customer (the `type_rank`).
 //!
-//! - CRITICAL (0): the kitchen ticket (or change slip) of an order whose note or modifiers
+//! - Critical (0): the kitchen ticket (or change slip) of an order whose note or modifiers
 //!   name an allergy word: the kitchen must see it before it cooks anything else.
-//! - HIGH (1): kitchen tickets, and every receipt of an order whose total reaches the
+//! - High (1): kitchen tickets, and every receipt of an order whose total reaches the
 //!   configured threshold.
-//! - NORMAL (2): driver / pickup slips.
-//! - LOW (3): customer receipts.
+//! - Normal (2): driver / pickup slips.
+//! - Low (3): customer receipts.
 
 use wixprint_shared::proto::order::Order;
 use wixprint_shared::proto::print::ReceiptType;
 
-pub const CRITICAL: i32 = 0;
-pub const HIGH: i32 = 1;
-pub const NORMAL: i32 = 2;
-pub const LOW: i32 = 3;
+/// A job's place in the queue; lower prints first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Critical,
+    High,
+    Normal,
+    Low,
+}
 
-/// The name of a priority value, for the admin API and logs.
-pub fn name(p: i32) -> &'static str {
-    match p {
-        CRITICAL => "critical",
-        HIGH => "high",
-        NORMAL => "normal",
-        LOW => "low",
-        _ => "other",
+impl Priority {
+    pub const ALL: [Priority; 4] = [Priority::Critical, Priority::High, Priority::Normal, Priority::Low];
+
+    /// The value stored in `jobs.priority` (the queue sorts on it) and shown by the admin API.
+    pub fn as_sql(self) -> i32 {
+        match self {
+            Priority::Critical => 0,
+            Priority::High => 1,
+            Priority::Normal => 2,
+            Priority::Low => 3,
+        }
+    }
+
+    pub fn from_sql(v: i32) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_sql() == v)
+    }
+
+    /// The name for the admin API and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
     }
 }
 
@@ -38,7 +59,7 @@ pub struct Rules {
 
 impl Rules {
     /// The priority of `t` for `order`, and its rank within a priority.
-    pub fn of(&self, order: &Order, t: ReceiptType) -> (i32, i32) {
+    pub fn of(&self, order: &Order, t: ReceiptType) -> (Priority, i32) {
         let rank = match t {
             ReceiptType::Kitchen => 1,
             ReceiptType::Driver => 2,
@@ -46,17 +67,17 @@ impl Rules {
             ReceiptType::Unspecified => 4,
         };
         let base = match t {
-            ReceiptType::Kitchen => HIGH,
-            ReceiptType::Driver => NORMAL,
-            _ => LOW,
+            ReceiptType::Kitchen => Priority::High,
+            ReceiptType::Driver => Priority::Normal,
+            _ => Priority::Low,
         };
         if t == ReceiptType::Kitchen && has_allergy(order, &self.allergy_words) {
-            return (CRITICAL, rank);
+            return (Priority::Critical, rank);
         }
         let big = self.high_total.as_deref().and_then(parse_amount).is_some_and(|limit| {
             order.price_summary.as_ref().and_then(|p| parse_amount(&p.total)).is_some_and(|total| total >= limit)
         });
-        (if big { base.min(HIGH) } else { base }, rank)
+        (if big { base.min(Priority::High) } else { base }, rank)
     }
 }
 
@@ -106,20 +127,29 @@ mod tests {
     fn allergy_makes_the_kitchen_ticket_critical_only() {
         let rules = Rules { allergy_words: vec!["Erdnüsse".into(), "Gluten".into()], high_total: None };
         let o = order("Bitte keine Erdnüsse!", "", "20.00");
-        assert_eq!(rules.of(&o, ReceiptType::Kitchen), (CRITICAL, 1));
-        assert_eq!(rules.of(&o, ReceiptType::Driver), (NORMAL, 2));
-        assert_eq!(rules.of(&o, ReceiptType::Customer), (LOW, 3));
-        assert_eq!(rules.of(&order("", "ohne Gluten", "1"), ReceiptType::Kitchen).0, CRITICAL);
+        assert_eq!(rules.of(&o, ReceiptType::Kitchen), (Priority::Critical, 1));
+        assert_eq!(rules.of(&o, ReceiptType::Driver), (Priority::Normal, 2));
+        assert_eq!(rules.of(&o, ReceiptType::Customer), (Priority::Low, 3));
+        assert_eq!(rules.of(&order("", "ohne Gluten", "1"), ReceiptType::Kitchen).0, Priority::Critical);
         // Item names never trigger: "Erdnuss-Curry" is a dish, not an allergy.
-        assert_eq!(rules.of(&order("", "", "1"), ReceiptType::Kitchen).0, HIGH);
+        assert_eq!(rules.of(&order("", "", "1"), ReceiptType::Kitchen).0, Priority::High);
     }
 
     #[test]
     fn big_orders_print_everything_at_high() {
         let rules = Rules { allergy_words: vec![], high_total: Some("200".into()) };
-        assert_eq!(rules.of(&order("", "", "200.00"), ReceiptType::Customer).0, HIGH);
-        assert_eq!(rules.of(&order("", "", "199.99"), ReceiptType::Customer).0, LOW);
-        assert_eq!(rules.of(&order("", "", "not money"), ReceiptType::Driver).0, NORMAL);
+        assert_eq!(rules.of(&order("", "", "200.00"), ReceiptType::Customer).0, Priority::High);
+        assert_eq!(rules.of(&order("", "", "199.99"), ReceiptType::Customer).0, Priority::Low);
+        assert_eq!(rules.of(&order("", "", "not money"), ReceiptType::Driver).0, Priority::Normal);
+    }
+
+    #[test]
+    fn priorities_round_trip_and_sort_critical_first() {
+        for p in Priority::ALL {
+            assert_eq!(Priority::from_sql(p.as_sql()), Some(p));
+        }
+        assert_eq!(Priority::from_sql(9), None);
+        assert!(Priority::Critical.as_sql() < Priority::Low.as_sql());
     }
 
     #[test]

@@ -19,15 +19,11 @@ use tokio_util::sync::CancellationToken;
 use wixprint_shared::proto::print::RecoverySession;
 use wixprint_shared::time::{now_ms, opt_timestamp, timestamp_from_ms};
 
+use crate::job::RecoveryState;
 use crate::printer::{Change, State, Timeouts};
 use crate::printers::Printers;
 use crate::store::{RecoveryRow, Store};
 
-pub const VALIDATING: &str = "validating";
-pub const PROCESSING: &str = "processing";
-pub const PAUSED: &str = "paused";
-pub const COMPLETED: &str = "completed";
-pub const CANCELLED: &str = "cancelled";
 /// The reason of a pause an operator asked for: only an operator ends it.
 pub const OPERATOR: &str = "operator";
 
@@ -72,8 +68,8 @@ impl RecoveryManager {
         let open = self.store.open_recovery(&c.printer).await?;
         if c.to == State::Online {
             match open {
-                Some(s) if s.state == PAUSED && s.paused_reason != OPERATOR => {
-                    self.store.set_recovery_state(s.id, PROCESSING, "", false).await?;
+                Some(s) if s.state == RecoveryState::Paused && s.paused_reason != OPERATOR => {
+                    self.store.set_recovery_state(s.id, RecoveryState::Processing, "", false).await?;
                     self.pace(&c.printer, true);
                     tracing::info!(session = s.id, printer = %c.printer, "printer back; recovery continues");
                 }
@@ -84,10 +80,12 @@ impl RecoveryManager {
                 }
             }
         } else if let Some(s) = open
-            && (s.state == PROCESSING || s.state == VALIDATING)
+            && (s.state == RecoveryState::Processing || s.state == RecoveryState::Validating)
         {
             // Printer loss pauses the session; it does not fail it.
-            self.store.set_recovery_state(s.id, PAUSED, &format!("printer {}", c.to.as_str()), false).await?;
+            self.store
+                .set_recovery_state(s.id, RecoveryState::Paused, &format!("printer {}", c.to.as_str()), false)
+                .await?;
             tracing::warn!(session = s.id, printer = %c.printer, state = c.to.as_str(), "printer lost during recovery; session paused");
         }
         Ok(())
@@ -103,10 +101,12 @@ impl RecoveryManager {
         tracing::info!(session = id, printer, trigger, backlog = row.total, "recovery started");
         let (state, detail) = crate::printer::probe(&handle.url, self.timeouts).await;
         if state == State::Online {
-            self.store.set_recovery_state(id, PROCESSING, "", false).await?;
+            self.store.set_recovery_state(id, RecoveryState::Processing, "", false).await?;
             self.pace(printer, true);
         } else {
-            self.store.set_recovery_state(id, PAUSED, &format!("printer {} ({detail})", state.as_str()), false).await?;
+            self.store
+                .set_recovery_state(id, RecoveryState::Paused, &format!("printer {} ({detail})", state.as_str()), false)
+                .await?;
         }
         handle.wake.notify_one();
         Ok(())
@@ -119,8 +119,8 @@ impl RecoveryManager {
                 let Some(s) = self.store.open_recovery(&handle.name).await? else { return anyhow::Ok(()) };
                 let s = self.store.refresh_recovery(s.id).await?.unwrap_or(s);
                 let (waiting, held) = self.store.recovery_open_jobs(s.id).await?;
-                if waiting == 0 && held == 0 && s.state != PAUSED {
-                    self.store.set_recovery_state(s.id, COMPLETED, "", true).await?;
+                if waiting == 0 && held == 0 && s.state != RecoveryState::Paused {
+                    self.store.set_recovery_state(s.id, RecoveryState::Completed, "", true).await?;
                     self.pace(&handle.name, false);
                     let s = self.store.recovery(s.id).await?.unwrap_or(s);
                     let p = to_proto(&s, now_ms());
@@ -159,7 +159,7 @@ pub fn to_proto(s: &RecoveryRow, now_ms: i64) -> RecoverySession {
         id: s.id,
         printer: s.printer.clone(),
         trigger: s.trigger.clone(),
-        state: s.state.clone(),
+        state: s.state.as_str().to_owned(),
         started_at: Some(timestamp_from_ms(s.started_ms)),
         processing_at: opt_timestamp(s.processing_ms),
         ended_at: opt_timestamp(s.ended_ms),
@@ -226,7 +226,7 @@ mod tests {
             id: 1,
             printer: "front".into(),
             trigger: "printer_online".into(),
-            state: PROCESSING.into(),
+            state: RecoveryState::Processing,
             started_ms: 1_000,
             online_ms: 900,
             first_printed_ms: Some(1_200),

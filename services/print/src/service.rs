@@ -8,8 +8,10 @@ use wixprint_shared::proto::print::print_service_server::PrintService;
 use wixprint_shared::proto::print::*;
 
 use crate::dispatcher::render_job;
+use crate::job::RecoveryState;
+use crate::paper::{self, QueuePolicy};
 use crate::printers::Printers;
-use crate::store::{QueuePolicy, Store};
+use crate::store::{self, JobRecord, Store, TransitionRecord};
 
 fn internal(e: anyhow::Error) -> Status {
     tracing::error!(error = format!("{e:#}"), "request failed");
@@ -36,13 +38,19 @@ impl PrintService for Printing {
             return Err(Status::invalid_argument(format!("version must be >= 1, got {version}")));
         }
         let order_id = order.id.clone();
-        let resp = self.store.submit(order, version, self.policy.clone()).await.map_err(internal)?;
-        if !resp.job_ids.is_empty() {
+        let outcome = self.store.submit(order, version, self.policy.clone()).await.map_err(internal)?;
+        // New jobs, or jobs that changed (cancelled, now printing another version): the
+        // dispatchers look again.
+        if outcome.disposition != paper::Disposition::Recorded {
             self.printers.wake_all();
         }
-        tracing::info!(%order_id, version, disposition = ?Disposition::try_from(resp.disposition).unwrap_or_default(),
-            duplicate = resp.duplicate, jobs = resp.job_ids.len(), "order version received");
-        Ok(Response::new(resp))
+        tracing::info!(%order_id, version, disposition = ?outcome.disposition,
+            duplicate = outcome.duplicate, jobs = outcome.job_ids.len(), "order version received");
+        Ok(Response::new(SubmitOrderResponse {
+            disposition: disposition_to_proto(outcome.disposition) as i32,
+            job_ids: outcome.job_ids,
+            duplicate: outcome.duplicate,
+        }))
     }
 }
 
@@ -81,7 +89,7 @@ impl PrintAdmin for Admin {
         Ok(Response::new(GetStatusResponse {
             jobs: counts.into_iter().map(|(s, count)| StateCount { state: s.to_proto() as i32, count }).collect(),
             printers,
-            last_printed,
+            last_printed: last_printed.map(job_to_proto),
             orders,
             order_versions,
             version: wixprint_shared::VERSION.to_owned(),
@@ -169,10 +177,7 @@ impl PrintAdmin for Admin {
 
     async fn pause_recovery(&self, req: Request<RecoveryControlRequest>) -> Result<Response<RecoverySession>, Status> {
         let s = self.session(req.into_inner().session_id).await?;
-        if !matches!(
-            s.state.as_str(),
-            crate::recovery::PROCESSING | crate::recovery::VALIDATING | crate::recovery::PAUSED
-        ) {
+        if !matches!(s.state, RecoveryState::Processing | RecoveryState::Validating | RecoveryState::Paused) {
             return Err(Status::failed_precondition(format!(
                 "session {} is {}; only an open session pauses",
                 s.id, s.state
@@ -182,7 +187,7 @@ impl PrintAdmin for Admin {
             h.gate.set_paused(true);
         }
         self.store
-            .set_recovery_state(s.id, crate::recovery::PAUSED, crate::recovery::OPERATOR, false)
+            .set_recovery_state(s.id, RecoveryState::Paused, crate::recovery::OPERATOR, false)
             .await
             .map_err(internal)?;
         tracing::info!(session = s.id, printer = %s.printer, "recovery paused by the operator");
@@ -191,9 +196,9 @@ impl PrintAdmin for Admin {
 
     async fn resume_recovery(&self, req: Request<RecoveryControlRequest>) -> Result<Response<RecoverySession>, Status> {
         let s = self.session(req.into_inner().session_id).await?;
-        match s.state.as_str() {
-            crate::recovery::PAUSED | crate::recovery::PROCESSING | crate::recovery::VALIDATING => {}
-            crate::recovery::CANCELLED => {
+        match s.state {
+            RecoveryState::Paused | RecoveryState::Processing | RecoveryState::Validating => {}
+            RecoveryState::Cancelled => {
                 let n = self.store.release_recovery_jobs(s.id).await.map_err(internal)?;
                 tracing::info!(session = s.id, jobs = n, "cancelled recovery resumed; held jobs print");
             }
@@ -201,7 +206,7 @@ impl PrintAdmin for Admin {
                 return Err(Status::failed_precondition(format!("session {} is {other}; nothing to resume", s.id)));
             }
         }
-        self.store.set_recovery_state(s.id, crate::recovery::PROCESSING, "", false).await.map_err(internal)?;
+        self.store.set_recovery_state(s.id, RecoveryState::Processing, "", false).await.map_err(internal)?;
         if let Some(h) = self.printers.get(&s.printer) {
             h.gate.set_paused(false);
             h.wake.notify_one();
@@ -211,10 +216,7 @@ impl PrintAdmin for Admin {
 
     async fn cancel_recovery(&self, req: Request<RecoveryControlRequest>) -> Result<Response<RecoverySession>, Status> {
         let s = self.session(req.into_inner().session_id).await?;
-        if !matches!(
-            s.state.as_str(),
-            crate::recovery::PROCESSING | crate::recovery::VALIDATING | crate::recovery::PAUSED
-        ) {
+        if !matches!(s.state, RecoveryState::Processing | RecoveryState::Validating | RecoveryState::Paused) {
             return Err(Status::failed_precondition(format!(
                 "session {} is {}; only an open session cancels",
                 s.id, s.state
@@ -222,7 +224,7 @@ impl PrintAdmin for Admin {
         }
         // Keep the rest (held), then let the printer go on with new orders.
         let held = self.store.hold_recovery_jobs(s.id).await.map_err(internal)?;
-        self.store.set_recovery_state(s.id, crate::recovery::CANCELLED, "", true).await.map_err(internal)?;
+        self.store.set_recovery_state(s.id, RecoveryState::Cancelled, "", true).await.map_err(internal)?;
         self.store
             .set_recovery_summary(s.id, format!("cancelled by the operator; {held} tickets kept as held"))
             .await
@@ -262,13 +264,13 @@ impl PrintAdmin for Admin {
         let rows = self.store.list_recoveries(None, u32::MAX).await.map_err(internal)?;
         let sessions: Vec<RecoverySession> = rows.iter().map(|r| crate::recovery::to_proto(r, now)).collect();
         let completed: Vec<&RecoverySession> =
-            sessions.iter().filter(|s| s.state == crate::recovery::COMPLETED).collect();
+            sessions.iter().filter(|s| s.state == RecoveryState::Completed.as_str()).collect();
         let mean = |v: Vec<u64>| if v.is_empty() { 0 } else { v.iter().sum::<u64>() / v.len() as u64 };
         let latencies: Vec<u64> = sessions.iter().filter(|s| s.done > 0).map(|s| s.start_latency_ms).collect();
         Ok(Response::new(GetRecoveryStatsResponse {
             sessions: sessions.len() as u64,
             completed: completed.len() as u64,
-            cancelled: sessions.iter().filter(|s| s.state == crate::recovery::CANCELLED).count() as u64,
+            cancelled: sessions.iter().filter(|s| s.state == RecoveryState::Cancelled.as_str()).count() as u64,
             tickets_recovered: sessions.iter().map(|s| s.done).sum(),
             mean_duration_ms: mean(completed.iter().map(|s| s.duration_ms).collect()),
             max_duration_ms: completed.iter().map(|s| s.duration_ms).max().unwrap_or(0),
@@ -283,12 +285,7 @@ impl PrintAdmin for Admin {
         _: Request<GetQueueStatusRequest>,
     ) -> Result<Response<GetQueueStatusResponse>, Status> {
         let (rows, oldest) = self.store.queue_counts().await.map_err(internal)?;
-        let waiting_state = |s: crate::store::JobState| {
-            matches!(
-                s,
-                crate::store::JobState::Queued | crate::store::JobState::Uncertain | crate::store::JobState::Failed
-            )
-        };
+        let waiting_state = |s: store::JobState| store::JobState::WAITING.contains(&s);
         let waiting = rows.iter().filter(|r| waiting_state(r.1)).map(|r| r.3).sum();
         let printers = self
             .printers
@@ -304,8 +301,8 @@ impl PrintAdmin for Admin {
             .map(|(printer, state, priority, count)| QueueCount {
                 printer,
                 state: state.to_proto() as i32,
-                priority,
-                priority_name: crate::priority::name(priority).into(),
+                priority: priority.as_sql(),
+                priority_name: priority.name().into(),
                 count,
             })
             .collect();
@@ -321,7 +318,7 @@ impl PrintAdmin for Admin {
         let req = req.into_inner();
         let state = match JobState::try_from(req.state) {
             Ok(JobState::Unspecified) => None,
-            Ok(s) => crate::store::JobState::from_proto(s),
+            Ok(s) => store::JobState::from_proto(s),
             Err(_) => return Err(Status::invalid_argument(format!("unknown job state {}", req.state))),
         };
         let limit = match req.limit {
@@ -331,7 +328,7 @@ impl PrintAdmin for Admin {
         };
         let order_id = Some(req.order_id).filter(|s| !s.is_empty());
         let jobs = self.store.list_jobs(state, order_id, limit).await.map_err(internal)?;
-        Ok(Response::new(ListJobsResponse { jobs }))
+        Ok(Response::new(ListJobsResponse { jobs: jobs.into_iter().map(job_to_proto).collect() }))
     }
 
     async fn preview_receipt(
@@ -387,7 +384,11 @@ impl PrintAdmin for Admin {
             .get(&job.printer)
             .map_or_else(|| self.printers.iter().next().expect("a printer").layout.clone(), |h| h.layout.clone());
         let text = render_job(&printable, &layout).to_text(&layout);
-        Ok(Response::new(GetJobResponse { job: Some(job), text, transitions }))
+        Ok(Response::new(GetJobResponse {
+            job: Some(job_to_proto(job)),
+            text,
+            transitions: transitions.into_iter().map(transition_to_proto).collect(),
+        }))
     }
 }
 
@@ -406,5 +407,48 @@ impl Admin {
     async fn session_reply(&self, id: i64) -> Result<Response<RecoverySession>, Status> {
         let row = self.session(id).await?;
         Ok(Response::new(crate::recovery::to_proto(&row, wixprint_shared::time::now_ms())))
+    }
+}
+
+fn disposition_to_proto(d: paper::Disposition) -> Disposition {
+    match d {
+        paper::Disposition::Queued => Disposition::Queued,
+        paper::Disposition::Recorded => Disposition::Recorded,
+        paper::Disposition::NotPrintable => Disposition::NotPrintable,
+        paper::Disposition::Filtered => Disposition::Filtered,
+        paper::Disposition::Cancelled => Disposition::Cancelled,
+        paper::Disposition::Changed => Disposition::Changed,
+    }
+}
+
+fn job_to_proto(j: JobRecord) -> Job {
+    use wixprint_shared::time::opt_timestamp;
+    Job {
+        id: j.id,
+        order_id: j.order_id,
+        order_number: j.order_number,
+        version: j.version,
+        receipt_type: j.receipt_type as i32,
+        copy: j.copy,
+        state: j.state.to_proto() as i32,
+        attempts: j.attempts,
+        priority: j.priority.as_sql(),
+        reprint: j.reprint,
+        printer: j.printer,
+        last_error: j.last_error.unwrap_or_default(),
+        created_at: opt_timestamp(Some(j.created_ms)),
+        updated_at: opt_timestamp(Some(j.updated_ms)),
+        printed_at: opt_timestamp(j.printed_ms),
+        next_attempt_at: opt_timestamp(Some(j.next_attempt_ms)),
+        kind: j.kind.name().to_owned(),
+    }
+}
+
+fn transition_to_proto(t: TransitionRecord) -> JobTransition {
+    JobTransition {
+        from_state: t.from.map_or("", store::JobState::as_sql).to_owned(),
+        to_state: t.to.as_sql().to_owned(),
+        at: wixprint_shared::time::opt_timestamp(Some(t.at_ms)),
+        detail: t.detail,
     }
 }

@@ -14,9 +14,13 @@ use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use wixprint_shared::db::{Cached, Db};
-use wixprint_shared::proto::order::{Order, OrderStatus, PaymentStatus};
-use wixprint_shared::proto::print::{self as api, Disposition, ReceiptType, SubmitOrderResponse};
-use wixprint_shared::time::{now_ms, opt_timestamp};
+use wixprint_shared::proto::order::Order;
+use wixprint_shared::proto::print::ReceiptType;
+use wixprint_shared::time::now_ms;
+
+pub use crate::job::{JobKind, JobState, RecoveryState};
+use crate::paper::{self, Disposition, JobView, NewJob, OrderPaper, QueuePolicy};
+use crate::priority::Priority;
 
 pub static MIGRATIONS: &[&str] = &[
     r#"
@@ -106,71 +110,6 @@ CREATE INDEX jobs_recovery ON jobs (recovery_session, state);
 "#,
 ];
 
-/// Job lifecycle (design §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
-    Queued,
-    Sending,
-    AwaitingConfirm,
-    Printed,
-    Uncertain,
-    Failed,
-    Dead,
-    Cancelled,
-    /// Kept but not printed: the rest of a cancelled recovery, until an operator resumes it.
-    Held,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 9] = [
-        JobState::Queued,
-        JobState::Sending,
-        JobState::AwaitingConfirm,
-        JobState::Printed,
-        JobState::Uncertain,
-        JobState::Failed,
-        JobState::Dead,
-        JobState::Cancelled,
-        JobState::Held,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Sending => "sending",
-            JobState::AwaitingConfirm => "awaiting_confirm",
-            JobState::Printed => "printed",
-            JobState::Uncertain => "uncertain",
-            JobState::Failed => "failed",
-            JobState::Dead => "dead",
-            JobState::Cancelled => "cancelled",
-            JobState::Held => "held",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    pub fn to_proto(self) -> api::JobState {
-        match self {
-            JobState::Queued => api::JobState::Queued,
-            JobState::Sending => api::JobState::Sending,
-            JobState::AwaitingConfirm => api::JobState::AwaitingConfirm,
-            JobState::Printed => api::JobState::Printed,
-            JobState::Uncertain => api::JobState::Uncertain,
-            JobState::Failed => api::JobState::Failed,
-            JobState::Dead => api::JobState::Dead,
-            JobState::Cancelled => api::JobState::Cancelled,
-            JobState::Held => api::JobState::Held,
-        }
-    }
-
-    pub fn from_proto(s: api::JobState) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.to_proto() == s)
-    }
-}
-
 /// What a job prints.
 #[derive(Debug, Clone)]
 pub enum Content {
@@ -199,6 +138,8 @@ pub struct Printable {
 pub struct ReadyJob {
     pub id: i64,
     pub state: JobState,
+    /// The order version it prints (the compare-and-set of `mark_sending` checks it).
+    pub version: i64,
     pub attempts: u32,
     pub max_attempts: u32,
     pub printable: Printable,
@@ -221,9 +162,10 @@ fn load_printable(conn: &Connection, id: i64) -> anyhow::Result<Printable> {
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
     let order = load_order(conn, &order_id, version).with_context(|| format!("job {id}"))?;
-    let content = match (kind.as_str(), base_version) {
-        ("storno", _) => Content::Storno,
-        (k, Some(base)) if k.starts_with("change:") => Content::Change {
+    let kind = JobKind::from_sql(&kind).with_context(|| format!("job {id}: unknown kind {kind:?}"))?;
+    let content = match (kind, base_version) {
+        (JobKind::Storno, _) => Content::Storno,
+        (JobKind::Change { .. }, Some(base)) => Content::Change {
             base: Box::new(load_order(conn, &order_id, base).with_context(|| format!("job {id} base"))?),
         },
         _ => Content::Ticket,
@@ -237,100 +179,140 @@ fn load_printable(conn: &Connection, id: i64) -> anyhow::Result<Printable> {
     })
 }
 
-/// Per-job queue settings from config.
-#[derive(Debug, Clone)]
-pub struct QueuePolicy {
-    pub receipt_types: Vec<ReceiptType>,
-    /// Receipt types that get a STORNO slip when a printed order is cancelled.
-    pub storno_types: Vec<ReceiptType>,
-    pub max_attempts: u32,
-    /// Printer per receipt type; a type not listed prints on `default_printer`.
-    pub routes: Vec<(ReceiptType, String)>,
-    pub default_printer: String,
-    /// Copies of the receipt set's tickets per type (default 1); slips print once.
-    pub copies: Vec<(ReceiptType, u32)>,
-    /// Queue priorities (allergy → CRITICAL, big orders → HIGH).
-    pub priority: crate::priority::Rules,
-    /// Print only orders with a line item from this app (Wix Restaurants); `None` prints all.
-    pub restaurant_app_id: Option<String>,
-    /// Reprint the driver slip when an order printed as unpaid becomes paid.
-    pub reprint_driver_when_paid: bool,
-}
-
-impl QueuePolicy {
-    pub fn printer_for(&self, t: ReceiptType) -> &str {
-        self.routes.iter().find(|(r, _)| *r == t).map_or(self.default_printer.as_str(), |(_, p)| p)
-    }
-
-    pub fn copies_of(&self, t: ReceiptType) -> u32 {
-        self.copies.iter().find(|(r, _)| *r == t).map_or(1, |(_, n)| *n)
-    }
-
-    /// Whether this order is one this printer prints at all. Local (phone) orders always are.
-    pub fn prints(&self, order: &Order) -> bool {
-        match &self.restaurant_app_id {
-            None => true,
-            Some(_) if order.source == wixprint_shared::proto::order::OrderSource::Local as i32 => true,
-            Some(app) => order.catalog_app_ids.iter().any(|a| a == app),
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Inserts one job the plan asked for.
 fn insert_job(
     tx: &Connection,
     order: &Order,
     version: i64,
-    t: ReceiptType,
-    kind: &str,
-    base_version: Option<i64>,
-    copy: u32,
+    new: &NewJob,
     policy: &QueuePolicy,
     now: i64,
 ) -> anyhow::Result<i64> {
+    let t = new.receipt_type;
     let (priority, rank) = policy.priority.of(order, t);
     let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
     tx.exec(
         "INSERT INTO jobs (order_id, order_number, version, kind, base_version, receipt_type, copy, state, priority,
             order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, 'queued', ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?14, ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?11)",
         params![
             order.id,
             order.number,
             version,
-            kind,
-            base_version,
+            new.kind.to_sql(),
+            new.base_version,
             t as i32,
-            priority,
+            priority.as_sql(),
             order_time,
             rank,
             policy.max_attempts,
             now,
             policy.printer_for(t),
-            copy
+            new.copy,
+            JobState::Queued.as_sql(),
         ],
     )?;
     let id = tx.last_insert_rowid();
-    insert_transition(tx, id, "", JobState::Queued, &format!("{kind} for order {} version {version}", order.number))?;
+    insert_transition(
+        tx,
+        id,
+        None,
+        JobState::Queued,
+        &format!("{} for order {} version {version}", new.kind, order.number),
+    )?;
     Ok(id)
+}
+
+/// The answer to a submitted version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitOutcome {
+    pub disposition: Disposition,
+    /// Jobs created by this version (empty for a repeat).
+    pub job_ids: Vec<i64>,
+    /// This exact (order id, version) had been submitted before; the stored answer.
+    pub duplicate: bool,
+}
+
+/// A job as the admin API lists it.
+#[derive(Debug, Clone)]
+pub struct JobRecord {
+    pub id: i64,
+    pub order_id: String,
+    pub order_number: String,
+    pub version: i64,
+    pub kind: JobKind,
+    pub receipt_type: ReceiptType,
+    pub copy: u32,
+    pub state: JobState,
+    pub attempts: u32,
+    pub priority: Priority,
+    pub reprint: bool,
+    pub printer: String,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub printed_ms: Option<i64>,
+    pub next_attempt_ms: i64,
+}
+
+/// One row of a job's history.
+#[derive(Debug, Clone)]
+pub struct TransitionRecord {
+    /// `None` for the job's creation.
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub at_ms: i64,
+    pub detail: String,
 }
 
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// The longest a job may legitimately wait for its next attempt (the retry backoff's
+    /// maximum, with room). A `next_attempt` further ahead was written before the wall clock
+    /// stepped back (a Pi without a real-time clock at boot), and is due now.
+    horizon_ms: i64,
+}
+
+/// A job is due when its next attempt has come, or lies beyond any backoff (see `horizon_ms`).
+const DUE: &str = "(next_attempt_ms <= ?1 OR next_attempt_ms > ?1 + ?3)";
+
+/// A job waits while an earlier job of its order and receipt type is unfinished: a change
+/// slip never prints before the ticket it changes, a STORNO never before a ticket in flight.
+static UNBLOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM jobs AS earlier WHERE earlier.order_id = jobs.order_id
+           AND earlier.receipt_type = jobs.receipt_type AND earlier.id < jobs.id AND earlier.state IN ({}))",
+        JobState::sql_list(&JobState::OPEN)
+    )
+});
+
+/// A job that changed between loading and `mark_sending`: it is reloaded, never sent stale.
+#[derive(Debug, thiserror::Error)]
+#[error("job {id} changed since it was loaded: expected {} version {}, found {} version {}", .expected.0, .expected.1, .found.0, .found.1)]
+pub struct Stale {
+    pub id: i64,
+    pub expected: (JobState, i64),
+    pub found: (JobState, i64),
 }
 
 impl Store {
     pub fn open(path: &std::path::Path) -> anyhow::Result<Self> {
-        Ok(Self { db: Db::open(path, MIGRATIONS)? })
+        Self::open_with_horizon(path, std::time::Duration::from_secs(3600))
     }
 
-    /// Records an order version and decides, in one transaction, what it means on paper:
-    /// the first approved version creates the receipt set; a later version with printable
-    /// changes queues change slips (or lets not-yet-printed tickets print the new version); a
-    /// cancellation cancels what has not printed and queues STORNO slips for what has. A
-    /// repeat of (order id, version) changes nothing and returns the stored answer.
-    pub async fn submit(&self, order: Order, version: i64, policy: QueuePolicy) -> anyhow::Result<SubmitOrderResponse> {
+    /// Opens the store; `horizon` is the longest legitimate wait for a next attempt.
+    pub fn open_with_horizon(path: &std::path::Path, horizon: std::time::Duration) -> anyhow::Result<Self> {
+        Ok(Self { db: Db::open(path, MIGRATIONS)?, horizon_ms: horizon.as_millis().min(i64::MAX as u128) as i64 })
+    }
+
+    /// Records an order version and, in the same transaction, does what it means on paper
+    /// (decided by [`paper::plan`]): the first approved version creates the receipt set; a
+    /// later version with printable changes queues change slips (or lets tickets never sent
+    /// print the new version); a cancellation cancels what waits and queues STORNO slips for
+    /// what may be on paper. A repeat of (order id, version) changes nothing and returns the
+    /// stored answer.
+    pub async fn submit(&self, order: Order, version: i64, policy: QueuePolicy) -> anyhow::Result<SubmitOutcome> {
         self.db
             .write(move |tx| {
                 let seen: Option<(i32, String)> = tx
@@ -341,195 +323,137 @@ impl Store {
                     )
                     .optional()?;
                 if let Some((disposition, job_ids)) = seen {
-                    return Ok(SubmitOrderResponse { disposition, job_ids: parse_ids(&job_ids), duplicate: true });
+                    let disposition = Disposition::from_sql(disposition)
+                        .with_context(|| format!("unknown disposition {disposition} stored for order {}", order.id))?;
+                    return Ok(SubmitOutcome { disposition, job_ids: parse_ids(&job_ids), duplicate: true });
                 }
                 let now = now_ms();
                 tx.exec(
                     "INSERT INTO order_versions (order_id, version, received_ms, disposition, job_ids, order_pb) VALUES (?1, ?2, ?3, 0, '', ?4)",
                     params![order.id, version, now, order.encode_to_vec()],
                 )?;
-                let known: Option<(i64, Option<i64>, Option<i64>, bool)> = tx
+                let known: Option<OrderPaper> = tx
                     .row(
                         "SELECT latest_version, set_version, paper_version, storno FROM orders WHERE order_id = ?1",
                         params![order.id],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        |r| {
+                            Ok(OrderPaper {
+                                latest_version: r.get(0)?,
+                                set_version: r.get(1)?,
+                                paper_version: r.get(2)?,
+                                storno: r.get(3)?,
+                            })
+                        },
                     )
                     .optional()?;
-                let (latest, set_version, paper_version, storno) = known.unwrap_or((0, None, None, false));
-                let approved = order.status == OrderStatus::Approved as i32;
-                let canceled = order.status == OrderStatus::Canceled as i32;
-                let mut job_ids = Vec::new();
-                let mut new_paper = paper_version;
-                let mut new_storno = storno;
-                let disposition = if version < latest {
-                    // Ingest forwards versions in order; an older one changes nothing.
-                    Disposition::Recorded
-                } else {
-                    match set_version {
-                        None if !approved => Disposition::NotPrintable,
-                        None if !policy.prints(&order) => Disposition::Filtered,
-                        None => {
-                            for &t in &policy.receipt_types {
-                                for copy in 1..=policy.copies_of(t) {
-                                    job_ids.push(insert_job(tx, &order, version, t, "ticket", None, copy, &policy, now)?);
-                                }
-                            }
-                            new_paper = Some(version);
-                            Disposition::Queued
-                        }
-                        Some(_) if storno => Disposition::Recorded,
-                        Some(_) if canceled => {
-                            let open: Vec<(i64, String)> = {
-                                let mut st = tx.prepare_cached(
-                                    "SELECT id, state FROM jobs WHERE order_id = ?1 AND state IN ('queued', 'uncertain', 'failed', 'held')",
-                                )?;
-                                st.query_map(params![order.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
-                            };
-                            for (id, from) in &open {
-                                tx.exec("UPDATE jobs SET state = 'cancelled', updated_ms = ?2 WHERE id = ?1", params![id, now])?;
-                                insert_transition(tx, *id, from, JobState::Cancelled, &format!("order cancelled (version {version})"))?;
-                            }
-                            let on_paper: i64 = tx.row(
-                                "SELECT count(*) FROM jobs WHERE order_id = ?1 AND state IN ('printed', 'sending', 'awaiting_confirm', 'dead')",
-                                params![order.id],
-                                |r| r.get(0),
-                            )?;
-                            if on_paper > 0 {
-                                for &t in &policy.storno_types {
-                                    job_ids.push(insert_job(tx, &order, version, t, "storno", None, 1, &policy, now)?);
-                                }
-                            }
-                            new_storno = true;
-                            Disposition::Cancelled
-                        }
-                        Some(_) if !approved => Disposition::Recorded,
-                        Some(set) => {
-                            let base_version = paper_version.unwrap_or(set);
-                            let base = load_order(tx, &order.id, base_version)?;
-                            let changes = crate::changes::diff(&base, &order);
-                            let mut any = false;
-                            for &t in &policy.receipt_types {
-                                let relevant = changes.iter().any(|c| match t {
-                                    ReceiptType::Driver => c.concerns_driver(),
-                                    ReceiptType::Customer => false,
-                                    _ => c.concerns_kitchen(),
-                                });
-                                if !relevant {
-                                    continue;
-                                }
-                                any = true;
-                                // A ticket still waiting simply prints the new version.
-                                let moved = tx.exec(
-                                    "UPDATE jobs SET version = ?3, updated_ms = ?4 WHERE order_id = ?1 AND receipt_type = ?2
-                                       AND kind = 'ticket' AND state = 'queued'",
-                                    params![order.id, t as i32, version, now],
-                                )?;
-                                if moved == 0 {
-                                    let kind = format!("change:{version}");
-                                    job_ids.push(insert_job(tx, &order, version, t, &kind, Some(base_version), 1, &policy, now)?);
-                                }
-                            }
-                            // Optionally, a driver slip paid after it printed is reprinted, so the
-                            // driver does not collect cash twice.
-                            let paid = |o: &Order| o.payment_status == PaymentStatus::Paid as i32;
-                            if policy.reprint_driver_when_paid
-                                && paid(&order)
-                                && !paid(&base)
-                                && policy.receipt_types.contains(&ReceiptType::Driver)
-                            {
-                                let moved = tx.exec(
-                                    "UPDATE jobs SET version = ?2, updated_ms = ?3 WHERE order_id = ?1 AND receipt_type = ?4
-                                       AND kind = 'ticket' AND state = 'queued'",
-                                    params![order.id, version, now, ReceiptType::Driver as i32],
-                                )?;
-                                if moved == 0 {
-                                    let kind = format!("paid:{version}");
-                                    job_ids.push(insert_job(tx, &order, version, ReceiptType::Driver, &kind, None, 1, &policy, now)?);
-                                }
-                                any = true;
-                            }
-                            if any {
-                                new_paper = Some(version);
-                                Disposition::Changed
-                            } else {
-                                Disposition::Recorded
-                            }
-                        }
-                    }
+                let jobs = order_jobs(tx, &order.id)?;
+                let base = match known.and_then(|k| k.paper_version.or(k.set_version)) {
+                    Some(v) => Some(load_order(tx, &order.id, v)?),
+                    None => None,
                 };
+                let plan = paper::plan(known, &jobs, base.as_ref(), &order, version, &policy);
+
+                let reason = format!("order {} version {version}", order.number);
+                for &(id, from) in &plan.cancels {
+                    set_state(tx, id, from, JobState::Cancelled, now)?;
+                    insert_transition(tx, id, Some(from), JobState::Cancelled, &format!("{reason} cancelled it"))?;
+                }
+                for &id in &plan.retargets {
+                    let state: String = tx.row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
+                    let state = parse_state(&state)?;
+                    tx.exec("UPDATE jobs SET version = ?2, updated_ms = ?3 WHERE id = ?1", params![id, version, now])?;
+                    insert_transition(tx, id, Some(state), state, &format!("{reason}: prints this version"))?;
+                }
+                let mut job_ids = Vec::with_capacity(plan.inserts.len());
+                for new in &plan.inserts {
+                    job_ids.push(insert_job(tx, &order, version, new, &policy, now)?);
+                }
                 let ids_text = job_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
                 tx.exec(
                     "UPDATE order_versions SET disposition = ?3, job_ids = ?4 WHERE order_id = ?1 AND version = ?2",
-                    params![order.id, version, disposition as i32, ids_text],
+                    params![order.id, version, plan.disposition.as_sql(), ids_text],
                 )?;
-                let set_now = (disposition == Disposition::Queued).then_some(version);
+                let p = plan.paper;
                 tx.exec(
                     "INSERT INTO orders (order_id, number, latest_version, status, set_version, paper_version, storno, received_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(order_id) DO UPDATE SET
                         number = CASE WHEN excluded.latest_version > latest_version THEN excluded.number ELSE number END,
                         status = CASE WHEN excluded.latest_version > latest_version THEN excluded.status ELSE status END,
-                        latest_version = max(latest_version, excluded.latest_version),
-                        set_version = coalesce(set_version, excluded.set_version),
+                        latest_version = excluded.latest_version,
+                        set_version = excluded.set_version,
                         paper_version = excluded.paper_version,
                         storno = excluded.storno",
-                    params![order.id, order.number, version, order.status, set_now, new_paper, new_storno, now],
+                    params![order.id, order.number, p.latest_version, order.status, p.set_version, p.paper_version, p.storno, now],
                 )?;
-                Ok(SubmitOrderResponse { disposition: disposition as i32, job_ids, duplicate: false })
+                Ok(SubmitOutcome { disposition: plan.disposition, job_ids, duplicate: false })
             })
             .await
     }
 
     /// Start-up: a job caught in `sending` or `awaiting_confirm` may or may not be on paper.
-    /// It becomes `uncertain` and is reprinted with the KOPIE banner.
+    /// It becomes `uncertain` and is reprinted with the KOPIE banner (or `cancelled`, when its
+    /// order was cancelled meanwhile: the STORNO covers it; see [`paper::after_doubt`]).
     pub async fn mark_interrupted_uncertain(&self) -> anyhow::Result<u64> {
         self.db
             .write(|tx| {
                 let ids: Vec<(i64, String)> = {
-                    let mut stmt =
-                        tx.prepare("SELECT id, state FROM jobs WHERE state IN ('sending', 'awaiting_confirm')")?;
+                    let mut stmt = tx.prepare(&format!(
+                        "SELECT id, state FROM jobs WHERE state IN ({})",
+                        JobState::sql_list(&JobState::IN_FLIGHT)
+                    ))?;
                     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
                 };
                 let now = now_ms();
                 for (id, from) in &ids {
+                    let from = parse_state(from)?;
+                    let doubt = job_doubt(tx, *id)?;
+                    // A restart is not the job's fault: it keeps its attempts for the reprint.
+                    let to = paper::after_doubt(doubt.order_cancelled, 0, 1);
+                    let detail = match to {
+                        JobState::Cancelled => "found after restart; its order was cancelled, the STORNO covers it",
+                        _ => "found after restart; will reprint with banner",
+                    };
                     tx.exec(
-                        "UPDATE jobs SET state = 'uncertain', reprint = 1, next_attempt_ms = ?2, updated_ms = ?2,
+                        "UPDATE jobs SET state = ?3, reprint = 1, next_attempt_ms = ?2, updated_ms = ?2,
                            last_error = 'interrupted by a restart before the printer confirmed' WHERE id = ?1",
-                        params![id, now],
+                        params![id, now, to.as_sql()],
                     )?;
-                    insert_transition(
-                        tx,
-                        *id,
-                        from,
-                        JobState::Uncertain,
-                        "found after restart; will reprint with banner",
-                    )?;
+                    insert_transition(tx, *id, Some(from), to, detail)?;
                 }
                 Ok(ids.len() as u64)
             })
             .await
     }
 
-    /// The next job for `printer`, by priority, order time, receipt type.
+    /// The next job for `printer`, by priority, order time, receipt type; a job never comes
+    /// before an unfinished earlier job of its order and receipt type (a change slip follows
+    /// its ticket, a STORNO follows a ticket in flight).
     pub async fn next_ready_job(&self, printer: &str) -> anyhow::Result<Option<ReadyJob>> {
         let printer = printer.to_owned();
+        let horizon = self.horizon_ms;
         self.db
             .call(move |conn| {
-                let row: Option<(i64, String, u32, u32)> = conn
+                let row: Option<(i64, String, i64, u32, u32)> = conn
                     .row(
-                        "SELECT id, state, attempts, max_attempts FROM jobs
-                         WHERE printer = ?2 AND state IN ('queued', 'uncertain', 'failed') AND next_attempt_ms <= ?1
-                         ORDER BY priority, order_time_ms, type_rank, id LIMIT 1",
-                        params![now_ms(), printer],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        &format!(
+                            "SELECT id, state, version, attempts, max_attempts FROM jobs
+                             WHERE printer = ?2 AND state IN ({}) AND {DUE} AND {unblocked}
+                             ORDER BY priority, order_time_ms, type_rank, id LIMIT 1",
+                            JobState::sql_list(&JobState::WAITING),
+                            unblocked = *UNBLOCKED
+                        ),
+                        params![now_ms(), printer, horizon],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                     )
                     .optional()?;
-                let Some((id, state, attempts, max_attempts)) = row else {
+                let Some((id, state, version, attempts, max_attempts)) = row else {
                     return Ok(None);
                 };
                 Ok(Some(ReadyJob {
                     id,
-                    state: JobState::parse(&state).context("unknown job state in database")?,
+                    state: parse_state(&state)?,
+                    version,
                     attempts,
                     max_attempts,
                     printable: load_printable(conn, id)?,
@@ -538,16 +462,26 @@ impl Store {
             .await
     }
 
-    /// Earliest time a job waiting for `printer` becomes due, if any waits.
+    /// Earliest time a job waiting for `printer` becomes due, if any waits (jobs that wait
+    /// for an earlier job of their order are not due: that job's end wakes the queue).
     pub async fn next_due_ms(&self, printer: &str) -> anyhow::Result<Option<i64>> {
         let printer = printer.to_owned();
+        let horizon = self.horizon_ms;
         self.db
             .call(move |conn| {
-                Ok(conn.row(
-                    "SELECT min(next_attempt_ms) FROM jobs WHERE printer = ?1 AND state IN ('queued', 'uncertain', 'failed')",
+                let due: Option<i64> = conn.row(
+                    &format!(
+                        "SELECT min(next_attempt_ms) FROM jobs WHERE printer = ?1 AND state IN ({}) AND {}",
+                        JobState::sql_list(&JobState::WAITING),
+                        *UNBLOCKED
+                    ),
                     params![printer],
                     |r| r.get(0),
-                )?)
+                )?;
+                // A time further ahead than any backoff was written before the wall clock
+                // stepped back: it is due now.
+                let now = now_ms();
+                Ok(due.map(|d| if d > now + horizon { now } else { d }))
             })
             .await
     }
@@ -559,9 +493,10 @@ impl Store {
         self.db
             .write(move |tx| {
                 let ids: Vec<(i64, String)> = {
-                    let mut st = tx.prepare_cached(
-                        "SELECT id, state FROM jobs WHERE printer = ?1 AND state IN ('queued', 'uncertain', 'failed')",
-                    )?;
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT id, state FROM jobs WHERE printer = ?1 AND state IN ({})",
+                        JobState::sql_list(&JobState::WAITING)
+                    ))?;
                     st.query_map(params![from], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
                 };
                 let now = now_ms();
@@ -570,24 +505,35 @@ impl Store {
                         "UPDATE jobs SET printer = ?2, routed_from = coalesce(routed_from, ?3), updated_ms = ?4 WHERE id = ?1",
                         params![id, to, from, now],
                     )?;
-                    let state = JobState::parse(state).unwrap_or(JobState::Queued);
-                    insert_transition(tx, *id, state.as_str(), state, &format!("failed over from {from} to {to}: {reason}"))?;
+                    let state = parse_state(state)?;
+                    insert_transition(tx, *id, Some(state), state, &format!("failed over from {from} to {to}: {reason}"))?;
                 }
                 Ok(ids.len() as u64)
             })
             .await
     }
 
-    /// `queued|uncertain|failed → sending`: one attempt used; committed before any byte goes out.
-    pub async fn mark_sending(&self, id: i64, from: JobState, confirm_id: String) -> anyhow::Result<()> {
-        self.transition(id, from, JobState::Sending, format!("attempt with process id {confirm_id}"), move |tx, now| {
-            tx.exec(
-                "UPDATE jobs SET state = 'sending', attempts = attempts + 1, confirm_id = ?2, updated_ms = ?3 WHERE id = ?1",
-                params![id, confirm_id, now],
-            )?;
-            Ok(())
-        })
-        .await
+    /// `queued|uncertain|failed → sending`: one attempt used; committed before any byte goes
+    /// out. A compare-and-set on (state, version): a job that changed since it was loaded
+    /// (cancelled, or now carrying a newer version) is not sent; the caller reloads it.
+    pub async fn mark_sending(&self, job: &ReadyJob, confirm_id: String) -> anyhow::Result<()> {
+        let (id, from, version) = (job.id, job.state, job.version);
+        self.db
+            .write(move |tx| {
+                let (state, current): (String, i64) =
+                    tx.row("SELECT state, version FROM jobs WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let state = parse_state(&state)?;
+                if state != from || current != version {
+                    anyhow::bail!(Stale { id, expected: (from, version), found: (state, current) });
+                }
+                tx.exec(
+                    "UPDATE jobs SET state = ?4, attempts = attempts + 1, confirm_id = ?2, updated_ms = ?3 WHERE id = ?1",
+                    params![id, confirm_id, now_ms(), JobState::Sending.as_sql()],
+                )?;
+                insert_transition(tx, id, Some(from), JobState::Sending, &format!("attempt with process id {confirm_id}"))?;
+                Ok(())
+            })
+            .await
     }
 
     /// `sending → awaiting_confirm`: the bytes are out.
@@ -597,10 +543,7 @@ impl Store {
             JobState::Sending,
             JobState::AwaitingConfirm,
             "sent; waiting for the printer".into(),
-            move |tx, now| {
-                tx.exec("UPDATE jobs SET state = 'awaiting_confirm', updated_ms = ?2 WHERE id = ?1", params![id, now])?;
-                Ok(())
-            },
+            |_, _| Ok(()),
         )
         .await
     }
@@ -613,18 +556,15 @@ impl Store {
             JobState::Printed,
             "confirmed by the printer".into(),
             move |tx, now| {
-                tx.exec(
-                "UPDATE jobs SET state = 'printed', printed_ms = ?2, updated_ms = ?2, last_error = NULL WHERE id = ?1",
-                params![id, now],
-            )?;
+                tx.exec("UPDATE jobs SET printed_ms = ?2, last_error = NULL WHERE id = ?1", params![id, now])?;
                 Ok(())
             },
         )
         .await
     }
 
-    /// `sending|awaiting_confirm → uncertain` (reprint with banner), or `dead` when the attempts
-    /// are used up.
+    /// `sending|awaiting_confirm →` `uncertain` (reprint with banner), `dead` when the attempts
+    /// are used up, or `cancelled` when the order was cancelled meanwhile ([`paper::after_doubt`]).
     pub async fn mark_uncertain(
         &self,
         id: i64,
@@ -634,15 +574,18 @@ impl Store {
     ) -> anyhow::Result<JobState> {
         self.db
             .write(move |tx| {
-                let (attempts, max): (u32, u32) =
-                    tx.row("SELECT attempts, max_attempts FROM jobs WHERE id = ?1", params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                let to = if attempts >= max { JobState::Dead } else { JobState::Uncertain };
+                let doubt = job_doubt(tx, id)?;
+                let to = paper::after_doubt(doubt.order_cancelled, doubt.attempts, doubt.max_attempts);
                 let now = now_ms();
                 tx.exec(
                     "UPDATE jobs SET state = ?2, reprint = 1, last_error = ?3, next_attempt_ms = ?4, updated_ms = ?5 WHERE id = ?1",
-                    params![id, to.as_str(), detail, retry_at_ms, now],
+                    params![id, to.as_sql(), detail, retry_at_ms, now],
                 )?;
-                insert_transition(tx, id, from.as_str(), to, &detail)?;
+                let detail = match to {
+                    JobState::Cancelled => format!("{detail}; its order was cancelled, the STORNO covers it"),
+                    _ => detail,
+                };
+                insert_transition(tx, id, Some(from), to, &detail)?;
                 Ok(to)
             })
             .await
@@ -659,11 +602,14 @@ impl Store {
         self.db
             .write(move |tx| {
                 let current: String = tx.row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
-                if current != from.as_str() {
-                    anyhow::bail!("job {id}: expected state {} but found {current}", from.as_str());
+                let current = parse_state(&current)?;
+                if current != from {
+                    anyhow::bail!("job {id}: expected state {from} but found {current}");
                 }
-                update(tx, now_ms())?;
-                insert_transition(tx, id, from.as_str(), to, &detail)?;
+                let now = now_ms();
+                set_state(tx, id, from, to, now)?;
+                update(tx, now)?;
+                insert_transition(tx, id, Some(from), to, &detail)?;
                 Ok(())
             })
             .await
@@ -694,7 +640,7 @@ impl Store {
                     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
                 Ok(JobState::ALL
                     .into_iter()
-                    .map(|s| (s, rows.iter().find(|(n, _)| n == s.as_str()).map(|(_, c)| *c as u64).unwrap_or(0)))
+                    .map(|s| (s, rows.iter().find(|(n, _)| n == s.as_sql()).map(|(_, c)| *c as u64).unwrap_or(0)))
                     .collect())
             })
             .await
@@ -715,30 +661,31 @@ impl Store {
         state: Option<JobState>,
         order_id: Option<String>,
         limit: u32,
-    ) -> anyhow::Result<Vec<api::Job>> {
+    ) -> anyhow::Result<Vec<JobRecord>> {
         self.db
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(&format!(
                     "{JOB_SQL} WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR order_id = ?2) ORDER BY id LIMIT ?3"
                 ))?;
                 let jobs = stmt
-                    .query_map(params![state.map(|s| s.as_str()), order_id, limit], job_from_row)?
+                    .query_map(params![state.map(|s| s.as_sql()), order_id, limit], job_row)?
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(jobs)
+                jobs.into_iter().map(job_record).collect()
             })
             .await
     }
 
-    pub async fn last_printed(&self) -> anyhow::Result<Option<api::Job>> {
+    pub async fn last_printed(&self) -> anyhow::Result<Option<JobRecord>> {
         self.db
             .call(|conn| {
-                Ok(conn
-                    .query_row(
-                        &format!("{JOB_SQL} WHERE state = 'printed' ORDER BY printed_ms DESC, id DESC LIMIT 1"),
-                        [],
-                        job_from_row,
-                    )
-                    .optional()?)
+                conn.query_row(
+                    &format!("{JOB_SQL} WHERE state = ?1 ORDER BY printed_ms DESC, id DESC LIMIT 1"),
+                    params![JobState::Printed.as_sql()],
+                    job_row,
+                )
+                .optional()?
+                .map(job_record)
+                .transpose()
             })
             .await
     }
@@ -778,7 +725,7 @@ impl Store {
     }
 
     /// Jobs by printer, state and priority; and the oldest waiting job's creation time.
-    pub async fn queue_counts(&self) -> anyhow::Result<(Vec<(String, JobState, i32, u64)>, Option<i64>)> {
+    pub async fn queue_counts(&self) -> anyhow::Result<(Vec<(String, JobState, Priority, u64)>, Option<i64>)> {
         self.db
             .call(|conn| {
                 let mut stmt = conn.prepare_cached(
@@ -792,10 +739,16 @@ impl Store {
                     .collect::<Result<Vec<_>, _>>()?;
                 let counts = rows
                     .into_iter()
-                    .filter_map(|(p, s, prio, n)| JobState::parse(&s).map(|s| (p, s, prio, n as u64)))
-                    .collect();
+                    .map(|(p, s, prio, n)| {
+                        let prio = Priority::from_sql(prio).with_context(|| format!("unknown priority {prio}"))?;
+                        Ok((p, parse_state(&s)?, prio, n as u64))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
                 let oldest: Option<i64> = conn.row(
-                    "SELECT min(created_ms) FROM jobs WHERE state IN ('queued', 'uncertain', 'failed')",
+                    &format!(
+                        "SELECT min(created_ms) FROM jobs WHERE state IN ({})",
+                        JobState::sql_list(&JobState::WAITING)
+                    ),
                     [],
                     |r| r.get(0),
                 )?;
@@ -813,11 +766,17 @@ impl Store {
             .write(move |tx| {
                 // The backlog: what waits for the printer, what the dispatcher already took since
                 // the printer returned (it does not wait for this bookkeeping).
-                const BACKLOG: &str =
-                    "printer = ?1 AND (state IN ('queued', 'uncertain', 'failed', 'sending', 'awaiting_confirm')
-                     OR (state = 'printed' AND printed_ms >= ?2))";
+                let backlog = format!(
+                    "printer = ?1 AND (state IN ({}, {}) OR (state = '{}' AND printed_ms >= ?2))",
+                    JobState::sql_list(&JobState::WAITING),
+                    JobState::sql_list(&JobState::IN_FLIGHT),
+                    JobState::Printed.as_sql()
+                );
                 let waiting: i64 = tx.row(
-                    "SELECT count(*) FROM jobs WHERE printer = ?1 AND state IN ('queued', 'uncertain', 'failed')",
+                    &format!(
+                        "SELECT count(*) FROM jobs WHERE printer = ?1 AND state IN ({})",
+                        JobState::sql_list(&JobState::WAITING)
+                    ),
                     params![printer],
                     |r| r.get(0),
                 )?;
@@ -825,17 +784,17 @@ impl Store {
                     return Ok(None);
                 }
                 let total: i64 =
-                    tx.row(&format!("SELECT count(*) FROM jobs WHERE {BACKLOG}"), params![printer, online_ms], |r| {
+                    tx.row(&format!("SELECT count(*) FROM jobs WHERE {backlog}"), params![printer, online_ms], |r| {
                         r.get(0)
                     })?;
                 let id: i64 = tx.row(
                     "INSERT INTO recovery_sessions (printer, trigger, state, started_ms, online_ms, total)
-                     VALUES (?1, ?2, 'validating', ?3, ?4, ?5) RETURNING id",
-                    params![printer, trigger, now_ms(), online_ms, total],
+                     VALUES (?1, ?2, ?6, ?3, ?4, ?5) RETURNING id",
+                    params![printer, trigger, now_ms(), online_ms, total, RecoveryState::Validating.as_sql()],
                     |r| r.get(0),
                 )?;
                 tx.exec(
-                    &format!("UPDATE jobs SET recovery_session = ?3 WHERE {BACKLOG}"),
+                    &format!("UPDATE jobs SET recovery_session = ?3 WHERE {backlog}"),
                     params![printer, online_ms, id],
                 )?;
                 Ok(Some(id))
@@ -844,17 +803,23 @@ impl Store {
     }
 
     /// Sets a session's state (and reason); `ended` closes it.
-    pub async fn set_recovery_state(&self, id: i64, state: &str, reason: &str, ended: bool) -> anyhow::Result<()> {
-        let (state, reason) = (state.to_owned(), reason.to_owned());
+    pub async fn set_recovery_state(
+        &self,
+        id: i64,
+        state: RecoveryState,
+        reason: &str,
+        ended: bool,
+    ) -> anyhow::Result<()> {
+        let reason = reason.to_owned();
         self.db
             .write(move |tx| {
                 let now = now_ms();
                 tx.exec(
                     "UPDATE recovery_sessions SET state = ?2, paused_reason = ?3,
-                        processing_ms = CASE WHEN ?2 = 'processing' THEN coalesce(processing_ms, ?4) ELSE processing_ms END,
+                        processing_ms = CASE WHEN ?6 THEN coalesce(processing_ms, ?4) ELSE processing_ms END,
                         ended_ms = CASE WHEN ?5 THEN ?4 ELSE NULL END
                      WHERE id = ?1",
-                    params![id, state, reason, now, ended],
+                    params![id, state.as_sql(), reason, now, ended, state == RecoveryState::Processing],
                 )?;
                 Ok(())
             })
@@ -866,11 +831,15 @@ impl Store {
         self.db
             .write(move |tx| {
                 tx.exec(
-                    "UPDATE recovery_sessions SET
-                        done = (SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state IN ('printed', 'cancelled')),
-                        failed = (SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state = 'dead'),
-                        first_printed_ms = (SELECT min(printed_ms) FROM jobs WHERE recovery_session = ?1)
-                     WHERE id = ?1",
+                    &format!(
+                        "UPDATE recovery_sessions SET
+                            done = (SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state IN ({})),
+                            failed = (SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state IN ({})),
+                            first_printed_ms = (SELECT min(printed_ms) FROM jobs WHERE recovery_session = ?1)
+                         WHERE id = ?1",
+                        JobState::sql_list(&[JobState::Printed, JobState::Cancelled]),
+                        JobState::sql_list(&[JobState::Dead])
+                    ),
                     params![id],
                 )?;
                 recovery_row(tx, id)
@@ -883,14 +852,17 @@ impl Store {
         self.db
             .call(move |conn| {
                 let waiting: i64 = conn.row(
-                    "SELECT count(*) FROM jobs WHERE recovery_session = ?1
-                       AND state IN ('queued', 'uncertain', 'failed', 'sending', 'awaiting_confirm')",
+                    &format!(
+                        "SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state IN ({}, {})",
+                        JobState::sql_list(&JobState::WAITING),
+                        JobState::sql_list(&JobState::IN_FLIGHT)
+                    ),
                     params![id],
                     |r| r.get(0),
                 )?;
                 let held: i64 = conn.row(
-                    "SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state = 'held'",
-                    params![id],
+                    "SELECT count(*) FROM jobs WHERE recovery_session = ?1 AND state = ?2",
+                    params![id, JobState::Held.as_sql()],
                     |r| r.get(0),
                 )?;
                 Ok((waiting as u64, held as u64))
@@ -900,22 +872,16 @@ impl Store {
 
     /// Cancel: the session's waiting backlog is kept as `held`; returns how many.
     pub async fn hold_recovery_jobs(&self, id: i64) -> anyhow::Result<u64> {
-        self.move_recovery_jobs(
-            id,
-            &["queued", "uncertain", "failed"],
-            JobState::Held,
-            "recovery cancelled: kept, not printed",
-        )
-        .await
+        self.move_recovery_jobs(id, &JobState::WAITING, JobState::Held, "recovery cancelled: kept, not printed").await
     }
 
     /// Resume after cancel: held jobs wait again.
     pub async fn release_recovery_jobs(&self, id: i64) -> anyhow::Result<u64> {
-        self.move_recovery_jobs(id, &["held"], JobState::Queued, "recovery resumed").await
+        self.move_recovery_jobs(id, &[JobState::Held], JobState::Queued, "recovery resumed").await
     }
 
-    async fn move_recovery_jobs(&self, id: i64, from: &[&str], to: JobState, detail: &str) -> anyhow::Result<u64> {
-        let from: Vec<String> = from.iter().map(|s| s.to_string()).collect();
+    async fn move_recovery_jobs(&self, id: i64, from: &[JobState], to: JobState, detail: &str) -> anyhow::Result<u64> {
+        let from = from.to_vec();
         let detail = detail.to_owned();
         self.db
             .write(move |tx| {
@@ -925,12 +891,16 @@ impl Store {
                 };
                 let now = now_ms();
                 let mut n = 0;
-                for (job, state) in rows.iter().filter(|(_, s)| from.contains(s)) {
+                for (job, state) in &rows {
+                    let state = parse_state(state)?;
+                    if !from.contains(&state) {
+                        continue;
+                    }
                     tx.exec(
                         "UPDATE jobs SET state = ?2, next_attempt_ms = ?3, updated_ms = ?3 WHERE id = ?1",
-                        params![job, to.as_str(), now],
+                        params![job, to.as_sql(), now],
                     )?;
-                    insert_transition(tx, *job, state, to, &detail)?;
+                    insert_transition(tx, *job, Some(state), to, &detail)?;
                     n += 1;
                 }
                 Ok(n)
@@ -944,10 +914,10 @@ impl Store {
         self.db
             .write(|tx| {
                 Ok(tx.exec(
-                    "UPDATE recovery_sessions SET state = 'interrupted', ended_ms = ?1,
+                    "UPDATE recovery_sessions SET state = ?2, ended_ms = ?1,
                         summary = 'wix-print stopped during this recovery; a new session took over its jobs'
                      WHERE ended_ms IS NULL",
-                    params![now_ms()],
+                    params![now_ms(), RecoveryState::Interrupted.as_sql()],
                 )? as u64)
             })
             .await
@@ -1006,27 +976,38 @@ impl Store {
     }
 
     /// A job, its order version and its transitions.
-    pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(api::Job, Printable, Vec<api::JobTransition>)>> {
+    pub async fn get_job(&self, id: i64) -> anyhow::Result<Option<(JobRecord, Printable, Vec<TransitionRecord>)>> {
         self.db
             .call(move |conn| {
-                let Some(job) = conn.row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_from_row).optional()?
-                else {
+                let Some(row) = conn.row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_row).optional()? else {
                     return Ok(None);
                 };
+                let job = job_record(row)?;
                 let printable = load_printable(conn, id)?;
                 let mut stmt = conn.prepare_cached(
                     "SELECT from_state, to_state, at_ms, detail FROM job_transitions WHERE job_id = ?1 ORDER BY id",
                 )?;
-                let transitions = stmt
+                let rows = stmt
                     .query_map(params![id], |r| {
-                        Ok(api::JobTransition {
-                            from_state: r.get(0)?,
-                            to_state: r.get(1)?,
-                            at: opt_timestamp(r.get(2)?),
-                            detail: r.get(3)?,
-                        })
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                        ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
+                let transitions = rows
+                    .into_iter()
+                    .map(|(from, to, at_ms, detail)| {
+                        Ok(TransitionRecord {
+                            from: if from.is_empty() { None } else { Some(parse_state(&from)?) },
+                            to: parse_state(&to)?,
+                            at_ms,
+                            detail,
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 Ok(Some((job, printable, transitions)))
             })
             .await
@@ -1039,7 +1020,7 @@ pub struct RecoveryRow {
     pub id: i64,
     pub printer: String,
     pub trigger: String,
-    pub state: String,
+    pub state: RecoveryState,
     pub started_ms: i64,
     pub online_ms: i64,
     pub processing_ms: Option<i64>,
@@ -1053,7 +1034,7 @@ pub struct RecoveryRow {
 }
 
 fn recovery_row(conn: &Connection, id: i64) -> anyhow::Result<Option<RecoveryRow>> {
-    Ok(conn
+    let row = conn
         .row(
             "SELECT id, printer, trigger, state, started_ms, online_ms, processing_ms, first_printed_ms, ended_ms,
                     total, done, failed, paused_reason, summary FROM recovery_sessions WHERE id = ?1",
@@ -1063,7 +1044,7 @@ fn recovery_row(conn: &Connection, id: i64) -> anyhow::Result<Option<RecoveryRow
                     id: r.get(0)?,
                     printer: r.get(1)?,
                     trigger: r.get(2)?,
-                    state: r.get(3)?,
+                    state: Default::default(),
                     started_ms: r.get(4)?,
                     online_ms: r.get(5)?,
                     processing_ms: r.get(6)?,
@@ -1075,9 +1056,14 @@ fn recovery_row(conn: &Connection, id: i64) -> anyhow::Result<Option<RecoveryRow
                     paused_reason: r.get(12)?,
                     summary: r.get(13)?,
                 })
+                .and_then(|row| Ok((row, r.get::<_, String>(3)?)))
             },
         )
-        .optional()?)
+        .optional()?;
+    let Some((mut row, state)) = row else { return Ok(None) };
+    row.state =
+        RecoveryState::from_sql(&state).with_context(|| format!("recovery session {id}: unknown state {state:?}"))?;
+    Ok(Some(row))
 }
 
 fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result<Order> {
@@ -1093,33 +1079,112 @@ const JOB_SQL: &str =
     "SELECT id, order_id, order_number, version, receipt_type, copy, state, attempts, priority, reprint, printer,
     last_error, created_ms, updated_ms, printed_ms, next_attempt_ms, kind FROM jobs";
 
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::Job> {
-    let state: String = r.get(6)?;
-    Ok(api::Job {
+/// A `jobs` row as read by [`JOB_SQL`], before its typed columns are checked.
+type JobRow = (JobRecord, String, String, i32, i32);
+
+fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    let record = JobRecord {
         id: r.get(0)?,
         order_id: r.get(1)?,
         order_number: r.get(2)?,
         version: r.get(3)?,
-        receipt_type: r.get(4)?,
+        kind: JobKind::Ticket,
+        receipt_type: ReceiptType::Unspecified,
         copy: r.get(5)?,
-        state: JobState::parse(&state).map(|s| s.to_proto()).unwrap_or(api::JobState::Unspecified) as i32,
+        state: JobState::Queued,
         attempts: r.get(7)?,
-        priority: r.get(8)?,
+        priority: Priority::Low,
         reprint: r.get(9)?,
         printer: r.get(10)?,
-        last_error: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
-        created_at: opt_timestamp(r.get(12)?),
-        updated_at: opt_timestamp(r.get(13)?),
-        printed_at: opt_timestamp(r.get(14)?),
-        next_attempt_at: opt_timestamp(r.get(15)?),
-        kind: r.get::<_, String>(16)?.split(':').next().unwrap_or_default().to_owned(),
-    })
+        last_error: r.get(11)?,
+        created_ms: r.get(12)?,
+        updated_ms: r.get(13)?,
+        printed_ms: r.get(14)?,
+        next_attempt_ms: r.get(15)?,
+    };
+    Ok((record, r.get(6)?, r.get(16)?, r.get(4)?, r.get(8)?))
 }
 
-fn insert_transition(tx: &Connection, id: i64, from: &str, to: JobState, detail: &str) -> rusqlite::Result<()> {
+fn job_record((mut job, state, kind, receipt_type, priority): JobRow) -> anyhow::Result<JobRecord> {
+    job.state = parse_state(&state)?;
+    job.kind = JobKind::from_sql(&kind).with_context(|| format!("job {}: unknown kind {kind:?}", job.id))?;
+    job.receipt_type = ReceiptType::try_from(receipt_type).unwrap_or(ReceiptType::Unspecified);
+    job.priority =
+        Priority::from_sql(priority).with_context(|| format!("job {}: unknown priority {priority}", job.id))?;
+    Ok(job)
+}
+
+fn parse_state(s: &str) -> anyhow::Result<JobState> {
+    JobState::from_sql(s).with_context(|| format!("unknown job state {s:?} in the database"))
+}
+
+/// Moves job `id` from `from` to `to` (the caller records the transition).
+fn set_state(tx: &Connection, id: i64, from: JobState, to: JobState, now: i64) -> anyhow::Result<()> {
+    let n = tx.exec(
+        "UPDATE jobs SET state = ?3, updated_ms = ?4 WHERE id = ?1 AND state = ?2",
+        params![id, from.as_sql(), to.as_sql(), now],
+    )?;
+    anyhow::ensure!(n == 1, "job {id} is no longer {from}");
+    Ok(())
+}
+
+/// The jobs of an order, as the decision core sees them.
+fn order_jobs(conn: &Connection, order_id: &str) -> anyhow::Result<Vec<JobView>> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, kind, receipt_type, state, version, attempts FROM jobs WHERE order_id = ?1 ORDER BY id",
+    )?;
+    let rows = st
+        .query_map(params![order_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i32>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, u32>(5)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(id, kind, rt, state, version, attempts)| {
+            Ok(JobView {
+                id,
+                kind: JobKind::from_sql(&kind).with_context(|| format!("job {id}: unknown kind {kind:?}"))?,
+                receipt_type: ReceiptType::try_from(rt).unwrap_or(ReceiptType::Unspecified),
+                state: parse_state(&state)?,
+                version,
+                attempts,
+            })
+        })
+        .collect()
+}
+
+/// What decides a doubtful job's fate.
+struct Doubt {
+    attempts: u32,
+    max_attempts: u32,
+    order_cancelled: bool,
+}
+
+fn job_doubt(conn: &Connection, id: i64) -> anyhow::Result<Doubt> {
+    Ok(conn.row(
+        "SELECT j.attempts, j.max_attempts, coalesce(o.storno, 0) FROM jobs j
+           LEFT JOIN orders o ON o.order_id = j.order_id WHERE j.id = ?1",
+        params![id],
+        |r| Ok(Doubt { attempts: r.get(0)?, max_attempts: r.get(1)?, order_cancelled: r.get(2)? }),
+    )?)
+}
+
+fn insert_transition(
+    tx: &Connection,
+    id: i64,
+    from: Option<JobState>,
+    to: JobState,
+    detail: &str,
+) -> rusqlite::Result<()> {
     tx.exec(
         "INSERT INTO job_transitions (job_id, from_state, to_state, at_ms, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, from, to.as_str(), now_ms(), detail],
+        params![id, from.map_or("", JobState::as_sql), to.as_sql(), now_ms(), detail],
     )?;
     Ok(())
 }
