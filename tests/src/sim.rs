@@ -290,6 +290,7 @@ impl PrinterSim {
             connections: AtomicU64::new(0),
             beeps: AtomicU64::new(0),
             drawer_kicks: AtomicU64::new(0),
+            status_delay_ms: AtomicU64::new(0),
         });
         {
             let mut power = lock(&inner.power);
@@ -394,6 +395,12 @@ impl PrinterSim {
         self.inner.drawer_kicks.load(Ordering::Relaxed)
     }
 
+    /// Answers to `DLE EOT` wait this long before they go out (a busy or slow network board);
+    /// zero (the default) answers at once.
+    pub fn set_status_delay(&self, delay: Duration) {
+        self.inner.status_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// Stops listening and closes everything; later `set_mode` calls only change the mode.
     pub fn shutdown(&self) {
         let mut power = lock(&self.inner.power);
@@ -421,6 +428,8 @@ struct Inner {
     connections: AtomicU64,
     beeps: AtomicU64,
     drawer_kicks: AtomicU64,
+    /// See [`PrinterSim::set_status_delay`].
+    status_delay_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -587,6 +596,10 @@ async fn serve_connection(inner: Arc<Inner>, mut stream: TcpStream, peer: Socket
                     let mode = *mode_rx.borrow();
                     let (data, answer) = scan_realtime(&inner, &feed, &mut scanner, &rbuf[..n], mode);
                     feed.push(data);
+                    let delay = inner.status_delay_ms.load(Ordering::Relaxed);
+                    if !answer.is_empty() && delay > 0 {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                    }
                     if !answer.is_empty()
                         && let Err(e) = stream.write_all(&answer).await
                     {
