@@ -469,19 +469,18 @@ impl Store {
         let horizon = self.horizon_ms;
         self.db
             .call(move |conn| {
-                let due: Option<i64> = conn.row(
+                // A time further ahead than any backoff was written before the wall clock
+                // stepped back: it is due now.
+                Ok(conn.row(
                     &format!(
-                        "SELECT min(next_attempt_ms) FROM jobs WHERE printer = ?1 AND state IN ({}) AND {}",
+                        "SELECT min(CASE WHEN next_attempt_ms > ?2 + ?3 THEN ?2 ELSE next_attempt_ms END)
+                         FROM jobs WHERE printer = ?1 AND state IN ({}) AND {}",
                         JobState::sql_list(&JobState::WAITING),
                         *UNBLOCKED
                     ),
-                    params![printer],
+                    params![printer, now_ms(), horizon],
                     |r| r.get(0),
-                )?;
-                // A time further ahead than any backoff was written before the wall clock
-                // stepped back: it is due now.
-                let now = now_ms();
-                Ok(due.map(|d| if d > now + horizon { now } else { d }))
+                )?)
             })
             .await
     }
@@ -1191,4 +1190,146 @@ fn insert_transition(
 
 fn parse_ids(s: &str) -> Vec<i64> {
     s.split(',').filter_map(|p| p.parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The store executes what `paper::plan` decides; these check the execution against a
+    //! real SQLite file: plans land in one transaction, the compare-and-set refuses stale
+    //! jobs, doubt after a cancellation cancels, ordering and the clock horizon hold.
+    use super::*;
+    use wixprint_shared::proto::order::{LineItem, OrderStatus};
+
+    fn policy() -> QueuePolicy {
+        QueuePolicy {
+            receipt_types: vec![ReceiptType::Kitchen],
+            storno_types: vec![ReceiptType::Kitchen],
+            max_attempts: 3,
+            routes: vec![],
+            default_printer: "main".into(),
+            copies: vec![],
+            priority: Default::default(),
+            restaurant_app_id: None,
+            reprint_driver_when_paid: false,
+        }
+    }
+
+    fn order(status: OrderStatus, quantity: u32) -> Order {
+        Order {
+            id: "o-1".into(),
+            number: "10001".into(),
+            status: status as i32,
+            line_items: vec![LineItem { id: "li".into(), name: "Pad Thai".into(), quantity, ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open_with_horizon(&dir.path().join("print.db"), std::time::Duration::from_secs(60)).unwrap()
+    }
+
+    async fn send(store: &Store, job: &ReadyJob) {
+        store.mark_sending(job, "0001".into()).await.unwrap();
+        store.mark_awaiting_confirm(job.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_plan_lands_and_a_repeat_returns_the_stored_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        let first = s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        assert_eq!((first.disposition, first.job_ids.len(), first.duplicate), (Disposition::Queued, 1, false));
+        let again = s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        assert_eq!(
+            (again.disposition, again.job_ids.clone(), again.duplicate),
+            (Disposition::Queued, first.job_ids, true)
+        );
+        let jobs = s.list_jobs(None, None, 10).await.unwrap();
+        assert_eq!(
+            (jobs.len(), jobs[0].kind, jobs[0].state, jobs[0].priority),
+            (1, JobKind::Ticket, JobState::Queued, Priority::High)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_changed_after_loading_is_not_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        let loaded = s.next_ready_job("main").await.unwrap().unwrap();
+        assert_eq!(loaded.version, 1);
+        // Version 2 arrives while the dispatcher holds version 1 in memory.
+        let changed = s.submit(order(OrderStatus::Approved, 2), 2, policy()).await.unwrap();
+        assert_eq!((changed.disposition, changed.job_ids.len()), (Disposition::Changed, 0));
+        let err = s.mark_sending(&loaded, "0001".into()).await.unwrap_err();
+        assert!(err.downcast_ref::<Stale>().is_some(), "{err:#}");
+        let reloaded = s.next_ready_job("main").await.unwrap().unwrap();
+        assert_eq!((reloaded.id, reloaded.version, reloaded.printable.order.line_items[0].quantity), (loaded.id, 2, 2));
+        s.mark_sending(&reloaded, "0002".into()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_order_s_ticket_in_doubt_is_cancelled_and_its_storno_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        let ticket = s.next_ready_job("main").await.unwrap().unwrap();
+        send(&s, &ticket).await;
+        let cancel = s.submit(order(OrderStatus::Canceled, 1), 2, policy()).await.unwrap();
+        assert_eq!((cancel.disposition, cancel.job_ids.len()), (Disposition::Cancelled, 1));
+        // The STORNO does not print while the ticket is in flight.
+        assert!(s.next_ready_job("main").await.unwrap().is_none());
+        assert_eq!(s.next_due_ms("main").await.unwrap(), None, "a blocked job is not due: no busy wake-ups");
+        let to =
+            s.mark_uncertain(ticket.id, JobState::AwaitingConfirm, "no confirmation".into(), now_ms()).await.unwrap();
+        assert_eq!(to, JobState::Cancelled);
+        let storno = s.next_ready_job("main").await.unwrap().unwrap();
+        assert!(matches!(storno.printable.content, Content::Storno));
+    }
+
+    #[tokio::test]
+    async fn a_restart_cancels_an_interrupted_ticket_of_a_cancelled_order_and_reprints_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        let mut other = order(OrderStatus::Approved, 1);
+        other.id = "o-2".into();
+        s.submit(other, 1, policy()).await.unwrap();
+        let a = s.next_ready_job("main").await.unwrap().unwrap();
+        send(&s, &a).await;
+        s.submit(order(OrderStatus::Canceled, 1), 2, policy()).await.unwrap();
+        let b = s.next_ready_job("main").await.unwrap().unwrap();
+        assert_ne!(a.id, b.id);
+        s.mark_sending(&b, "0003".into()).await.unwrap();
+        assert_eq!(s.mark_interrupted_uncertain().await.unwrap(), 2);
+        let (ja, _, _) = s.get_job(a.id).await.unwrap().unwrap();
+        let (jb, _, tb) = s.get_job(b.id).await.unwrap().unwrap();
+        assert_eq!((ja.state, jb.state, jb.reprint), (JobState::Cancelled, JobState::Uncertain, true));
+        assert_eq!(tb.last().map(|t| (t.from, t.to)), Some((Some(JobState::Sending), JobState::Uncertain)));
+    }
+
+    #[tokio::test]
+    async fn a_retry_time_beyond_the_horizon_is_due_now_after_the_clock_stepped_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        let mut b = order(OrderStatus::Approved, 1);
+        b.id = "o-2".into();
+        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        s.submit(b, 1, policy()).await.unwrap();
+        let a = s.next_ready_job("main").await.unwrap().unwrap();
+        s.mark_sending(&a, "0001".into()).await.unwrap();
+        let b = s.next_ready_job("main").await.unwrap().unwrap();
+        s.mark_sending(&b, "0002".into()).await.unwrap();
+        // A retry 2 s ahead waits.
+        s.mark_uncertain(a.id, JobState::Sending, "lost".into(), now_ms() + 2_000).await.unwrap();
+        assert!(s.next_ready_job("main").await.unwrap().is_none());
+        let due = s.next_due_ms("main").await.unwrap().unwrap();
+        assert!(due > now_ms() + 1_000, "due in about 2 s");
+        // A retry written before the wall clock stepped back an hour lies an hour ahead:
+        // beyond any backoff (the horizon, 60 s here), so it is due now.
+        s.mark_uncertain(b.id, JobState::Sending, "lost".into(), now_ms() + 3_600_000).await.unwrap();
+        let again = s.next_ready_job("main").await.unwrap().expect("due despite the clock step");
+        assert_eq!(again.id, b.id);
+        assert!(s.next_due_ms("main").await.unwrap().unwrap() <= now_ms());
+    }
 }
