@@ -23,7 +23,7 @@ use crate::printer::{
     Connection, GS_R_PAPER, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request,
 };
 use crate::receipt::{self, Layout};
-use crate::store::{Content, JobState, Printable, ReadyJob, Store};
+use crate::store::{Content, JobState, Printable, ReadyJob, Store, queue_now_ms};
 use wixprint_shared::proto::print::ReceiptType;
 
 /// The banner a reprint after an uncertain outcome carries.
@@ -136,7 +136,7 @@ impl Dispatcher {
                     last_poll = Some(tokio::time::Instant::now());
                 }
                 let wait = match self.store.next_due_ms(&self.printer).await {
-                    Ok(Some(ms)) => Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64),
+                    Ok(Some(ms)) => Duration::from_millis((ms - queue_now_ms()).clamp(1, 60_000) as u64),
                     _ => Duration::from_secs(60),
                 };
                 self.idle(wait.min(self.idle_poll), &shutdown).await;
@@ -275,7 +275,7 @@ impl Dispatcher {
 
     async fn uncertain(&self, job: &ReadyJob, from: JobState, e: PrintError) -> Outcome {
         let delay = self.retry_backoff.delay(job.attempts + 1);
-        let retry_at = now_ms() + delay.as_millis() as i64;
+        let retry_at = queue_now_ms() + delay.as_millis() as i64;
         match self.store.mark_uncertain(job.id, from, e.to_string(), retry_at).await {
             Ok(JobState::Dead) => {
                 tracing::error!(job_id = job.id, order = %job.printable.order.number, error = %e, "attempts used up; job dead-lettered")

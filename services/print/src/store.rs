@@ -194,7 +194,7 @@ fn insert_job(
     tx.exec(
         "INSERT INTO jobs (order_id, order_number, version, kind, base_version, receipt_type, copy, state, priority,
             order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?14, ?7, ?8, ?9, ?10, ?11, ?12, ?11, ?11)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?14, ?7, ?8, ?9, ?10, ?15, ?12, ?11, ?11)",
         params![
             order.id,
             order.number,
@@ -210,6 +210,7 @@ fn insert_job(
             policy.printer_for(t),
             new.copy,
             JobState::Queued.as_sql(),
+            queue_now_ms(),
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -272,6 +273,16 @@ pub struct Store {
     /// maximum, with room). A `next_attempt` further ahead was written before the wall clock
     /// stepped back (a Pi without a real-time clock at boot), and is due now.
     horizon_ms: i64,
+}
+
+/// The queue's clock, for `next_attempt` (never for records): the wall clock when wix-print
+/// started, advanced by the monotonic clock since. A wall-clock step while the process runs
+/// (a Pi without a real-time clock steps its time when NTP answers after boot) neither stalls
+/// a retry nor fires it early; a step between two runs is covered by the horizon.
+pub fn queue_now_ms() -> i64 {
+    static ANCHOR: std::sync::LazyLock<(i64, std::time::Instant)> =
+        std::sync::LazyLock::new(|| (now_ms(), std::time::Instant::now()));
+    ANCHOR.0.saturating_add(ANCHOR.1.elapsed().as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// A job is due when its next attempt has come, or lies beyond any backoff (see `horizon_ms`).
@@ -415,9 +426,9 @@ impl Store {
                         _ => "found after restart; will reprint with banner",
                     };
                     tx.exec(
-                        "UPDATE jobs SET state = ?3, reprint = 1, next_attempt_ms = ?2, updated_ms = ?2,
+                        "UPDATE jobs SET state = ?3, reprint = 1, next_attempt_ms = ?4, updated_ms = ?2,
                            last_error = 'interrupted by a restart before the printer confirmed' WHERE id = ?1",
-                        params![id, now, to.as_sql()],
+                        params![id, now, to.as_sql(), queue_now_ms()],
                     )?;
                     insert_transition(tx, *id, Some(from), to, detail)?;
                 }
@@ -443,7 +454,7 @@ impl Store {
                             JobState::sql_list(&JobState::WAITING),
                             unblocked = *UNBLOCKED
                         ),
-                        params![now_ms(), printer, horizon],
+                        params![queue_now_ms(), printer, horizon],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                     )
                     .optional()?;
@@ -478,7 +489,7 @@ impl Store {
                         JobState::sql_list(&JobState::WAITING),
                         *UNBLOCKED
                     ),
-                    params![printer, now_ms(), horizon],
+                    params![printer, queue_now_ms(), horizon],
                     |r| r.get(0),
                 )?)
             })
@@ -896,8 +907,8 @@ impl Store {
                         continue;
                     }
                     tx.exec(
-                        "UPDATE jobs SET state = ?2, next_attempt_ms = ?3, updated_ms = ?3 WHERE id = ?1",
-                        params![job, to.as_sql(), now],
+                        "UPDATE jobs SET state = ?2, next_attempt_ms = ?4, updated_ms = ?3 WHERE id = ?1",
+                        params![job, to.as_sql(), now, queue_now_ms()],
                     )?;
                     insert_transition(tx, *job, Some(state), to, &detail)?;
                     n += 1;
@@ -1280,8 +1291,10 @@ mod tests {
         // The STORNO does not print while the ticket is in flight.
         assert!(s.next_ready_job("main").await.unwrap().is_none());
         assert_eq!(s.next_due_ms("main").await.unwrap(), None, "a blocked job is not due: no busy wake-ups");
-        let to =
-            s.mark_uncertain(ticket.id, JobState::AwaitingConfirm, "no confirmation".into(), now_ms()).await.unwrap();
+        let to = s
+            .mark_uncertain(ticket.id, JobState::AwaitingConfirm, "no confirmation".into(), queue_now_ms())
+            .await
+            .unwrap();
         assert_eq!(to, JobState::Cancelled);
         let storno = s.next_ready_job("main").await.unwrap().unwrap();
         assert!(matches!(storno.printable.content, Content::Storno));
@@ -1321,15 +1334,15 @@ mod tests {
         let b = s.next_ready_job("main").await.unwrap().unwrap();
         s.mark_sending(&b, "0002".into()).await.unwrap();
         // A retry 2 s ahead waits.
-        s.mark_uncertain(a.id, JobState::Sending, "lost".into(), now_ms() + 2_000).await.unwrap();
+        s.mark_uncertain(a.id, JobState::Sending, "lost".into(), queue_now_ms() + 2_000).await.unwrap();
         assert!(s.next_ready_job("main").await.unwrap().is_none());
         let due = s.next_due_ms("main").await.unwrap().unwrap();
-        assert!(due > now_ms() + 1_000, "due in about 2 s");
+        assert!(due > queue_now_ms() + 1_000, "due in about 2 s");
         // A retry written before the wall clock stepped back an hour lies an hour ahead:
         // beyond any backoff (the horizon, 60 s here), so it is due now.
-        s.mark_uncertain(b.id, JobState::Sending, "lost".into(), now_ms() + 3_600_000).await.unwrap();
+        s.mark_uncertain(b.id, JobState::Sending, "lost".into(), queue_now_ms() + 3_600_000).await.unwrap();
         let again = s.next_ready_job("main").await.unwrap().expect("due despite the clock step");
         assert_eq!(again.id, b.id);
-        assert!(s.next_due_ms("main").await.unwrap().unwrap() <= now_ms());
+        assert!(s.next_due_ms("main").await.unwrap().unwrap() <= queue_now_ms());
     }
 }
