@@ -293,6 +293,22 @@ pub fn after_doubt(order_cancelled: bool, attempts: u32, max_attempts: u32) -> J
     }
 }
 
+/// A policy for tests: these receipt and STORNO types on one printer "main", 5 attempts.
+#[cfg(test)]
+pub(crate) fn test_policy(receipt_types: &[ReceiptType], storno_types: &[ReceiptType]) -> QueuePolicy {
+    QueuePolicy {
+        receipt_types: receipt_types.to_vec(),
+        storno_types: storno_types.to_vec(),
+        max_attempts: 5,
+        routes: vec![],
+        default_printer: "main".into(),
+        copies: vec![],
+        priority: Default::default(),
+        restaurant_app_id: None,
+        reprint_driver_when_paid: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,17 +319,7 @@ mod tests {
     const C: ReceiptType = ReceiptType::Customer;
 
     fn policy() -> QueuePolicy {
-        QueuePolicy {
-            receipt_types: vec![K, D, C],
-            storno_types: vec![K, D],
-            max_attempts: 5,
-            routes: vec![],
-            default_printer: "main".into(),
-            copies: vec![],
-            priority: Default::default(),
-            restaurant_app_id: None,
-            reprint_driver_when_paid: false,
-        }
+        test_policy(&[K, D, C], &[K, D])
     }
 
     fn order(status: OrderStatus, quantity: u32) -> Order {

@@ -1212,17 +1212,7 @@ mod tests {
     use wixprint_shared::proto::order::{LineItem, OrderStatus};
 
     fn policy() -> QueuePolicy {
-        QueuePolicy {
-            receipt_types: vec![ReceiptType::Kitchen],
-            storno_types: vec![ReceiptType::Kitchen],
-            max_attempts: 3,
-            routes: vec![],
-            default_printer: "main".into(),
-            copies: vec![],
-            priority: Default::default(),
-            restaurant_app_id: None,
-            reprint_driver_when_paid: false,
-        }
+        paper::test_policy(&[ReceiptType::Kitchen], &[ReceiptType::Kitchen])
     }
 
     fn order(status: OrderStatus, quantity: u32) -> Order {
