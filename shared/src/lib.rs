@@ -1,6 +1,8 @@
 //! Code both services use and nothing service-specific: generated proto types, typed config
 //! loading, SQLite (open, migrations, the writer thread), ESC/POS code pages, shutdown,
-//! systemd notify, backoff, logging and the gRPC health/reflection plumbing.
+//! systemd notify, backoff, logging and the gRPC health/reflection plumbing; the one money
+//! type (`money`), checked time conversions (`time`) and the order rules both services
+//! enforce (`validate`).
 //!
 //! Must never: know Wix JSON, know receipt layouts, or open another service's database.
 #![forbid(unsafe_code)]
@@ -15,10 +17,12 @@ pub mod connectivity;
 pub mod db;
 pub mod grpc;
 pub mod logging;
+pub mod money;
 pub mod notify;
 pub mod proto;
 pub mod shutdown;
 pub mod time;
+pub mod validate;
 
 /// Version string both services report in `GetStatus`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -7,6 +7,11 @@
 //! Each stack has its own connectivity bus ports (so parallel tests never hear each other)
 //! and its own "internet": a local TCP listener that wix-ingest's internet monitor probes,
 //! which a test can cut and restore ([`Stack::cut_internet`], [`Stack::restore_internet`]).
+//!
+//! A moveable wall clock: [`StackOptions::fake_clock`] starts the named services under
+//! libfaketime (Debian package `faketime`, installed by `scripts/install-deps.sh`) with the
+//! monotonic clock left real, and [`Stack::step_clock`] steps their wall clock at run time, as
+//! a Raspberry Pi without a real-time clock does at boot.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -150,6 +155,77 @@ impl Drop for FakeInternet {
     }
 }
 
+/// Where libfaketime is: `FAKETIME_LIB` if set, else Debian's path for this architecture.
+pub fn libfaketime() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("FAKETIME_LIB") {
+        return Ok(PathBuf::from(p));
+    }
+    let candidates = [
+        format!("/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1", std::env::consts::ARCH),
+        "/usr/lib/faketime/libfaketime.so.1".to_owned(),
+    ];
+    candidates.iter().map(PathBuf::from).find(|p| p.exists()).with_context(|| {
+        format!(
+            "libfaketime not found ({candidates:?}): install it with scripts/install-deps.sh (apt-get install faketime)"
+        )
+    })
+}
+
+/// A wall clock the test can step: the offset libfaketime reads (`FAKETIME_TIMESTAMP_FILE`,
+/// re-read on every call with `FAKETIME_NO_CACHE=1`). Monotonic clocks stay real
+/// (`FAKETIME_DONT_FAKE_MONOTONIC=1`), so a service's timers keep running while its wall
+/// clock jumps.
+pub struct FakeClock {
+    file: PathBuf,
+    offset_secs: i64,
+}
+
+/// Which way [`Stack::step_clock`] moves the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Forward,
+    Back,
+}
+
+impl FakeClock {
+    pub fn new(dir: &Path) -> anyhow::Result<FakeClock> {
+        let clock = FakeClock { file: dir.join("faketime.rc"), offset_secs: 0 };
+        clock.write()?;
+        Ok(clock)
+    }
+
+    /// The environment that starts a process under this clock.
+    pub fn env(&self) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(vec![
+            ("LD_PRELOAD".into(), libfaketime()?.display().to_string()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ("FAKETIME_TIMESTAMP_FILE".into(), self.file.display().to_string()),
+            ("FAKETIME_NO_CACHE".into(), "1".into()),
+        ])
+    }
+
+    /// The offset from the real wall clock now.
+    pub fn offset(&self) -> Duration {
+        Duration::from_secs(self.offset_secs.unsigned_abs())
+    }
+
+    /// Steps the faked wall clock by `by` (whole seconds) in `dir`; every faked process sees
+    /// the new time on its next clock read.
+    pub fn step(&mut self, by: Duration, dir: Step) -> anyhow::Result<()> {
+        let secs = i64::try_from(by.as_secs())?;
+        self.offset_secs += if dir == Step::Forward { secs } else { -secs };
+        self.write()
+    }
+
+    fn write(&self) -> anyhow::Result<()> {
+        // Written aside and renamed, so a process never reads half a line.
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, format!("{:+}\n", self.offset_secs))?;
+        std::fs::rename(&tmp, &self.file)?;
+        Ok(())
+    }
+}
+
 /// One service process with its environment, restartable.
 pub struct Service {
     pub name: &'static str,
@@ -256,6 +332,9 @@ pub struct StackOptions {
     pub print_stopped: bool,
     /// Turn the order sync on against this Wix API: (base URL, API key, site id).
     pub wix_api: Option<(String, String, String)>,
+    /// Services ("wix-ingest", "wix-print") started under a wall clock the test can step
+    /// ([`Stack::step_clock`]); all of them share one clock.
+    pub fake_clock: Vec<&'static str>,
 }
 
 impl StackOptions {
@@ -269,6 +348,11 @@ impl StackOptions {
     }
     pub fn print_stopped(mut self) -> Self {
         self.print_stopped = true;
+        self
+    }
+    /// Starts `service` ("wix-ingest" or "wix-print") under libfaketime: see [`Stack::step_clock`].
+    pub fn fake_clock(mut self, service: &'static str) -> Self {
+        self.fake_clock.push(service);
         self
     }
     /// Turns the order sync on against `base_url` with this key and site id.
@@ -294,6 +378,8 @@ pub struct Stack {
     pub print_pub_addr: String,
     /// What wix-ingest's internet monitor probes (`INGEST_INTERNET_PROBES`).
     pub internet: FakeInternet,
+    /// The wall clock of the services in [`StackOptions::fake_clock`], if any.
+    pub clock: Option<FakeClock>,
     http: reqwest::Client,
 }
 
@@ -364,6 +450,14 @@ impl Stack {
         }
         ienv.extend(opts.ingest_env);
 
+        let clock = if opts.fake_clock.is_empty() { None } else { Some(FakeClock::new(dir.path())?) };
+        if let Some(clock) = &clock {
+            for (name, env) in [("wix-print", &mut penv), ("wix-ingest", &mut ienv)] {
+                if opts.fake_clock.contains(&name) {
+                    env.extend(clock.env()?);
+                }
+            }
+        }
         let mut print = Service::new("wix-print", dir.path(), penv);
         let mut ingest = Service::new("wix-ingest", dir.path(), ienv);
         if !opts.print_stopped {
@@ -382,8 +476,15 @@ impl Stack {
             ingest_pub_addr,
             print_pub_addr,
             internet,
+            clock,
             http: reqwest::Client::new(),
         })
+    }
+
+    /// Steps the wall clock of the services started with [`StackOptions::fake_clock`] by `by`
+    /// (whole seconds) in `dir`; their monotonic clocks keep running unchanged.
+    pub fn step_clock(&mut self, by: Duration, dir: Step) -> anyhow::Result<()> {
+        self.clock.as_mut().context("no service runs under a fake clock (StackOptions::fake_clock)")?.step(by, dir)
     }
 
     /// Cuts "the internet": wix-ingest's probes are refused from now on.

@@ -45,6 +45,7 @@ fn filter(field: &str, value: &str) -> Result<Option<String>, Status> {
 const MAX_LOCAL_ITEMS: usize = 200;
 const MAX_LOCAL_QUANTITY: u32 = 1000;
 const MAX_LOCAL_TEXT: usize = 500;
+const MAX_LOCAL_NOTE: usize = wixprint_shared::validate::MAX_NOTE_CHARS;
 
 /// Removes control characters (NUL included) and trims; `None` when longer than `max`.
 fn clean(field: &str, text: &str, max: usize) -> Result<String, Status> {
@@ -56,19 +57,16 @@ fn clean(field: &str, text: &str, max: usize) -> Result<String, Status> {
     Ok(t)
 }
 
+/// Longest amount typed into a phone order (the shared rule allows more for Wix's own).
+const MAX_LOCAL_AMOUNT: usize = 16;
+
 fn money(field: &str, value: &str) -> Result<String, Status> {
     let v = value.trim();
-    let digits = v.strip_prefix('-').unwrap_or(v);
-    let ok = v.is_empty()
-        || (!digits.is_empty()
-            && digits.len() <= 15
-            && digits.split('.').count() <= 2
-            && digits.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())));
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err(Status::invalid_argument(format!("{field} {value:?} is not a decimal amount")))
+    if v.len() > MAX_LOCAL_AMOUNT {
+        return Err(Status::invalid_argument(format!("{field} is longer than {MAX_LOCAL_AMOUNT} characters")));
     }
+    wixprint_shared::validate::check_amount(field, v).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(v.to_owned())
 }
 
 /// Validates and normalises a phone order; every refusal names the field.
@@ -101,7 +99,7 @@ fn local_order(mut o: Order) -> Result<Order, Status> {
             m.price = money(&format!("line_items[{i}].modifiers[{j}].price"), &m.price)?;
         }
     }
-    o.buyer_note = clean("buyer_note", &o.buyer_note, 2000)?;
+    o.buyer_note = clean("buyer_note", &o.buyer_note, MAX_LOCAL_NOTE)?;
     if let Some(f) = o.fulfillment.as_mut() {
         f.instructions = clean("fulfillment.instructions", &f.instructions, MAX_LOCAL_TEXT)?;
         if let Some(c) = f.contact.as_mut() {
@@ -150,6 +148,9 @@ fn local_order(mut o: Order) -> Result<Order, Status> {
     o.updated_at = Some(now);
     o.entity_event_sequence = 0;
     o.catalog_app_ids.clear();
+    // The rules wix-print's SubmitOrder enforces (promised times whose milliseconds fit ...):
+    // a phone order it would refuse is refused here, before it is stored.
+    wixprint_shared::validate::check_order_content(&o).map_err(|e| Status::invalid_argument(e.to_string()))?;
     Ok(o)
 }
 
@@ -240,6 +241,44 @@ impl IngestAdmin for Admin {
         match self.store.get_order(id.clone()).await.map_err(internal)? {
             Some(o) => Ok(Response::new(o)),
             None => Err(Status::not_found(format!("no order with id {id:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wixprint_shared::proto::order::{Fulfillment, LineItem};
+
+    fn phone_order() -> Order {
+        Order {
+            line_items: vec![LineItem { name: "Pad Thai".into(), quantity: 2, ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_phone_order_with_a_time_whose_milliseconds_overflow_is_refused_naming_the_field() {
+        let mut o = phone_order();
+        o.fulfillment = Some(Fulfillment {
+            promised_from: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }),
+            ..Default::default()
+        });
+        let err = local_order(o).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with("order.fulfillment.promised_from: seconds 9223372036854775807"), "{err:?}");
+        assert!(local_order(phone_order()).is_ok());
+    }
+
+    #[test]
+    fn phone_order_amounts_follow_the_one_money_type() {
+        let mut o = phone_order();
+        o.line_items[0].unit_price = " 19.50 ".into();
+        assert_eq!(local_order(o.clone()).unwrap().line_items[0].unit_price, "19.50");
+        for bad in ["12,50", ".5", "1e3", "1.0000001", "12345678901234567"] {
+            o.line_items[0].unit_price = bad.into();
+            let err = local_order(o.clone()).unwrap_err();
+            assert!(err.message().contains("line_items[0].unit_price"), "{bad}: {err:?}");
         }
     }
 }

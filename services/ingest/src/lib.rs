@@ -126,6 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         flush: outbox_flush,
         backoff: config.outbox_backoff,
         batch: 64,
+        reorder_window: std::time::Duration::from_millis(u64::try_from(config.reorder_window_ms).unwrap_or(0)),
     };
     tracker.spawn(forwarder.run(shutdown.clone()));
     // The bus stops on the shutdown token; the drain waits until its PUB port is released.

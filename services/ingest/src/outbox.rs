@@ -10,6 +10,11 @@
 //! backoff; `flush` (wix-print was seen arriving on the connectivity bus) ends any wait,
 //! backoff included, resets the backoff and makes every pending row due at once. Neither is
 //! needed for correctness: without them the rows are retried when their backoff runs out.
+//!
+//! Clocks: every wait here is on the monotonic clock (`tokio::time`). The stored
+//! `next_attempt_ms` and held events' `release_ms` are wall-clock hints, clamped (see
+//! `store.rs`), so a wall-clock step of an hour either way neither stalls a row nor releases a
+//! held event early.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +74,12 @@ pub struct Forwarder {
     pub flush: Arc<Notify>,
     pub backoff: Backoff,
     pub batch: usize,
+    /// How long an event that arrived after a gap in Wix's sequence is held (monotonic).
+    pub reorder_window: Duration,
 }
+
+/// Longest idle wait: a new row or a flush ends it sooner.
+const MAX_IDLE: Duration = Duration::from_secs(60);
 
 impl Forwarder {
     /// A lazily connecting client: creating it never waits for wix-print.
@@ -84,10 +94,10 @@ impl Forwarder {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut pace = Pace::default();
         while !shutdown.is_cancelled() {
-            if let Err(e) = self.store.release_due_events().await {
+            if let Err(e) = self.store.release_due_events(self.reorder_window).await {
                 tracing::error!(error = format!("{e:#}"), "releasing held order events failed");
             }
-            let rows = match self.store.due_outbox(self.batch).await {
+            let rows = match self.store.due_outbox(self.batch, self.backoff.max()).await {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "reading the outbox failed");
@@ -97,13 +107,24 @@ impl Forwarder {
                 }
             };
             if rows.is_empty() {
-                let next_due = match (self.store.next_outbox_due_ms().await, self.store.next_release_ms().await) {
-                    (Ok(a), Ok(b)) => a.into_iter().chain(b).min(),
-                    _ => None,
-                };
-                let wait = next_due
-                    .map(|ms| Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64))
-                    .unwrap_or(Duration::from_secs(60));
+                // Deadlines on the monotonic clock: a stored retry time is only a hint, never
+                // more than the longest backoff away (a wall-clock step cannot stall a row).
+                let longest = self.backoff.max().clamp(Duration::from_millis(1), MAX_IDLE);
+                let outbox = self.store.next_outbox_due_ms().await.ok().flatten().map(|ms| {
+                    let left = u64::try_from(ms.saturating_sub(now_ms())).unwrap_or(0);
+                    let left = Duration::from_millis(left);
+                    // Further ahead than any backoff: `due_outbox` treats it as due now.
+                    if left > self.backoff.max() {
+                        Duration::from_millis(1)
+                    } else {
+                        left.clamp(Duration::from_millis(1), longest)
+                    }
+                });
+                let held =
+                    self.store.next_release().await.ok().flatten().map(|at| {
+                        at.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1))
+                    });
+                let wait = outbox.into_iter().chain(held).min().unwrap_or(MAX_IDLE).min(MAX_IDLE);
                 self.pause(wait, &shutdown, &mut pace).await;
                 continue;
             }

@@ -8,9 +8,14 @@
 //! the webhook is answered only after that transaction committed. Nothing here talks to the
 //! network.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use anyhow::Context;
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
+use tokio::time::Instant;
 
 use wixprint_shared::connectivity;
 use wixprint_shared::db::{Cached, Db};
@@ -126,11 +131,32 @@ pub struct OutboxRow {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Monotonic release deadlines of held events, by event id.
+    held: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+/// A held event's release deadline on the monotonic clock: `now` plus what its stored
+/// wall-clock hint says is left, clamped to `0..=window` (a hint from before a clock step can
+/// neither keep it longer than the window nor make it due before now).
+pub fn held_deadline(now: Instant, now_ms: i64, release_ms: i64, window: Duration) -> Instant {
+    let left = u64::try_from(release_ms.saturating_sub(now_ms)).unwrap_or(0);
+    now + Duration::from_millis(left).min(window)
+}
+
+/// Whether a pending row with this stored retry time is due: its time has come, or it lies
+/// further ahead than the longest backoff could have put it (the wall clock stepped back).
+pub fn outbox_due(next_attempt_ms: i64, now_ms: i64, max_backoff: Duration) -> bool {
+    next_attempt_ms <= now_ms
+        || next_attempt_ms > now_ms.saturating_add(wixprint_shared::time::duration_ms(max_backoff))
 }
 
 impl Store {
     pub fn open(path: &std::path::Path, busy_timeout: std::time::Duration) -> anyhow::Result<Self> {
-        Ok(Self { db: Db::open_with(path, MIGRATIONS, busy_timeout)? })
+        Ok(Self { db: Db::open_with(path, MIGRATIONS, busy_timeout)?, held: Arc::default() })
+    }
+
+    fn held_deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Stores a verified webhook in one transaction: the event (dedupe on its id) and, for an
@@ -141,7 +167,9 @@ impl Store {
         source: OrderSource,
         reorder_window_ms: i64,
     ) -> anyhow::Result<Recorded> {
-        self.db
+        let event_id = event.event_id.clone();
+        let recorded = self
+            .db
             .write(move |tx| {
                 let now = now_ms();
                 let inserted = tx.exec(
@@ -178,32 +206,66 @@ impl Store {
                 )?;
                 Ok(result)
             })
-            .await
+            .await?;
+        if matches!(recorded, Recorded::Held { .. }) {
+            let window = Duration::from_millis(u64::try_from(reorder_window_ms).unwrap_or(0));
+            self.held_deadlines().insert(event_id, Instant::now() + window);
+        }
+        Ok(recorded)
     }
 
-    /// Releases held events whose reorder window is over (all of an order's held events go,
-    /// in sequence order, once its first one is due). Returns how many became new versions.
-    pub async fn release_due_events(&self) -> anyhow::Result<usize> {
+    /// Releases held events whose reorder window is over on the monotonic clock (all of an
+    /// order's held events go, in sequence order, once its first one is due). An event held
+    /// before this process started gets a deadline from its stored hint, at most `window` from
+    /// now. Returns how many became new versions.
+    pub async fn release_due_events(&self, window: Duration) -> anyhow::Result<usize> {
+        let rows: Vec<(String, String, i64)> = self
+            .db
+            .call(|conn| {
+                let mut st = conn.prepare_cached("SELECT event_id, order_id, release_ms FROM held_events")?;
+                Ok(st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        let due: Vec<String> = {
+            let (now, wall) = (Instant::now(), now_ms());
+            let mut deadlines = self.held_deadlines();
+            deadlines.retain(|id, _| rows.iter().any(|(e, _, _)| e == id));
+            let mut due: Vec<String> = Vec::new();
+            for (event_id, order_id, release_ms) in rows {
+                let at = *deadlines.entry(event_id).or_insert_with(|| held_deadline(now, wall, release_ms, window));
+                if at <= now && !due.contains(&order_id) {
+                    due.push(order_id);
+                }
+            }
+            due
+        };
+        if due.is_empty() {
+            return Ok(0);
+        }
         self.db
-            .write(|tx| {
+            .write(move |tx| {
                 let now = now_ms();
-                let orders: Vec<String> = {
-                    let mut st =
-                        tx.prepare_cached("SELECT DISTINCT order_id FROM held_events WHERE release_ms <= ?1")?;
-                    st.query_map(params![now], |r| r.get(0))?.collect::<Result<_, _>>()?
-                };
                 let mut applied = 0;
-                for order_id in orders {
-                    applied += release_held(tx, &order_id, now, true)?;
+                for order_id in &due {
+                    applied += release_held(tx, order_id, now, true)?;
                 }
                 Ok(applied)
             })
             .await
     }
 
-    /// When the next held event is due, if any is held.
-    pub async fn next_release_ms(&self) -> anyhow::Result<Option<i64>> {
-        self.db.call(|conn| Ok(conn.row("SELECT min(release_ms) FROM held_events", [], |r| r.get(0))?)).await
+    /// When the next held event is due on the monotonic clock, if any is held (events not yet
+    /// seen by [`Store::release_due_events`] count as due now).
+    pub async fn next_release(&self) -> anyhow::Result<Option<Instant>> {
+        let ids: Vec<String> = self
+            .db
+            .call(|conn| {
+                let mut st = conn.prepare_cached("SELECT event_id FROM held_events")?;
+                Ok(st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        let deadlines = self.held_deadlines();
+        Ok(ids.iter().map(|id| deadlines.get(id).copied().unwrap_or_else(Instant::now)).min())
     }
 
     /// Stores an order found by the order sync: the same upsert and outbox path as a webhook,
@@ -259,16 +321,19 @@ impl Store {
             .await
     }
 
-    /// Undelivered outbox rows whose retry time has come, oldest first.
-    pub async fn due_outbox(&self, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+    /// Undelivered outbox rows whose retry time has come, oldest first. A row due more than
+    /// `max_backoff` ahead is due now (see [`outbox_due`]): the wall clock stepped back.
+    pub async fn due_outbox(&self, limit: usize, max_backoff: Duration) -> anyhow::Result<Vec<OutboxRow>> {
+        let max_ms = wixprint_shared::time::duration_ms(max_backoff);
         self.db
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, order_id, version, attempts, request_pb FROM outbox
-                     WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
+                     WHERE state = 'pending' AND (next_attempt_ms <= ?1 OR next_attempt_ms > ?1 + ?3)
+                     ORDER BY id LIMIT ?2",
                 )?;
                 let rows = stmt
-                    .query_map(params![now_ms(), limit as i64], |r| {
+                    .query_map(params![now_ms(), limit as i64, max_ms], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -586,4 +651,69 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
         params![order.id, version, request.encode_to_vec(), now],
     )?;
     Ok(Recorded::Applied { order_id: order.id, version })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR_MS: i64 = 3_600_000;
+
+    #[test]
+    fn a_stored_release_time_is_a_hint_clamped_to_the_window() {
+        let now = Instant::now();
+        let window = Duration::from_secs(2);
+        let wall = 1_758_738_240_000;
+        // As stored: due in 1.5 s.
+        assert_eq!(held_deadline(now, wall, wall + 1_500, window), now + Duration::from_millis(1_500));
+        // The clock stepped back an hour since: still at most the window, never an hour.
+        assert_eq!(held_deadline(now, wall - HOUR_MS, wall + 1_500, window), now + window);
+        // The clock stepped forward an hour: due now (it was held before this process saw it).
+        assert_eq!(held_deadline(now, wall + HOUR_MS, wall + 1_500, window), now);
+        assert_eq!(held_deadline(now, i64::MIN, i64::MAX, window), now + window, "no overflow");
+        assert_eq!(held_deadline(now, i64::MAX, i64::MIN, window), now, "no overflow");
+    }
+
+    #[test]
+    fn an_outbox_row_further_ahead_than_any_backoff_is_due_now() {
+        let max = Duration::from_secs(30);
+        let now = 1_758_738_240_000;
+        assert!(outbox_due(now - 1, now, max));
+        assert!(outbox_due(now, now, max));
+        assert!(!outbox_due(now + 10_000, now, max), "an ordinary backoff is kept");
+        assert!(!outbox_due(now + 30_000, now, max));
+        assert!(outbox_due(now + HOUR_MS, now, max), "the wall clock stepped back an hour");
+        assert!(outbox_due(i64::MAX, i64::MAX, max), "no overflow");
+    }
+
+    #[tokio::test]
+    async fn a_held_event_from_before_a_restart_is_released_within_the_window_whatever_its_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ingest.db"), Duration::from_secs(5)).unwrap();
+        let order = Order { id: "o-1".into(), entity_event_sequence: 3, ..Default::default() };
+        store
+            .db
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT INTO webhook_events (event_id, event_type, entity_id, sequence, received_ms, outcome, payload)
+                     VALUES ('e-1', 'updated', 'o-1', 3, 0, 'held', '')",
+                    [],
+                )?;
+                tx.exec(
+                    "INSERT INTO held_events (event_id, order_id, sequence, order_pb, release_ms) VALUES ('e-1', 'o-1', 3, ?1, ?2)",
+                    params![order.encode_to_vec(), now_ms() + 10 * HOUR_MS],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let window = Duration::from_millis(200);
+        let started = Instant::now();
+        assert_eq!(store.release_due_events(window).await.unwrap(), 0, "not before the window");
+        let at = store.next_release().await.unwrap().unwrap();
+        assert!(at <= started + window + Duration::from_millis(50), "hint of 10 h clamped to the window");
+        tokio::time::sleep_until(at).await;
+        assert_eq!(store.release_due_events(window).await.unwrap(), 1);
+        assert_eq!(store.next_release().await.unwrap(), None);
+    }
 }

@@ -9,6 +9,7 @@
 //! - Normal (2): driver / pickup slips.
 //! - Low (3): customer receipts.
 
+use wixprint_shared::money::Money;
 use wixprint_shared::proto::order::Order;
 use wixprint_shared::proto::print::ReceiptType;
 
@@ -89,20 +90,9 @@ fn has_allergy(order: &Order, words: &[String]) -> bool {
     hit(&order.buyer_note) || order.line_items.iter().any(|l| l.modifiers.iter().any(|m| hit(&m.group) || hit(&m.name)))
 }
 
-/// A non-negative decimal amount ("100", "99.5", "1234.56") in millionths; `None` when it
-/// is not one.
-pub fn parse_amount(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || int.len() > 18 || frac.len() > 6 {
-        return None;
-    }
-    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let int: i128 = int.parse().ok()?;
-    let frac: i128 = if frac.is_empty() { 0 } else { format!("{frac:0<6}").parse().ok()? };
-    Some(int * 1_000_000 + frac)
+/// A non-negative plain decimal amount ("100", "99.5", "1234.56"); `None` when it is not one.
+pub fn parse_amount(s: &str) -> Option<Money> {
+    Money::parse_plain(s.trim()).filter(|m| !m.is_negative())
 }
 
 #[cfg(test)]
@@ -154,8 +144,8 @@ mod tests {
 
     #[test]
     fn amounts_parse_strictly() {
-        assert_eq!(parse_amount("100"), Some(100_000_000));
-        assert_eq!(parse_amount(" 99.5 "), Some(99_500_000));
+        assert_eq!(parse_amount("100").map(|m| m.to_string()).as_deref(), Some("100.00"));
+        assert_eq!(parse_amount(" 99.5 ").map(|m| m.to_string()).as_deref(), Some("99.50"));
         for bad in ["", "-1", "1e3", "1.2.3", ".5", "12,50", "1.1234567"] {
             assert_eq!(parse_amount(bad), None, "{bad}");
         }

@@ -31,9 +31,9 @@ impl PrintService for Printing {
         let Some(order) = order else {
             return Err(Status::invalid_argument("order is required"));
         };
-        if order.id.trim().is_empty() {
-            return Err(Status::invalid_argument("order.id is required"));
-        }
+        // The rules the webhook keeps (items, quantities >= 1, text and amount sizes, times
+        // whose milliseconds fit): a refusal names the field, and nothing is stored.
+        wixprint_shared::validate::check_order(&order).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if version < 1 {
             return Err(Status::invalid_argument(format!("version must be >= 1, got {version}")));
         }

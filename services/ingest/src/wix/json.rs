@@ -8,14 +8,16 @@ use std::str::FromStr;
 
 use prost_types::Timestamp;
 use serde_json::Value;
+use wixprint_shared::money::Money;
+use wixprint_shared::time::try_ms_from_timestamp;
 
 /// Longest string (in characters) this module hands on. Longer text is cut, not refused: a
 /// kitchen ticket is better with a shortened note than without the order. Ids are the exception
 /// (see `MAX_ID_CHARS`), because cutting a key could make two keys equal.
-pub const MAX_TEXT_CHARS: usize = 1000;
+pub const MAX_TEXT_CHARS: usize = wixprint_shared::validate::MAX_TEXT_CHARS;
 
 /// Longest id (event id, order id) accepted; Wix ids are 36-character UUIDs.
-pub(super) const MAX_ID_CHARS: usize = 256;
+pub(super) const MAX_ID_CHARS: usize = wixprint_shared::validate::MAX_ID_CHARS;
 
 /// Follows `path` through nested objects. `None` as soon as a step is missing or not an object.
 pub(super) fn at<'a>(value: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -79,24 +81,20 @@ pub(super) fn amount(value: Option<&Value>) -> String {
     if is_decimal(&candidate) { candidate } else { String::new() }
 }
 
-/// `-?digits(.digits)?`, at most 40 characters: what Wix sends for money ("132.00", "0").
+/// `-?digits(.digits)?`, at most 40 characters and printable: what Wix sends for money
+/// ("132.00", "0"). The one money type decides ([`Money::parse_plain`]).
 fn is_decimal(s: &str) -> bool {
-    if s.is_empty() || s.len() > 40 {
-        return false;
-    }
-    let unsigned = s.strip_prefix('-').unwrap_or(s);
-    let (whole, fraction) = match unsigned.split_once('.') {
-        Some((w, f)) => (w, Some(f)),
-        None => (unsigned, None),
-    };
-    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-    digits(whole) && fraction.is_none_or(digits)
+    Money::parse_plain(s).is_some()
 }
 
-/// An RFC 3339 instant; anything unparsable is "unknown" rather than an error, because a wrong
-/// date must not cost the order.
+/// An RFC 3339 instant; anything unparsable, or whose milliseconds would not fit
+/// ([`try_ms_from_timestamp`]), is "unknown" rather than an error, because a wrong date must
+/// not cost the order.
 pub(super) fn timestamp(value: Option<&Value>) -> Option<Timestamp> {
-    value.and_then(Value::as_str).and_then(|s| Timestamp::from_str(s.trim()).ok())
+    value
+        .and_then(Value::as_str)
+        .and_then(|s| Timestamp::from_str(s.trim()).ok())
+        .filter(|t| try_ms_from_timestamp(t).is_ok())
 }
 
 /// Removes what must never reach a ticket, a log line or a database row: control characters
@@ -206,6 +204,9 @@ mod tests {
         assert!(array(v.get("arr")).is_empty());
         assert_eq!(timestamp(v.get("t")).map(|t| t.seconds), Some(1_758_738_240));
         assert_eq!(timestamp(Some(&json!("24.09.25 20:24"))), None);
+        // Parsable, but past what a ticket can show: unknown, never an overflow later.
+        assert_eq!(timestamp(Some(&json!("9999-12-31T23:59:59Z"))), None);
+        assert!(timestamp(Some(&json!("9999-01-01T00:00:00Z"))).is_some());
         assert_eq!(localized(Some(&json!({"original": "Nam Tok", "translated": ""}))), "Nam Tok");
         assert_eq!(localized(Some(&json!({"original": "Reis", "translated": "Rice"}))), "Rice");
     }

@@ -12,12 +12,7 @@ use wixprint_shared::proto::order::{
 
 use super::json::{MAX_ID_CHARS, amount, array, at, at_opt, localized, object, shown, text, timestamp, type_name};
 
-/// Most line items one order may have.
-pub const MAX_LINE_ITEMS: usize = 1000;
-/// Largest quantity of one line item or modifier.
-pub const MAX_QUANTITY: u32 = 10_000;
-/// Most modifiers one line item may have (Wix allows 10 modifier groups per line).
-pub const MAX_MODIFIERS: usize = 200;
+pub use wixprint_shared::validate::{MAX_LINE_ITEMS, MAX_MODIFIERS, MAX_QUANTITY};
 
 /// Why a Wix order could not be mapped. Messages name the offending field, because they are
 /// returned to the HTTP caller.

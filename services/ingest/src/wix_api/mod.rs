@@ -463,65 +463,24 @@ fn parse_retry_after(value: &str, now_ms: i64) -> Option<Duration> {
     Some(Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0)))
 }
 
-/// Parses the preferred HTTP date format, IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
-/// The obsolete RFC 850 and asctime forms are not accepted; servers must not send them.
+/// Parses the preferred HTTP date format, IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`
+/// (through `jiff`; always 29 characters). The obsolete RFC 850 and asctime forms are not
+/// accepted; servers must not send them.
 fn parse_imf_fixdate_ms(value: &str) -> Option<i64> {
-    let mut parts = value.split_ascii_whitespace();
-    let _weekday = parts.next().filter(|w| w.len() == 4 && w.ends_with(','))?;
-    let day: u32 = parts.next().filter(|d| d.len() == 2)?.parse().ok()?;
-    let month = parts.next()?;
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == month)? as u32
-        + 1;
-    let year: i64 = parts.next().filter(|y| y.len() == 4)?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok().filter(|_| p.len() == 2));
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || parts.next() != Some("GMT") || parts.next().is_some() {
+    if value.len() != 29 {
         return None;
     }
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    Some(((days * 86_400) + h * 3_600 + m * 60 + s) * 1_000)
+    let at = jiff::civil::DateTime::strptime("%a, %d %b %Y %H:%M:%S GMT", value).ok()?;
+    Some(at.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp().as_millisecond())
 }
 
 /// Unix milliseconds as RFC 3339 UTC with exactly three fractional digits, the form Wix's own
 /// dates use (`2025-09-24T17:53:25.532Z`). Clamped to years 0000..=9999, the range RFC 3339 can
-/// express.
+/// express (civil date-time arithmetic in `jiff`).
 fn rfc3339_ms(ms: i64) -> String {
     const MIN_MS: i64 = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
     const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    let ms = ms.clamp(MIN_MS, MAX_MS);
-    let (secs, millis) = (ms.div_euclid(1_000), ms.rem_euclid(1_000));
-    let (days, secs_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    let (h, m, s) = (secs_of_day / 3_600, secs_of_day % 3_600 / 60, secs_of_day % 60);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
-}
-
-/// Days since 1970-01-01 → proleptic Gregorian (year, month, day). Howard Hinnant's
-/// `civil_from_days`, exact for every date in range.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// The inverse of [`civil_from_days`].
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = year - i64::from(month <= 2);
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let mp = i64::from(if month > 2 { month - 3 } else { month + 9 });
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let epoch = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+    let at = epoch.checked_add(jiff::SignedDuration::from_millis(ms.clamp(MIN_MS, MAX_MS))).unwrap_or(epoch);
+    at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }

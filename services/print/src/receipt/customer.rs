@@ -150,7 +150,7 @@ fn summary(b: &mut Builder, p: &PriceSummary, labels: &Labels) {
         b.columns(&labels.subtotal, &s.to_string(), normal, 0, 0);
     }
     if let Some(d) = discount {
-        b.columns(&labels.discount, &d.neg().to_string(), normal, 0, 0);
+        b.columns(&labels.discount, &d.negated().to_string(), normal, 0, 0);
     }
     if let Some(s) = shipping {
         b.columns(&labels.delivery_fee, &s.to_string(), normal, 0, 0);
@@ -159,7 +159,7 @@ fn summary(b: &mut Builder, p: &PriceSummary, labels: &Labels) {
         b.columns(&labels.fees, &f.to_string(), normal, 0, 0);
     }
     if let Some(t) = tax {
-        let without_tax = [subtotal, discount.map(Money::neg), shipping, fees]
+        let without_tax = [subtotal, discount.map(Money::negated), shipping, fees]
             .into_iter()
             .try_fold(Money::ZERO, |sum, part| sum.checked_add(part.unwrap_or(Money::ZERO)));
         let included = subtotal.is_some() && without_tax.is_some() && without_tax == Money::parse(&p.total);

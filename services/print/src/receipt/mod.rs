@@ -147,7 +147,7 @@ pub fn render(order: &Order, kind: ReceiptType, layout: &Layout, banner: Option<
         ReceiptType::Customer => customer::render(&mut b, order, labels),
     }
     if let Some(text) = banner {
-        b.text(text, Style::BANNER);
+        b.closing(text, Style::BANNER);
     }
     b.finish()
 }
@@ -176,7 +176,7 @@ fn framed(layout: &Layout, banner: Option<&str>, body: impl FnOnce(&mut Builder)
     }
     body(&mut b);
     if let Some(text) = banner {
-        b.text(text, Style::BANNER);
+        b.closing(text, Style::BANNER);
     }
     b.finish()
 }

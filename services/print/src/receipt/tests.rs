@@ -8,6 +8,7 @@ use wixprint_shared::proto::order::{
 };
 use wixprint_shared::proto::print::ReceiptType;
 
+use super::builder::{MAX_LINES, MAX_RASTER_LINES, MAX_TEXT_CHARS};
 use super::text::{columns, columns_of, needs_raster, printable, wrap};
 use super::{Align, Document, Font, Layout, Line, Restaurant, Size, render};
 
@@ -572,10 +573,19 @@ fn hostile_input_never_panics_and_never_overflows() {
                 assert_fits(&doc, &l);
             }
             let _ = doc.to_escpos(&l);
+            // A long name prints up to the cap and says it was cut (at width 1 the ticket's
+            // own line cap comes first).
+            let (kept, marked) = ("Ä".repeat(MAX_TEXT_CHARS - 50), "Ä...(truncated)");
+            let sq = squeezed(&doc);
             assert!(
-                squeezed(&doc).contains(&long) || kind == ReceiptType::Driver,
-                "{width} {kind:?}: the long name was cut off"
+                (sq.contains(&kept) && sq.contains(marked) && !sq.contains(&"Ä".repeat(MAX_TEXT_CHARS + 1)))
+                    || kind == ReceiptType::Driver
+                    || width < 24,
+                "{width} {kind:?}: the long name was not cut and marked: {}",
+                doc.to_text(&l)
             );
+            // The cap, its marker, and the closing banner (250 characters: at 3 columns a line each).
+            assert!(doc.lines.len() <= MAX_LINES + 20 + 250, "{width} {kind:?}: {} lines", doc.lines.len());
             assert!(squeezed(&doc).contains("#1@0033"), "control characters not stripped from the number");
         }
     }
@@ -583,6 +593,68 @@ fn hostile_input_never_panics_and_never_overflows() {
     let kitchen = render(&o, ReceiptType::Kitchen, &l, None);
     assert!(kitchen.lines.iter().any(|l| l.text.starts_with("4294967295 x ÄÄÄ")));
     assert!(squeezed(&kitchen).contains("+GGGG"), "modifier group lost");
+}
+
+/// Image lines (`GS v 0`) in a ticket's ESC/POS.
+fn raster_images(bytes: &[u8]) -> usize {
+    bytes.windows(3).filter(|w| w == &[0x1D, b'v', b'0']).count()
+}
+
+#[test]
+fn a_huge_note_prints_a_bounded_ticket_quickly() {
+    let mut o = pickup();
+    o.buyer_note = "Bitte klingeln. ".repeat(81_250); // 1.3 million characters
+    let l = full_layout(48);
+    let started = std::time::Instant::now();
+    for kind in KINDS {
+        let doc = render(&o, kind, &l, Some(BANNER));
+        assert_fits(&doc, &l);
+        let text = doc.to_text(&l);
+        let bytes = doc.to_escpos(&l);
+        if matches!(kind, ReceiptType::Kitchen | ReceiptType::Unspecified) {
+            assert!(text.contains("... (truncated)"), "{kind:?}: no truncation marker");
+        }
+        assert!(doc.lines.len() < 120, "{kind:?}: {} lines for one note", doc.lines.len());
+        assert!(bytes.len() < 16_000, "{kind:?}: {} bytes", bytes.len());
+        assert_eq!(doc.lines.last().map(|l| l.text.as_str()), Some(BANNER), "{kind:?}: closing banner lost");
+    }
+    // Debug builds included: rendering a 1.3 MB note is a matter of milliseconds, not minutes.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_ticket_is_cut_at_max_lines_marked_and_keeps_its_closing_banner() {
+    let mut o = pickup();
+    let mods: Vec<Modifier> = (0..20).map(|i| modifier("Extra", &format!("Zutat {i}"), 1, "")).collect();
+    o.line_items = (0..1000).map(|i| item(&format!("Gericht {i}"), 1, "1.00", "1.00", mods.clone())).collect();
+    let l = layout(48);
+    let doc = render(&o, ReceiptType::Kitchen, &l, Some(BANNER));
+    assert_fits(&doc, &l);
+    let n = doc.lines.len();
+    assert!(n <= MAX_LINES + 2, "{n} lines");
+    assert_eq!(doc.lines[n - 1].text, BANNER);
+    assert_eq!(printable(&doc.lines[n - 2].text, l.code_page), "... (truncated)");
+    assert_eq!(doc.lines[0].text, BANNER);
+    // Without a banner the marker is the last line.
+    let doc = render(&o, ReceiptType::Kitchen, &l, None);
+    assert_eq!(printable(&doc.lines.last().unwrap().text, l.code_page), "... (truncated)");
+    // A ticket under the caps is untouched: no marker.
+    assert!(!text(&pickup(), ReceiptType::Kitchen).contains("truncated"));
+}
+
+#[test]
+fn image_lines_per_ticket_are_capped_and_later_ones_print_as_text() {
+    let mut o = pickup();
+    o.line_items = (0..400).map(|i| item(&format!("ผัดไทย 麻婆豆腐 {i}"), 1, "1.00", "1.00", vec![])).collect();
+    let l = layout(48);
+    let doc = render(&o, ReceiptType::Kitchen, &l, None);
+    assert_fits(&doc, &l);
+    let bytes = doc.to_escpos(&l);
+    assert_eq!(raster_images(&bytes), MAX_RASTER_LINES);
+    let text = doc.to_text(&l);
+    assert!(text.contains("ผัดไทย 麻婆豆腐 0"), "the first ones are images of the real text");
+    // Thai: 5 columns (the vowel mark takes none), CJK: 4 glyphs of 2 columns.
+    assert!(text.contains("1 x ????? ???????? 399"), "later ones keep their columns as '?'");
 }
 
 #[test]
@@ -917,11 +989,14 @@ fn the_allergy_block_fits_every_width() {
                 assert!(width < 16 || allergy_block(&doc).is_some(), "{width}: no allergy block");
                 let all = squeezed(&doc);
                 assert!(all.contains("ALLERGIE") && all.contains("Erdnüsse"), "{width}");
-                assert_eq!(all.matches(&squeeze(&order.buyer_note, l.code_page)).count(), 2, "{width}");
+                // At 1 and 3 columns a character a line reaches the ticket's line cap.
+                if width >= 24 {
+                    assert_eq!(all.matches(&squeeze(&order.buyer_note, l.code_page)).count(), 2, "{width}");
+                }
             }
         }
         let doc = render(&o, ReceiptType::Kitchen, &l, None);
-        assert!(squeezed(&doc).matches(&"Ä".repeat(200)).count() == 2, "{width}: modifier cut off");
+        assert!(width < 24 || squeezed(&doc).matches(&"Ä".repeat(200)).count() == 2, "{width}: modifier cut off");
     }
 }
 
