@@ -84,3 +84,32 @@ async fn submit_order_refuses_what_the_webhook_refuses_and_stores_nothing() {
     assert!(tickets.iter().any(|t| t.text.contains("7001") && t.text.contains("Pad Thai")));
     assert!(tickets.iter().all(|t| !t.text.contains("truncated")));
 }
+
+/// The webhook applies the same rules: an order wix-print could not print is refused with a
+/// 400 naming the field (Wix sees it), never acknowledged and then dropped downstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_order_that_cannot_print_is_refused_with_400_and_stores_nothing() {
+    use wixprint_tests::webhook::{fixture, order_mut};
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let mut zero = fixture("order_created.pickup.json");
+    order_mut(&mut zero).unwrap()["lineItems"][0]["quantity"] = serde_json::json!(0);
+    let mut missing = fixture("order_created.pickup.json");
+    order_mut(&mut missing).unwrap()["lineItems"][0].as_object_mut().unwrap().remove("quantity");
+    let mut empty = fixture("order_created.pickup.json");
+    order_mut(&mut empty).unwrap()["lineItems"] = serde_json::json!([]);
+    for (event, field) in [
+        (&zero, "line_items[0].quantity"),
+        (&missing, "line_items[0].quantity"),
+        (&empty, "order.line_items: an order needs at least one line item"),
+    ] {
+        let (status, body) = stack.post_webhook(stack.keys.sign_event(event)).await.unwrap();
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains(field), "{field}: {body}");
+    }
+    let mut ingest = stack.ingest_admin().await.unwrap();
+    let st = ingest.get_status(wixprint_shared::proto::ingest::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!((st.orders, st.webhook_events, st.outbox_pending), (0, 0, 0), "{st:#?}");
+    // The same order with its quantity prints.
+    stack.send_event(&fixture("order_created.pickup.json")).await.unwrap();
+    stack.sim.wait_for_tickets(3, T).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+}

@@ -30,6 +30,10 @@ pub enum MapError {
     InvalidQuantity { field: String, value: String },
     #[error("{field}: {count} entries are more than the {max} allowed")]
     TooMany { field: String, count: usize, max: usize },
+    /// Mapped, but not an order wix-print can print (`shared::validate`, the same rules
+    /// `SubmitOrder` applies): refused here, so nothing is acknowledged that cannot print.
+    #[error("{0}")]
+    Unprintable(wixprint_shared::validate::Invalid),
 }
 
 /// Maps one Wix order JSON object to the domain [`Order`].
@@ -44,7 +48,8 @@ pub enum MapError {
 ///
 /// Errors: no `id`; a quantity that is not a whole number from 0 to [`MAX_QUANTITY`]; more than
 /// [`MAX_LINE_ITEMS`] line items or [`MAX_MODIFIERS`] modifiers on one line; a line item that is
-/// not an object.
+/// not an object; an order that breaks the shared order rules (`shared::validate::check_order`:
+/// no line item, a missing or zero quantity, ...), which wix-print would refuse.
 pub fn map_order(json: &Value) -> Result<Order, MapError> {
     if !json.is_object() {
         return Err(MapError::NotAnObject { found: type_name(json) });
@@ -53,7 +58,7 @@ pub fn map_order(json: &Value) -> Result<Order, MapError> {
     let (status, status_raw) = order_status(json.get("status"));
     let (payment_status, payment_status_raw) = payment_status(json.get("paymentStatus"));
     let (line_items, catalog_app_ids) = line_items(json)?;
-    Ok(Order {
+    let order = Order {
         id,
         number: text(json.get("number")),
         source: OrderSource::Unspecified as i32,
@@ -71,7 +76,9 @@ pub fn map_order(json: &Value) -> Result<Order, MapError> {
         status_raw,
         payment_status_raw,
         catalog_app_ids,
-    })
+    };
+    wixprint_shared::validate::check_order(&order).map_err(MapError::Unprintable)?;
+    Ok(order)
 }
 
 /// The order id is the idempotency key end to end, so it is refused rather than repaired: a

@@ -612,11 +612,19 @@ fn unknown_status_strings_are_tolerated_and_kept_raw() {
 #[test]
 fn quantities_are_read_from_numbers_and_strings_and_bounded() {
     let mut json = created_order();
-    for (value, expected) in
-        [(json!("4"), 4), (json!(2.0), 2), (json!(0), 0), (json!(10_000), 10_000), (json!(null), 0)]
-    {
+    for (value, expected) in [(json!("4"), 4), (json!(2.0), 2), (json!(10_000), 10_000)] {
         json["lineItems"][0]["quantity"] = value.clone();
         assert_eq!(map_order(&json).unwrap().line_items[0].quantity, expected, "{value}");
+    }
+    // Zero or missing ("unknown") is read, then refused: wix-print cannot print it, so Wix is
+    // told (400) instead of an order being acknowledged that never prints.
+    for value in [json!(0), json!(null)] {
+        json["lineItems"][0]["quantity"] = value.clone();
+        let err = map_order(&json).unwrap_err();
+        assert!(
+            matches!(&err, MapError::Unprintable(i) if i.field == "order.line_items[0].quantity"),
+            "{value}: {err}"
+        );
     }
     for value in
         [json!(-1), json!("-2"), json!(10_001), json!(1.5), json!("drei"), json!(true), json!(1e300), json!([])]
@@ -742,14 +750,17 @@ fn strings_are_stripped_of_control_characters_and_cut_to_the_limit() {
 }
 
 #[test]
-fn minimal_order_needs_only_an_id() {
-    let order = map_order(&json!({ "id": "o-1" })).unwrap();
+fn minimal_order_needs_only_an_id_and_one_line_item() {
+    let order = map_order(&json!({ "id": "o-1", "lineItems": [{ "quantity": 1 }] })).unwrap();
     assert_eq!(order.id, "o-1");
-    assert!(order.line_items.is_empty());
+    assert_eq!(order.line_items.len(), 1);
     assert_eq!(order.status(), OrderStatus::Unspecified);
     let f = order.fulfillment.unwrap();
     assert_eq!(f.r#type(), FulfillmentType::Unspecified);
     assert!(f.address.is_none() && f.contact.is_none());
+    // Nothing to cook is not an order wix-print can print.
+    let err = map_order(&json!({ "id": "o-1" })).unwrap_err();
+    assert_eq!(err.to_string(), "order.line_items: an order needs at least one line item");
 }
 
 #[test]
