@@ -14,8 +14,9 @@ use wixprint_shared::proto::events::PeerStatus;
 use wixprint_shared::proto::order::{Order, OrderStatus, PaymentStatus};
 
 use crate::internet::InternetHandle;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::sync::SyncHandle;
+use wixprint_shared::time::opt_timestamp;
 
 pub struct Admin {
     pub store: Store,
@@ -161,14 +162,25 @@ fn internal(e: anyhow::Error) -> Status {
 #[tonic::async_trait]
 impl IngestAdmin for Admin {
     async fn get_status(&self, _: Request<GetStatusRequest>) -> Result<Response<GetStatusResponse>, Status> {
-        let mut status = self.store.status().await.map_err(internal)?;
-        status.print_service_url = self.print_service_url.clone();
-        status.version = wixprint_shared::VERSION.to_owned();
-        status.started_at = Some(wixprint_shared::time::timestamp_from_ms(self.started_ms));
-        status.sync = Some(self.sync.status());
-        status.connectivity = vec![self.internet.component()];
-        status.peer = Some(self.peer.borrow().clone());
-        Ok(Response::new(status))
+        let c = self.store.counts().await.map_err(internal)?;
+        let now = wixprint_shared::time::now_ms();
+        Ok(Response::new(GetStatusResponse {
+            orders: c.orders,
+            webhook_events: c.webhook_events,
+            outbox_pending: c.outbox_pending,
+            outbox_delivered: c.outbox_delivered,
+            outbox_rejected: c.outbox_rejected,
+            held_events: c.held_events,
+            outbox_oldest_pending_secs: c.outbox_oldest_pending_ms.map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0),
+            last_webhook_at: opt_timestamp(c.last_webhook_ms),
+            outbox_last_error: c.outbox_last_error.unwrap_or_default(),
+            print_service_url: self.print_service_url.clone(),
+            version: wixprint_shared::VERSION.to_owned(),
+            started_at: Some(wixprint_shared::time::timestamp_from_ms(self.started_ms)),
+            sync: Some(self.sync.status()),
+            connectivity: vec![self.internet.component()],
+            peer: Some(self.peer.borrow().clone()),
+        }))
     }
 
     async fn list_orders(&self, req: Request<ListOrdersRequest>) -> Result<Response<ListOrdersResponse>, Status> {
@@ -178,7 +190,7 @@ impl IngestAdmin for Admin {
             n => n,
         };
         let orders = self.store.list_orders(limit).await.map_err(internal)?;
-        Ok(Response::new(ListOrdersResponse { orders }))
+        Ok(Response::new(ListOrdersResponse { orders: orders.into_iter().map(summary_to_proto).collect() }))
     }
 
     async fn submit_local_order(
@@ -239,9 +251,53 @@ impl IngestAdmin for Admin {
             return Err(Status::invalid_argument("id is required"));
         }
         match self.store.get_order(id.clone()).await.map_err(internal)? {
-            Some(o) => Ok(Response::new(o)),
+            Some(o) => Ok(Response::new(detail_to_proto(o))),
             None => Err(Status::not_found(format!("no order with id {id:?}"))),
         }
+    }
+}
+
+fn summary_to_proto(s: store::OrderSummary) -> OrderSummary {
+    OrderSummary {
+        id: s.id,
+        number: s.number,
+        status: s.status,
+        source: s.source,
+        version: s.version,
+        created_at: opt_timestamp(s.created_ms),
+        received_at: opt_timestamp(s.received_ms),
+        delivered: s.delivered,
+    }
+}
+
+fn detail_to_proto(d: store::OrderDetail) -> GetOrderResponse {
+    GetOrderResponse {
+        summary: Some(summary_to_proto(d.summary)),
+        order: Some(d.order),
+        outbox: d
+            .outbox
+            .into_iter()
+            .map(|e| OutboxEntry {
+                id: e.id,
+                version: e.version,
+                state: e.state.as_sql().to_owned(),
+                attempts: e.attempts,
+                last_error: e.last_error.unwrap_or_default(),
+                created_at: opt_timestamp(e.created_ms),
+                delivered_at: opt_timestamp(e.delivered_ms),
+            })
+            .collect(),
+        events: d
+            .events
+            .into_iter()
+            .map(|e| WebhookEvent {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                sequence: e.sequence,
+                received_at: opt_timestamp(e.received_ms),
+                outcome: e.outcome,
+            })
+            .collect(),
     }
 }
 

@@ -20,10 +20,9 @@ use tokio::time::Instant;
 use wixprint_shared::connectivity;
 use wixprint_shared::db::{Cached, Db};
 use wixprint_shared::proto::events::ConnectivityEvent;
-use wixprint_shared::proto::ingest as api;
 use wixprint_shared::proto::order::{Order, OrderSource};
 use wixprint_shared::proto::print::SubmitOrderRequest;
-use wixprint_shared::time::{now_ms, opt_timestamp};
+use wixprint_shared::time::now_ms;
 
 use crate::wix::{EventKind, WebhookEvent};
 
@@ -117,6 +116,96 @@ impl Recorded {
             Recorded::Held { .. } => "held",
         }
     }
+}
+
+/// An outbox row's state; converts to and from its SQL value here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Still to hand to wix-print (retried with backoff).
+    Pending,
+    /// wix-print acknowledged it.
+    Delivered,
+    /// wix-print refused it as invalid: kept, not retried.
+    Rejected,
+}
+
+impl OutboxState {
+    pub const ALL: [OutboxState; 3] = [OutboxState::Pending, OutboxState::Delivered, OutboxState::Rejected];
+
+    pub fn as_sql(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Delivered => "delivered",
+            OutboxState::Rejected => "rejected",
+        }
+    }
+
+    pub fn from_sql(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_sql() == s)
+    }
+}
+
+/// The outbox and webhook counts `GetStatus` shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    pub orders: u64,
+    pub webhook_events: u64,
+    pub outbox_pending: u64,
+    pub outbox_delivered: u64,
+    pub outbox_rejected: u64,
+    pub held_events: u64,
+    /// Creation time of the oldest pending outbox row.
+    pub outbox_oldest_pending_ms: Option<i64>,
+    pub last_webhook_ms: Option<i64>,
+    /// The error of the oldest pending row that failed.
+    pub outbox_last_error: Option<String>,
+}
+
+/// An order as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderSummary {
+    pub id: String,
+    pub number: String,
+    /// `OrderStatus` / `OrderSource` numbers, as stored.
+    pub status: i32,
+    pub source: i32,
+    pub version: i64,
+    pub created_ms: Option<i64>,
+    pub received_ms: Option<i64>,
+    /// Every version handed to wix-print.
+    pub delivered: bool,
+}
+
+/// One outbox row of an order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub version: i64,
+    pub state: OutboxState,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_ms: Option<i64>,
+    pub delivered_ms: Option<i64>,
+}
+
+/// One webhook event of an order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventEntry {
+    pub event_id: String,
+    pub event_type: String,
+    pub sequence: i64,
+    pub received_ms: Option<i64>,
+    /// What storing it did ([`Recorded::outcome`]).
+    pub outcome: String,
+}
+
+/// An order with its latest version, outbox rows and webhook events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderDetail {
+    pub summary: OrderSummary,
+    pub order: Order,
+    pub outbox: Vec<OutboxEntry>,
+    pub events: Vec<EventEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -329,11 +418,11 @@ impl Store {
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, order_id, version, attempts, request_pb FROM outbox
-                     WHERE state = 'pending' AND (next_attempt_ms <= ?1 OR next_attempt_ms > ?1 + ?3)
+                     WHERE state = ?4 AND (next_attempt_ms <= ?1 OR next_attempt_ms > ?1 + ?3)
                      ORDER BY id LIMIT ?2",
                 )?;
                 let rows = stmt
-                    .query_map(params![now_ms(), limit as i64, max_ms], |r| {
+                    .query_map(params![now_ms(), limit as i64, max_ms, OutboxState::Pending.as_sql()], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -352,8 +441,11 @@ impl Store {
     pub async fn next_outbox_due_ms(&self) -> anyhow::Result<Option<i64>> {
         self.db
             .call(|conn| {
-                Ok(conn
-                    .query_row("SELECT min(next_attempt_ms) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?)
+                Ok(conn.query_row(
+                    "SELECT min(next_attempt_ms) FROM outbox WHERE state = ?1",
+                    [OutboxState::Pending.as_sql()],
+                    |r| r.get(0),
+                )?)
             })
             .await
     }
@@ -362,8 +454,8 @@ impl Store {
         self.db
             .write(move |conn| {
                 conn.exec(
-                    "UPDATE outbox SET state = 'delivered', delivered_ms = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
-                    params![id, now_ms()],
+                    "UPDATE outbox SET state = ?3, delivered_ms = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                    params![id, now_ms(), OutboxState::Delivered.as_sql()],
                 )?;
                 Ok(())
             })
@@ -390,8 +482,8 @@ impl Store {
             .write(|conn| {
                 let now = now_ms();
                 Ok(conn.exec(
-                    "UPDATE outbox SET next_attempt_ms = ?1 WHERE state = 'pending' AND next_attempt_ms > ?1",
-                    params![now],
+                    "UPDATE outbox SET next_attempt_ms = ?1 WHERE state = ?2 AND next_attempt_ms > ?1",
+                    params![now, OutboxState::Pending.as_sql()],
                 )?)
             })
             .await
@@ -440,63 +532,70 @@ impl Store {
         self.db
             .write(move |conn| {
                 conn.exec(
-                    "UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-                    params![id, error],
+                    "UPDATE outbox SET state = ?3, attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                    params![id, error, OutboxState::Rejected.as_sql()],
                 )?;
                 Ok(())
             })
             .await
     }
 
-    pub async fn status(&self) -> anyhow::Result<api::GetStatusResponse> {
+    pub async fn counts(&self) -> anyhow::Result<Counts> {
         self.db
             .call(|conn| {
                 let count = |sql: &str| -> rusqlite::Result<u64> { conn.row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64) };
-                let oldest: Option<i64> = conn.row(
-                    "SELECT min(created_ms) FROM outbox WHERE state = 'pending'",
-                    [],
-                    |r| r.get(0),
-                )?;
-                let last_webhook: Option<i64> = conn.row("SELECT max(received_ms) FROM webhook_events", [], |r| r.get(0))?;
-                let last_error: Option<String> = conn
-                    .query_row(
-                        "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY id LIMIT 1",
-                        [],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                Ok(api::GetStatusResponse {
+                let outbox = |state: OutboxState| -> rusqlite::Result<u64> {
+                    conn.row("SELECT count(*) FROM outbox WHERE state = ?1", [state.as_sql()], |r| r.get::<_, i64>(0))
+                        .map(|n| n as u64)
+                };
+                let pending = OutboxState::Pending.as_sql();
+                Ok(Counts {
                     orders: count("SELECT count(*) FROM orders")?,
                     webhook_events: count("SELECT count(*) FROM webhook_events")?,
-                    outbox_pending: count("SELECT count(*) FROM outbox WHERE state = 'pending'")?,
-                    outbox_delivered: count("SELECT count(*) FROM outbox WHERE state = 'delivered'")?,
-                    outbox_rejected: count("SELECT count(*) FROM outbox WHERE state = 'rejected'")?,
+                    outbox_pending: outbox(OutboxState::Pending)?,
+                    outbox_delivered: outbox(OutboxState::Delivered)?,
+                    outbox_rejected: outbox(OutboxState::Rejected)?,
                     held_events: count("SELECT count(*) FROM held_events")?,
-                    outbox_oldest_pending_secs: oldest.map(|ms| (now_ms() - ms).max(0) as f64 / 1000.0).unwrap_or(0.0),
-                    last_webhook_at: opt_timestamp(last_webhook),
-                    outbox_last_error: last_error.unwrap_or_default(),
-                    ..Default::default()
+                    outbox_oldest_pending_ms: conn.row(
+                        "SELECT min(created_ms) FROM outbox WHERE state = ?1",
+                        [pending],
+                        |r| r.get(0),
+                    )?,
+                    last_webhook_ms: conn.row("SELECT max(received_ms) FROM webhook_events", [], |r| r.get(0))?,
+                    outbox_last_error: conn
+                        .query_row(
+                            "SELECT last_error FROM outbox WHERE state = ?1 AND last_error IS NOT NULL ORDER BY id LIMIT 1",
+                            [pending],
+                            |r| r.get(0),
+                        )
+                        .optional()?,
                 })
             })
             .await
     }
 
-    pub async fn list_orders(&self, limit: u32) -> anyhow::Result<Vec<api::OrderSummary>> {
+    pub async fn list_orders(&self, limit: u32) -> anyhow::Result<Vec<OrderSummary>> {
         self.db
             .call(move |conn| {
                 let mut stmt =
-                    conn.prepare_cached(&format!("{SUMMARY_SQL} ORDER BY o.received_ms DESC, o.order_id LIMIT ?1"))?;
-                let rows = stmt.query_map(params![limit], summary_from_row)?.collect::<Result<Vec<_>, _>>()?;
+                    conn.prepare_cached(&format!("{SUMMARY_SQL} ORDER BY o.received_ms DESC, o.order_id LIMIT ?2"))?;
+                let rows = stmt
+                    .query_map(params![OutboxState::Delivered.as_sql(), limit], summary_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             })
             .await
     }
 
-    pub async fn get_order(&self, order_id: String) -> anyhow::Result<Option<api::GetOrderResponse>> {
+    pub async fn get_order(&self, order_id: String) -> anyhow::Result<Option<OrderDetail>> {
         self.db
             .call(move |conn| {
                 let Some(summary) = conn
-                    .query_row(&format!("{SUMMARY_SQL} WHERE o.order_id = ?1"), params![order_id], summary_from_row)
+                    .query_row(
+                        &format!("{SUMMARY_SQL} WHERE o.order_id = ?2"),
+                        params![OutboxState::Delivered.as_sql(), order_id],
+                        summary_from_row,
+                    )
                     .optional()?
                 else {
                     return Ok(None);
@@ -506,51 +605,63 @@ impl Store {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, version, state, attempts, last_error, created_ms, delivered_ms FROM outbox WHERE order_id = ?1 ORDER BY id",
                 )?;
-                let outbox = stmt
+                let rows = stmt
                     .query_map(params![order_id], |r| {
-                        Ok(api::OutboxEntry {
-                            id: r.get(0)?,
-                            version: r.get(1)?,
-                            state: r.get(2)?,
-                            attempts: r.get(3)?,
-                            last_error: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                            created_at: opt_timestamp(r.get(5)?),
-                            delivered_at: opt_timestamp(r.get(6)?),
-                        })
+                        Ok((
+                            OutboxEntry {
+                                id: r.get(0)?,
+                                version: r.get(1)?,
+                                state: OutboxState::Pending,
+                                attempts: r.get(3)?,
+                                last_error: r.get(4)?,
+                                created_ms: r.get(5)?,
+                                delivered_ms: r.get(6)?,
+                            },
+                            r.get::<_, String>(2)?,
+                        ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
+                let outbox = rows
+                    .into_iter()
+                    .map(|(mut e, state)| {
+                        e.state = OutboxState::from_sql(&state)
+                            .with_context(|| format!("outbox row {}: unknown state {state:?}", e.id))?;
+                        Ok(e)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 let mut stmt = conn.prepare_cached(
                     "SELECT event_id, event_type, sequence, received_ms, outcome FROM webhook_events WHERE entity_id = ?1 ORDER BY received_ms, event_id",
                 )?;
                 let events = stmt
                     .query_map(params![order_id], |r| {
-                        Ok(api::WebhookEvent {
+                        Ok(EventEntry {
                             event_id: r.get(0)?,
                             event_type: r.get(1)?,
                             sequence: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-                            received_at: opt_timestamp(r.get(3)?),
+                            received_ms: r.get(3)?,
                             outcome: r.get(4)?,
                         })
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(Some(api::GetOrderResponse { summary: Some(summary), order: Some(order), outbox, events }))
+                Ok(Some(OrderDetail { summary, order, outbox, events }))
             })
             .await
     }
 }
 
+/// `?1` is the delivered state: an order is delivered when no outbox row of it is anything else.
 const SUMMARY_SQL: &str = "SELECT o.order_id, o.number, o.status, o.source, o.version, o.created_ms, o.received_ms,
-    NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.order_id AND x.state != 'delivered') FROM orders o";
+    NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.order_id AND x.state != ?1) FROM orders o";
 
-fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<api::OrderSummary> {
-    Ok(api::OrderSummary {
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderSummary> {
+    Ok(OrderSummary {
         id: r.get(0)?,
         number: r.get(1)?,
         status: r.get(2)?,
         source: r.get(3)?,
         version: r.get(4)?,
-        created_at: opt_timestamp(r.get(5)?),
-        received_at: opt_timestamp(r.get(6)?),
+        created_ms: r.get(5)?,
+        received_ms: r.get(6)?,
         delivered: r.get(7)?,
     })
 }
@@ -647,8 +758,8 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
     )?;
     let request = SubmitOrderRequest { order: Some(order.clone()), version };
     tx.exec(
-        "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
-        params![order.id, version, request.encode_to_vec(), now],
+        "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms, state) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        params![order.id, version, request.encode_to_vec(), now, OutboxState::Pending.as_sql()],
     )?;
     Ok(Recorded::Applied { order_id: order.id, version })
 }
