@@ -175,14 +175,15 @@ impl Dispatcher {
     async fn maybe_fail_over(&self) {
         let Some(f) = &self.failover else { return };
         let me = self.monitor.get();
-        if me.state == State::Online || now_ms() - me.since_ms < f.after.as_millis() as i64 {
+        // Monotonic: a wall-clock step neither fires nor stalls the failover.
+        if me.state.is_ready() || me.not_ready_since.is_none() || me.not_ready_for() < f.after {
             return;
         }
         let backup = f.backup_monitor.get();
-        if !matches!(backup.state, State::Online | State::Unknown) {
+        if !(backup.state.is_ready() || backup.state == State::Unknown) {
             return;
         }
-        let reason = format!("{} for {} s", me.state.as_str(), (now_ms() - me.since_ms) / 1000);
+        let reason = format!("{} for {} s", me.state.as_str(), me.not_ready_for().as_secs());
         match self.store.fail_over(&self.printer, &f.backup, &reason).await {
             Ok(0) => {}
             Ok(n) => {

@@ -69,8 +69,13 @@ impl RecoveryManager {
     }
 
     async fn on_change(&self, c: &Change) -> anyhow::Result<()> {
+        // Paper near its end is a warning, not a readiness change: online ↔ paper_low neither
+        // starts nor pauses anything.
+        if c.to.is_ready() == c.from.is_ready() && c.from != State::Unknown {
+            return Ok(());
+        }
         let open = self.store.open_recovery(&c.printer).await?;
-        if c.to == State::Online {
+        if c.to.is_ready() {
             match open {
                 Some(s) if s.state == PAUSED && s.paused_reason != OPERATOR => {
                     self.store.set_recovery_state(s.id, PROCESSING, "", false).await?;
@@ -102,7 +107,7 @@ impl RecoveryManager {
         let row = self.store.recovery(id).await?.unwrap_or_default();
         tracing::info!(session = id, printer, trigger, backlog = row.total, "recovery started");
         let (state, detail) = crate::printer::probe(&handle.url, self.timeouts).await;
-        if state == State::Online {
+        if state.is_ready() {
             self.store.set_recovery_state(id, PROCESSING, "", false).await?;
             self.pace(printer, true);
         } else {
