@@ -18,9 +18,8 @@ use tokio_util::sync::CancellationToken;
 use wixprint_shared::backoff::Backoff;
 use wixprint_shared::time::now_ms;
 
-use crate::config::ConfirmMode;
 use crate::printer::{
-    Connection, GS_R_PAPER, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request,
+    Confirmation, GS_R_PAPER, Link, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request,
 };
 use crate::receipt::{self, Layout};
 use crate::store::{Content, JobState, Printable, ReadyJob, Store};
@@ -49,13 +48,14 @@ pub struct Dispatcher {
     pub printer: String,
     pub url: PrinterUrl,
     pub monitor: Monitor,
+    /// The printer's one connection (status polls and jobs share it).
+    pub link: Link,
     pub layout: Arc<Layout>,
     /// Receipt types that sound the buzzer, and the layout that does.
     pub buzzer: Vec<ReceiptType>,
     pub buzzer_layout: Arc<Layout>,
     pub failover: Option<Failover>,
     pub timeouts: Timeouts,
-    pub confirm_mode: ConfirmMode,
     pub retry_backoff: Backoff,
     /// Wakes the dispatcher when jobs are queued.
     pub wake: Arc<Notify>,
@@ -164,10 +164,22 @@ impl Dispatcher {
         }
     }
 
-    /// One status read (`DLE EOT` 1, 2, 4 on a short connection) for the monitor.
+    /// One status read (`DLE EOT` 1, 2, 4 on the printer's connection) for the monitor.
     async fn poll_status(&self) {
-        let (state, detail) = crate::printer::probe(&self.url, self.timeouts).await;
+        let (state, detail) = self.link.probe().await;
         self.monitor.set(state, detail);
+    }
+
+    /// Whether a ticket held by this stopped printer should be given up for the backup: it
+    /// has been not ready for the failover time and the backup is not known to be down.
+    fn should_fail_over(&self) -> bool {
+        let Some(f) = &self.failover else { return false };
+        let me = self.monitor.get();
+        let backup = f.backup_monitor.get();
+        !me.state.is_ready()
+            && me.not_ready_since.is_some()
+            && me.not_ready_for() >= f.after
+            && (backup.state.is_ready() || backup.state == State::Unknown)
     }
 
     /// Moves this printer's waiting jobs to its backup once it has been not ready for the
@@ -204,7 +216,7 @@ impl Dispatcher {
 
     async fn print(&self, job: ReadyJob) -> Outcome {
         // 1. Is the printer there and ready? Nothing is recorded as an attempt until it is.
-        let mut conn = match Connection::open(&self.url, self.timeouts).await {
+        let mut conn = match self.link.session().await {
             Ok(c) => c,
             Err(e) => {
                 self.monitor.set(State::Offline, e.to_string());
@@ -222,6 +234,14 @@ impl Dispatcher {
                 return Outcome::PrinterNotReady;
             }
         }
+        // How this printer confirms (auto mode: probed once per connection, while idle).
+        let confirmation = match conn.confirmation().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.monitor.set(State::Offline, e.to_string());
+                return Outcome::PrinterNotReady;
+            }
+        };
 
         // 2. Render and commit `sending` before the first byte goes out.
         let layout = if self.buzzer.contains(&job.printable.receipt_type) { &self.buzzer_layout } else { &self.layout };
@@ -230,9 +250,9 @@ impl Dispatcher {
         let id = process_id((job.id as u64) * 16 + u64::from(job.attempts));
         // Automatic Status Back on: a printer stopping while it holds this ticket says so.
         bytes.extend_from_slice(&crate::printer::GS_A_ASB);
-        match self.confirm_mode {
-            ConfirmMode::ProcessId => bytes.extend_from_slice(&process_id_request(id)),
-            ConfirmMode::Status => bytes.extend_from_slice(&GS_R_PAPER),
+        match confirmation {
+            Confirmation::ProcessId => bytes.extend_from_slice(&process_id_request(id)),
+            Confirmation::Status => bytes.extend_from_slice(&GS_R_PAPER),
         }
         let confirm_id = String::from_utf8_lossy(&id).into_owned();
         if let Err(e) = self.store.mark_sending(job.id, job.state, confirm_id).await {
@@ -251,11 +271,11 @@ impl Dispatcher {
             return Outcome::PrinterNotReady;
         }
 
-        // 4. Wait for the printer's word.
-        let confirmed = match self.confirm_mode {
-            ConfirmMode::ProcessId => conn.await_process_id(id, &self.monitor).await,
-            ConfirmMode::Status => conn.await_status_readback(&self.monitor).await,
-        };
+        // 4. Wait for the printer's word. A printer that stops while holding the ticket is
+        // waited for, up to the failover time when it has a backup.
+        let give_up = || self.should_fail_over();
+        let confirmed = conn.await_confirmation(confirmation, id, &self.monitor, &give_up).await;
+        drop(conn);
         match confirmed {
             Ok(()) => {
                 if let Err(e) = self.store.mark_printed(job.id).await {
@@ -264,6 +284,12 @@ impl Dispatcher {
                 }
                 tracing::info!(job_id = job.id, printer = %self.printer, order = %job.printable.order.number, receipt = ?job.printable.receipt_type, reprint = job.printable.reprint, "printed");
                 Outcome::Next
+            }
+            Err(e @ PrintError::Abandoned { .. }) => {
+                tracing::warn!(job_id = job.id, printer = %self.printer, error = %e, "ticket held by a stopped printer; failing over");
+                self.uncertain(&job, JobState::AwaitingConfirm, e).await;
+                // The loop now fails this printer's waiting jobs (this one included) over.
+                Outcome::PrinterNotReady
             }
             Err(e) => self.uncertain(&job, JobState::AwaitingConfirm, e).await,
         }

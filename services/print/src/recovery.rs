@@ -106,7 +106,14 @@ impl RecoveryManager {
         let Some(handle) = self.printers.get(printer) else { return Ok(()) };
         let row = self.store.recovery(id).await?.unwrap_or_default();
         tracing::info!(session = id, printer, trigger, backlog = row.total, "recovery started");
-        let (state, detail) = crate::printer::probe(&handle.url, self.timeouts).await;
+        // On the printer's one connection; busy means its dispatcher is printing: go by the monitor.
+        let (state, detail) = match handle.link.probe_if_idle().await {
+            Some(read) => read,
+            None => {
+                let o = handle.monitor.get();
+                (o.state, o.detail)
+            }
+        };
         if state.is_ready() {
             self.store.set_recovery_state(id, PROCESSING, "", false).await?;
             self.pace(printer, true);

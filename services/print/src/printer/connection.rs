@@ -1,15 +1,20 @@
 //! One connection to a printer: status reads, sending a job and waiting for the printer's own
-//! word that it is on paper.
+//! word that it is on paper; and the [`Link`], the one persistent connection per printer that
+//! status polls and jobs share (Epson TM printers serve one TCP connection at a time).
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use wixprint_shared::backoff::Backoff;
+
 use super::device::{Device, Io};
 use super::monitor::Monitor;
-use super::reply::{Reply, ReplyParser};
+use super::reply::{Reply, ReplyParser, process_id_request};
 use super::status::{PrinterStatus, State, asb_state};
 use super::url::PrinterUrl;
 
@@ -28,20 +33,48 @@ pub enum PrintError {
     /// Bytes went out and the outcome is unknown: the ticket may or may not be on paper.
     #[error("print outcome unknown: {0}")]
     Interrupted(String),
+    /// The printer stopped while holding the ticket and the caller gave up waiting (failover):
+    /// its buffer was cleared when the printer allowed it (`cleared`); the outcome is unknown.
+    #[error("printer stopped while holding the ticket; gave up waiting ({detail})")]
+    Abandoned { detail: String, cleared: bool },
 }
 
-/// Reads the printer's status on a short connection of its own (`DLE EOT` 1, 2, 4): the
-/// state and a detail for the monitor. Nothing is printed.
-pub async fn probe(url: &PrinterUrl, timeouts: Timeouts) -> (State, String) {
-    let result = match Connection::open(url, timeouts).await {
-        Ok(mut conn) => conn.status().await,
-        Err(e) => Err(e),
-    };
+/// How the printer confirms that a ticket is on paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// `GS ( H` process-ID response (Epson TM).
+    ProcessId,
+    /// `GS r 1` read-back after the cut, then `DLE EOT` (clones and emulators without `GS ( H`).
+    Status,
+}
+
+impl Confirmation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confirmation::ProcessId => "process_id",
+            Confirmation::Status => "status",
+        }
+    }
+}
+
+/// The state and monitor detail a status read gives.
+pub fn describe(result: Result<PrinterStatus, PrintError>) -> (State, String) {
     match result {
         Ok(s) if s.state() == State::Online => (State::Online, String::new()),
         Ok(s) => (s.state(), format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper)),
         Err(e) => (State::Offline, e.to_string()),
     }
+}
+
+/// Reads the printer's status on a short connection of its own (`DLE EOT` 1, 2, 4): the
+/// state and a detail for the monitor. Nothing is printed. The service itself goes through
+/// the printer's [`Link`]; this is for tools and tests.
+pub async fn probe(url: &PrinterUrl, timeouts: Timeouts) -> (State, String) {
+    let result = match Connection::open(url, timeouts).await {
+        Ok(mut conn) => conn.status().await,
+        Err(e) => Err(e),
+    };
+    describe(result)
 }
 
 /// Timeouts the connection uses.
@@ -53,13 +86,25 @@ pub struct Timeouts {
     pub poll: Duration,
 }
 
-/// One connection to the printer, used for one job.
+/// `DLE DC4 fn 8`: clears the receive and print buffers (Epson; answered with `37 25 00`).
+pub const DLE_DC4_CLEAR: [u8; 10] = [0x10, 0x14, 0x08, 0x01, 0x03, 0x14, 0x01, 0x06, 0x02, 0x08];
+
+/// The process id of the `GS ( H` support probe (lower case: never a job's id).
+const PROBE_ID: [u8; 4] = *b"prb0";
+
+/// One connection to the printer.
 pub struct Connection {
     stream: Box<dyn Io>,
     parser: ReplyParser,
-    pending: std::collections::VecDeque<Reply>,
+    pending: VecDeque<Reply>,
+    /// `DLE EOT n` requests sent whose replies have not been read yet, oldest first: replies
+    /// come in request order, so a late reply is never taken for a newer request's.
+    realtime_sent: VecDeque<u8>,
     timeouts: Timeouts,
 }
+
+/// Bound of unanswered real-time requests kept (a hostile or broken printer cannot grow it).
+const MAX_REALTIME_SENT: usize = 16;
 
 impl Connection {
     pub async fn open(url: &PrinterUrl, timeouts: Timeouts) -> Result<Self, PrintError> {
@@ -84,7 +129,13 @@ impl Connection {
                 Box::new(Device::open(path).map_err(|e| PrintError::Unreachable(format!("{url}: {e}")))?)
             }
         };
-        Ok(Self { stream, parser: ReplyParser::default(), pending: Default::default(), timeouts })
+        Ok(Self {
+            stream,
+            parser: ReplyParser::default(),
+            pending: Default::default(),
+            realtime_sent: Default::default(),
+            timeouts,
+        })
     }
 
     async fn read_reply(&mut self, deadline: Instant) -> Result<Option<Reply>, std::io::Error> {
@@ -108,34 +159,79 @@ impl Connection {
         }
     }
 
-    async fn real_time(&mut self, n: u8) -> Result<u8, PrintError> {
-        self.stream
-            .write_all(&[0x10, 0x04, n])
+    /// Sends `DLE EOT n` for each of `ns`, remembering them to pair the replies.
+    async fn request_realtime(&mut self, ns: &[u8]) -> std::io::Result<()> {
+        let mut bytes = Vec::with_capacity(ns.len() * 3);
+        for &n in ns {
+            bytes.extend_from_slice(&[0x10, 0x04, n]);
+        }
+        if self.realtime_sent.len() + ns.len() > MAX_REALTIME_SENT {
+            return Err(std::io::Error::other("too many unanswered status requests"));
+        }
+        self.stream.write_all(&bytes).await?;
+        self.realtime_sent.extend(ns);
+        Ok(())
+    }
+
+    /// Pairs a real-time reply with its request: `(n, byte)`, or `None` for a byte nobody asked for.
+    fn realtime_reply(&mut self, b: u8) -> Option<(u8, u8)> {
+        self.realtime_sent.pop_front().map(|n| (n, b))
+    }
+
+    /// Reads `DLE EOT` 1, 2 and 4. Nothing is printed by this.
+    pub async fn status(&mut self) -> Result<PrinterStatus, PrintError> {
+        self.request_realtime(&[1, 2, 4])
             .await
-            .map_err(|e| PrintError::Unreachable(format!("sending DLE EOT {n}: {e}")))?;
+            .map_err(|e| PrintError::Unreachable(format!("sending DLE EOT: {e}")))?;
         let deadline = Instant::now() + self.timeouts.status;
+        let mut status = PrinterStatus { printer: 0x12, offline_cause: 0x12, paper: 0x12 };
         loop {
             match self.read_reply(deadline).await {
-                Ok(Some(Reply::RealTime(b))) => return Ok(b),
+                Ok(Some(Reply::RealTime(b))) => {
+                    match self.realtime_reply(b) {
+                        Some((1, b)) => status.printer = b,
+                        Some((2, b)) => status.offline_cause = b,
+                        Some((_, b)) => status.paper = b,
+                        None => {}
+                    }
+                    if self.realtime_sent.is_empty() {
+                        return Ok(status);
+                    }
+                }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
+                    let n = self.realtime_sent.front().copied().unwrap_or(1);
                     return Err(PrintError::Silent(format!(
                         "no reply to DLE EOT {n} within {:?}",
                         self.timeouts.status
                     )));
                 }
-                Err(e) => return Err(PrintError::Unreachable(format!("reading DLE EOT {n}: {e}"))),
+                Err(e) => return Err(PrintError::Unreachable(format!("reading DLE EOT: {e}"))),
             }
         }
     }
 
-    /// Reads `DLE EOT` 1, 2 and 4. Nothing is printed by this.
-    pub async fn status(&mut self) -> Result<PrinterStatus, PrintError> {
-        Ok(PrinterStatus {
-            printer: self.real_time(1).await?,
-            offline_cause: self.real_time(2).await?,
-            paper: self.real_time(4).await?,
-        })
+    /// Whether the printer answers `GS ( H`: sends a probe id while nothing is printing and
+    /// waits the status timeout for its reply. `Err` when the connection failed.
+    pub async fn supports_process_id(&mut self) -> Result<bool, PrintError> {
+        self.stream
+            .write_all(&process_id_request(PROBE_ID))
+            .await
+            .map_err(|e| PrintError::Unreachable(format!("sending the GS ( H probe: {e}")))?;
+        let deadline = Instant::now() + self.timeouts.status;
+        loop {
+            match self.read_reply(deadline).await {
+                Ok(Some(Reply::Block(b))) if b.len() >= 6 && b[0] == 0x37 && b[1] == 0x22 && b[2..6] == PROBE_ID => {
+                    return Ok(true);
+                }
+                Ok(Some(Reply::RealTime(b))) => {
+                    self.realtime_reply(b);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(false),
+                Err(e) => return Err(PrintError::Unreachable(format!("reading the GS ( H probe reply: {e}"))),
+            }
+        }
     }
 
     /// Writes a job. Any error here leaves the outcome unknown.
@@ -151,23 +247,35 @@ impl Connection {
         }
     }
 
-    /// Waits for the `GS ( H` reply carrying `id`, probing `DLE EOT 2` every poll interval.
-    /// While the printer reports itself stopped (paper out, cover open) the wait goes on:
-    /// the printer still holds the ticket and prints it once it is fixed. The confirm timeout
-    /// only runs while the printer says it is fine, and a printer that stops answering makes
-    /// the outcome unknown.
-    pub async fn await_process_id(&mut self, id: [u8; 4], monitor: &Monitor) -> Result<(), PrintError> {
+    /// Waits for the `GS ( H` reply carrying `id`, reading the printer's status (`DLE EOT` 1,
+    /// 2, 4) every poll interval. While the printer reports itself stopped (paper out, cover
+    /// open, offline with or without a cause) the wait goes on: the printer still holds the
+    /// ticket and prints it once it is fixed. The confirm timeout only runs while the printer
+    /// says it is fine, and a printer that stops answering makes the outcome unknown.
+    /// `give_up` is asked while the printer is stopped: true ends the wait (failover), after
+    /// clearing the printer's buffers so the held ticket does not print later.
+    pub async fn await_process_id(
+        &mut self,
+        id: [u8; 4],
+        monitor: &Monitor,
+        give_up: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), PrintError> {
         self.await_confirmation(
             monitor,
+            give_up,
             |r| matches!(r, Reply::Block(b) if b.len() >= 6 && b[0] == 0x37 && b[1] == 0x22 && b[2..6] == id),
         )
         .await
     }
 
-    /// Waits for the `GS r 1` reply sent after the cut, then reads `DLE EOT` 1 and 4: printed
-    /// when the printer is online with paper.
-    pub async fn await_status_readback(&mut self, monitor: &Monitor) -> Result<(), PrintError> {
-        self.await_confirmation(monitor, |r| matches!(r, Reply::Byte(b) if b & 0x0C == 0)).await?;
+    /// Waits for the `GS r 1` reply sent after the cut, then reads `DLE EOT` 1, 2 and 4:
+    /// printed when the printer is online with paper.
+    pub async fn await_status_readback(
+        &mut self,
+        monitor: &Monitor,
+        give_up: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), PrintError> {
+        self.await_confirmation(monitor, give_up, |r| matches!(r, Reply::Byte(b) if b & 0x0C == 0)).await?;
         let status = self.status().await.map_err(|e| PrintError::Interrupted(format!("status after print: {e}")))?;
         if status.offline() || status.paper_out() {
             return Err(PrintError::Interrupted(format!(
@@ -181,47 +289,64 @@ impl Connection {
     async fn await_confirmation(
         &mut self,
         monitor: &Monitor,
+        give_up: &(dyn Fn() -> bool + Sync),
         is_confirmation: impl Fn(&Reply) -> bool,
     ) -> Result<(), PrintError> {
         let mut confirm_deadline = Instant::now() + self.timeouts.confirm;
         let mut probe_sent_at: Option<Instant> = None;
         let mut next_probe = Instant::now() + self.timeouts.poll;
+        // The status being assembled from the replies to one probe (DLE EOT 1, 2, 4).
+        let mut probe = PrinterStatus { printer: 0x12, offline_cause: 0x12, paper: 0x12 };
+        let mut stopped_seen = false;
         loop {
             let wake = next_probe.min(confirm_deadline);
-            match self.read_reply(wake).await {
+            let stopped = match self.read_reply(wake).await {
                 Ok(Some(r)) if is_confirmation(&r) => {
-                    monitor.set(State::Online, "");
+                    if stopped_seen {
+                        // It stopped during the wait and is printing again: say what it is now.
+                        let (state, detail) = describe(self.status().await);
+                        monitor.set(state, detail);
+                    }
                     return Ok(());
                 }
-                Ok(Some(Reply::RealTime(b))) => {
-                    probe_sent_at = None;
-                    // Reply to DLE EOT 2: offline cause.
-                    let stopped = if b & 0x04 != 0 {
-                        Some(State::CoverOpen)
-                    } else if b & 0x20 != 0 {
-                        Some(State::PaperOut)
-                    } else if b & 0x40 != 0 {
-                        Some(State::Error)
-                    } else {
+                Ok(Some(Reply::RealTime(b))) => match self.realtime_reply(b) {
+                    Some((1, b)) => {
+                        probe.printer = b;
                         None
-                    };
-                    match stopped {
-                        Some(state) => {
-                            monitor.set(state, "printer stopped while holding a ticket; waiting");
-                            // Waiting is not failing: restart the clock once it is fixed.
-                            confirm_deadline = Instant::now() + self.timeouts.confirm;
+                    }
+                    Some((2, b)) => {
+                        probe.offline_cause = b;
+                        None
+                    }
+                    Some((_, b)) if self.realtime_sent.is_empty() => {
+                        probe.paper = b;
+                        probe_sent_at = None;
+                        // The whole status, so offline without a cause is still offline, and
+                        // paper near its end is still paper_low (never flapping to online).
+                        let state = probe.state();
+                        if probe.ready() {
+                            monitor.set(state, "");
+                            None
+                        } else {
+                            Some((
+                                state,
+                                format!(
+                                    "status bytes {:02X} {:02X} {:02X}",
+                                    probe.printer, probe.offline_cause, probe.paper
+                                ),
+                            ))
                         }
-                        None => monitor.set(State::Online, ""),
                     }
-                }
-                Ok(Some(Reply::Asb(a))) => match asb_state(a) {
-                    state @ (State::Online | State::PaperLow) => monitor.set(state, ""),
-                    state => {
-                        monitor.set(state, format!("automatic status back {a:02X?}: stopped while holding a ticket"));
-                        confirm_deadline = Instant::now() + self.timeouts.confirm;
-                    }
+                    _ => None,
                 },
-                Ok(Some(_)) => {}
+                Ok(Some(Reply::Asb(a))) => match asb_state(a) {
+                    state if state.is_ready() => {
+                        monitor.set(state, "");
+                        None
+                    }
+                    state => Some((state, format!("automatic status back {a:02X?}"))),
+                },
+                Ok(Some(_)) => None,
                 Ok(None) => {
                     let now = Instant::now();
                     if let Some(sent) = probe_sent_at
@@ -238,19 +363,262 @@ impl Connection {
                     }
                     if now >= next_probe {
                         if probe_sent_at.is_none() {
-                            if let Err(e) = self.stream.write_all(&[0x10, 0x04, 0x02]).await {
+                            if let Err(e) = self.request_realtime(&[1, 2, 4]).await {
                                 return Err(PrintError::Interrupted(format!("connection lost while waiting: {e}")));
                             }
                             probe_sent_at = Some(now);
                         }
                         next_probe = now + self.timeouts.poll.min(self.timeouts.status);
                     }
+                    None
                 }
                 Err(e) => {
                     return Err(PrintError::Interrupted(format!("connection lost before confirmation: {e}")));
                 }
+            };
+            if let Some((state, detail)) = stopped {
+                stopped_seen = true;
+                monitor.set(state, format!("{detail}: stopped while holding a ticket; waiting"));
+                // Waiting is not failing: restart the clock once it is fixed.
+                confirm_deadline = Instant::now() + self.timeouts.confirm;
+                if give_up() {
+                    let cleared = self.clear_buffers().await;
+                    return Err(PrintError::Abandoned {
+                        detail: format!("{} while holding the ticket", state.as_str()),
+                        cleared,
+                    });
+                }
             }
         }
+    }
+
+    /// `DLE DC4 fn 8`: discards what the printer holds. True when the printer confirmed it
+    /// (`37 25 00`) within the status timeout; printers without the command do not answer.
+    pub async fn clear_buffers(&mut self) -> bool {
+        if self.stream.write_all(&DLE_DC4_CLEAR).await.is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + self.timeouts.status;
+        loop {
+            match self.read_reply(deadline).await {
+                Ok(Some(Reply::Block(b))) if b.len() >= 2 && b[0] == 0x37 && b[1] == 0x25 => return true,
+                Ok(Some(Reply::RealTime(b))) => {
+                    self.realtime_reply(b);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// The one connection to a printer, shared by status polls and jobs, kept open between them
+/// and reopened after an error (with backoff while the printer cannot be reached). Also
+/// remembers how the printer confirms tickets: in auto mode `GS ( H` support is probed once
+/// per connection, before its first ticket.
+#[derive(Clone)]
+pub struct Link(Arc<LinkInner>);
+
+struct LinkInner {
+    url: PrinterUrl,
+    timeouts: Timeouts,
+    name: String,
+    /// `None`: auto (probe).
+    fixed: Option<Confirmation>,
+    backoff: Backoff,
+    slot: tokio::sync::Mutex<Slot>,
+    /// What GetStatus shows: the fixed mode, the detected one, or "auto" before the first probe.
+    confirm_mode: std::sync::Mutex<&'static str>,
+    opened: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: Option<Connection>,
+    /// Consecutive failed connects, and when the next attempt may be made.
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+    /// The probed confirmation of the current connection.
+    detected: Option<Confirmation>,
+    /// The last one logged (a change is logged once).
+    logged: Option<Confirmation>,
+}
+
+/// Exclusive use of a printer's connection (a status read, a job).
+pub struct Session<'a> {
+    link: &'a LinkInner,
+    slot: tokio::sync::MutexGuard<'a, Slot>,
+}
+
+impl Link {
+    /// `confirm` `None` = auto: probe `GS ( H` support once per connection.
+    pub fn new(name: &str, url: &PrinterUrl, timeouts: Timeouts, confirm: Option<Confirmation>) -> Link {
+        let min = timeouts.poll.max(Duration::from_millis(50));
+        let backoff = Backoff::new(min, min.max(Duration::from_secs(2)), 0.2).unwrap_or_else(|_| {
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 0.2).expect("valid constant backoff")
+        });
+        Link(Arc::new(LinkInner {
+            url: url.clone(),
+            timeouts,
+            name: name.to_owned(),
+            fixed: confirm,
+            backoff,
+            slot: tokio::sync::Mutex::new(Slot::default()),
+            confirm_mode: std::sync::Mutex::new(confirm.map_or("auto", Confirmation::as_str)),
+            opened: Default::default(),
+        }))
+    }
+
+    /// "process_id", "status", or "auto" while not probed yet.
+    pub fn confirm_mode(&self) -> &'static str {
+        *self.0.confirm_mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connections opened so far.
+    pub fn connections_opened(&self) -> u64 {
+        self.0.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits for the connection (a job may be using it) and opens it if needed.
+    pub async fn session(&self) -> Result<Session<'_>, PrintError> {
+        let slot = self.0.slot.lock().await;
+        self.open_in(slot).await
+    }
+
+    async fn open_in<'a>(&'a self, mut slot: tokio::sync::MutexGuard<'a, Slot>) -> Result<Session<'a>, PrintError> {
+        if slot.conn.is_none() {
+            if let Some(at) = slot.retry_at
+                && Instant::now() < at
+            {
+                return Err(PrintError::Unreachable(slot.last_error.clone()));
+            }
+            match Connection::open(&self.0.url, self.0.timeouts).await {
+                Ok(conn) => {
+                    self.0.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(printer = %self.0.name, "printer connection opened");
+                    slot.conn = Some(conn);
+                    slot.failures = 0;
+                    slot.retry_at = None;
+                    slot.detected = None;
+                }
+                Err(e) => {
+                    slot.failures = slot.failures.saturating_add(1);
+                    slot.retry_at = Some(Instant::now() + self.0.backoff.delay(slot.failures));
+                    slot.last_error = e.to_string();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Session { link: &self.0, slot })
+    }
+
+    /// A status read for the monitor (on the shared connection).
+    pub async fn probe(&self) -> (State, String) {
+        match self.session().await {
+            Ok(mut s) => describe(s.status().await),
+            Err(e) => describe(Err(e)),
+        }
+    }
+
+    /// Like [`Link::probe`] but `None` at once when a job holds the connection (then the
+    /// dispatcher is reading the printer anyway).
+    pub async fn probe_if_idle(&self) -> Option<(State, String)> {
+        let slot = self.0.slot.try_lock().ok()?;
+        Some(match self.open_in(slot).await {
+            Ok(mut s) => describe(s.status().await),
+            Err(e) => describe(Err(e)),
+        })
+    }
+}
+
+impl Session<'_> {
+    fn conn(&mut self) -> Result<&mut Connection, PrintError> {
+        self.slot.conn.as_mut().ok_or_else(|| PrintError::Unreachable("the connection was closed".into()))
+    }
+
+    /// Closes the connection (after an error or a doubtful outcome); the next use reopens it.
+    pub fn close(mut self) {
+        self.slot.conn = None;
+    }
+
+    /// Reads `DLE EOT` 1, 2, 4; an error closes the connection.
+    pub async fn status(&mut self) -> Result<PrinterStatus, PrintError> {
+        let result = self.conn()?.status().await;
+        if result.is_err() {
+            self.slot.conn = None;
+        }
+        result
+    }
+
+    /// How this printer confirms tickets: the configured mode, or in auto mode the result of
+    /// the `GS ( H` probe (made once per connection, while nothing is printing).
+    pub async fn confirmation(&mut self) -> Result<Confirmation, PrintError> {
+        if let Some(fixed) = self.link.fixed {
+            return Ok(fixed);
+        }
+        if let Some(known) = self.slot.detected {
+            return Ok(known);
+        }
+        let supported = match self.conn()?.supports_process_id().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.slot.conn = None;
+                return Err(e);
+            }
+        };
+        let detected = if supported { Confirmation::ProcessId } else { Confirmation::Status };
+        self.slot.detected = Some(detected);
+        *self.link.confirm_mode.lock().unwrap_or_else(|e| e.into_inner()) = detected.as_str();
+        if self.slot.logged != Some(detected) {
+            self.slot.logged = Some(detected);
+            match detected {
+                Confirmation::ProcessId => {
+                    tracing::info!(printer = %self.link.name, "printer answers GS ( H: tickets are confirmed by process id")
+                }
+                Confirmation::Status => tracing::warn!(
+                    printer = %self.link.name,
+                    "printer does not answer GS ( H within the status timeout: tickets are confirmed by GS r status read-back"
+                ),
+            }
+        }
+        Ok(detected)
+    }
+
+    /// Writes a job; an error closes the connection.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), PrintError> {
+        let result = match self.conn() {
+            Ok(c) => c.send(bytes).await,
+            Err(e) => Err(PrintError::Interrupted(e.to_string())),
+        };
+        if result.is_err() {
+            self.slot.conn = None;
+        }
+        result
+    }
+
+    /// Waits for the printer's word that the job is on paper (see
+    /// [`Connection::await_process_id`]); any failure closes the connection, so nothing late
+    /// from this job is taken for the next one's reply.
+    pub async fn await_confirmation(
+        &mut self,
+        how: Confirmation,
+        id: [u8; 4],
+        monitor: &Monitor,
+        give_up: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(), PrintError> {
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(e) => return Err(PrintError::Interrupted(e.to_string())),
+        };
+        let result = match how {
+            Confirmation::ProcessId => conn.await_process_id(id, monitor, give_up).await,
+            Confirmation::Status => conn.await_status_readback(monitor, give_up).await,
+        };
+        if result.is_err() {
+            self.slot.conn = None;
+        }
+        result
     }
 }
 
@@ -335,7 +703,7 @@ mod tests {
         job.extend_from_slice(&process_id_request(id));
         conn.send(&job).await.unwrap();
         let monitor = Monitor::new("usb", &url);
-        conn.await_process_id(id, &monitor).await.expect("confirmed over the device");
+        conn.await_process_id(id, &monitor, &|| false).await.expect("confirmed over the device");
         let all = received.lock().unwrap().clone();
         assert!(all.windows(12).any(|w| w == b"Hallo Kueche"), "the ticket reached the device");
         assert_eq!(probe(&url, timeouts()).await.0, State::Online);

@@ -19,7 +19,7 @@ pub mod reply;
 pub mod status;
 pub mod url;
 
-pub use connection::{Connection, PrintError, Timeouts, probe};
+pub use connection::{Confirmation, Connection, DLE_DC4_CLEAR, Link, PrintError, Session, Timeouts, describe, probe};
 pub use monitor::{Change, Monitor, Observed};
 pub use reply::{GS_R_PAPER, process_id, process_id_request};
 pub use status::{GS_A_ASB, PrinterStatus, State};
