@@ -565,6 +565,20 @@ mod tests {
     }
 
     #[test]
+    fn confirm_mode_defaults_to_auto_and_keeps_the_fixed_modes() {
+        let url = ("PRINTER_URL", "tcp://10.0.0.5:9100");
+        assert_eq!(config(&[url]).unwrap().confirm_mode, ConfirmMode::Auto);
+        assert_eq!(ConfirmMode::Auto.fixed(), None);
+        for (v, want) in
+            [("process_id", ConfirmMode::ProcessId), ("STATUS", ConfirmMode::Status), ("auto", ConfirmMode::Auto)]
+        {
+            assert_eq!(config(&[url, ("PRINT_CONFIRM_MODE", v)]).unwrap().confirm_mode, want, "{v}");
+        }
+        assert_eq!(ConfirmMode::Status.fixed(), Some(crate::printer::Confirmation::Status));
+        assert!(err(&[url, ("PRINT_CONFIRM_MODE", "maybe")]).contains("PRINT_CONFIRM_MODE"));
+    }
+
+    #[test]
     fn several_printers_with_routes_settings_and_backup() {
         let c = config(&[
             (

@@ -438,7 +438,7 @@ struct Slot {
     /// Consecutive failed connects, and when the next attempt may be made.
     failures: u32,
     retry_at: Option<Instant>,
-    last_error: String,
+    last_error: Option<PrintError>,
     /// The probed confirmation of the current connection.
     detected: Option<Confirmation>,
     /// The last one logged (a change is logged once).
@@ -491,7 +491,7 @@ impl Link {
             if let Some(at) = slot.retry_at
                 && Instant::now() < at
             {
-                return Err(PrintError::Unreachable(slot.last_error.clone()));
+                return Err(slot.last_error.clone().unwrap_or_else(|| PrintError::Unreachable("reconnecting".into())));
             }
             match Connection::open(&self.0.url, self.0.timeouts).await {
                 Ok(conn) => {
@@ -505,7 +505,7 @@ impl Link {
                 Err(e) => {
                     slot.failures = slot.failures.saturating_add(1);
                     slot.retry_at = Some(Instant::now() + self.0.backoff.delay(slot.failures));
-                    slot.last_error = e.to_string();
+                    slot.last_error = Some(e.clone());
                     return Err(e);
                 }
             }
@@ -728,5 +728,191 @@ mod tests {
             other => panic!("expected unreachable, got {:?}", other.map(|_| ())),
         }
         assert_eq!(probe(&missing, timeouts()).await.0, State::Offline);
+    }
+
+    /// A scripted network printer for the link tests: answers `DLE EOT n` with `status[n]`
+    /// (shared, so a test can change it), `GS ( H` when `gs_h`, `DLE DC4 8` with `37 25 00`;
+    /// counts connections and records everything received.
+    struct FakePrinter {
+        url: PrinterUrl,
+        status: std::sync::Arc<Mutex<[u8; 5]>>,
+        connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        received: std::sync::Arc<Mutex<Vec<u8>>>,
+    }
+
+    async fn fake_printer(gs_h: bool) -> FakePrinter {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let p = FakePrinter {
+            url: format!("tcp://{addr}").parse().unwrap(),
+            status: std::sync::Arc::new(Mutex::new([0x12; 5])),
+            connections: Default::default(),
+            received: Default::default(),
+        };
+        let (status, connections, received) = (p.status.clone(), p.connections.clone(), p.received.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::Relaxed);
+                let (status, received) = (status.clone(), received.clone());
+                tokio::spawn(async move {
+                    let mut all = Vec::new();
+                    let mut done = 0;
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        all.extend_from_slice(&buf[..n]);
+                        received.lock().unwrap().extend_from_slice(&buf[..n]);
+                        let mut replies = Vec::new();
+                        while done < all.len() {
+                            let rest = &all[done..];
+                            if rest.starts_with(&[0x10, 0x04]) && rest.len() >= 3 {
+                                replies.push(status.lock().unwrap()[usize::from(rest[2].min(4))]);
+                                done += 3;
+                            } else if rest.starts_with(&[0x1D, 0x28, 0x48]) && rest.len() >= 11 {
+                                if gs_h {
+                                    replies.extend_from_slice(&[0x37, 0x22]);
+                                    replies.extend_from_slice(&rest[7..11]);
+                                    replies.push(0);
+                                }
+                                done += 11;
+                            } else if rest.starts_with(&DLE_DC4_CLEAR) {
+                                replies.extend_from_slice(&[0x37, 0x25, 0x00]);
+                                done += DLE_DC4_CLEAR.len();
+                            } else if rest.len() < 11 && [0x10, 0x1D].contains(&rest[0]) {
+                                break; // wait for the rest of the command
+                            } else {
+                                done += 1;
+                            }
+                        }
+                        if s.write_all(&replies).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        p
+    }
+
+    #[tokio::test]
+    async fn a_link_keeps_one_connection_for_polls_and_jobs_and_reopens_after_close() {
+        let p = fake_printer(true).await;
+        let link = Link::new("front", &p.url, timeouts(), None);
+        for _ in 0..5 {
+            assert_eq!(link.probe().await.0, State::Online);
+        }
+        {
+            let mut s = link.session().await.unwrap();
+            assert_eq!(s.status().await.unwrap().state(), State::Online);
+            s.send(b"\x1b@Hallo\n").await.unwrap();
+        }
+        assert_eq!(link.probe_if_idle().await.map(|r| r.0), Some(State::Online));
+        assert_eq!(p.connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(link.connections_opened(), 1);
+        // Busy: an admin check does not wait for a job.
+        let held = link.session().await.unwrap();
+        assert!(link.probe_if_idle().await.is_none());
+        held.close();
+        assert_eq!(link.probe().await.0, State::Online);
+        assert_eq!(p.connections.load(std::sync::atomic::Ordering::Relaxed), 2, "reopened after close");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_printer_is_retried_with_backoff_not_on_every_poll() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url: PrinterUrl = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        drop(listener);
+        let link = Link::new("front", &url, timeouts(), None);
+        let (state, first) = link.probe().await;
+        assert_eq!(state, State::Offline);
+        // Within the backoff the last error is reported without a new attempt.
+        let (state, again) = link.probe().await;
+        assert_eq!((state, again), (State::Offline, first));
+        assert_eq!(link.connections_opened(), 0);
+    }
+
+    #[tokio::test]
+    async fn auto_mode_probes_gs_h_once_per_connection() {
+        for (gs_h, want) in [(true, Confirmation::ProcessId), (false, Confirmation::Status)] {
+            let p = fake_printer(gs_h).await;
+            let link = Link::new("front", &p.url, timeouts(), None);
+            assert_eq!(link.confirm_mode(), "auto");
+            let mut s = link.session().await.unwrap();
+            assert_eq!(s.confirmation().await.unwrap(), want);
+            assert_eq!(s.confirmation().await.unwrap(), want);
+            drop(s);
+            assert_eq!(link.confirm_mode(), want.as_str());
+            let probes = p.received.lock().unwrap().windows(4).filter(|w| w == b"prb0").count();
+            assert_eq!(probes, 1, "probed once per connection");
+        }
+        // A fixed mode never probes.
+        let p = fake_printer(true).await;
+        let link = Link::new("front", &p.url, timeouts(), Some(Confirmation::Status));
+        assert_eq!(link.session().await.unwrap().confirmation().await.unwrap(), Confirmation::Status);
+        assert!(p.received.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn offline_without_a_cause_during_confirmation_is_a_stop_and_can_be_given_up() {
+        let p = fake_printer(false).await;
+        // DLE EOT 1 offline, DLE EOT 2 names no cause.
+        *p.status.lock().unwrap() = [0x12, 0x1A, 0x12, 0x12, 0x12];
+        let mut conn = Connection::open(&p.url, timeouts()).await.unwrap();
+        let monitor = Monitor::new("front", &p.url);
+        let stops = std::sync::atomic::AtomicU32::new(0);
+        let give_up = || stops.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 2;
+        match conn.await_process_id(*b"0001", &monitor, &give_up).await {
+            Err(PrintError::Abandoned { cleared, .. }) => assert!(cleared, "the held ticket was cleared"),
+            other => panic!("expected abandoned, got {other:?}"),
+        }
+        assert_eq!(monitor.get().state, State::Offline);
+        assert!(p.received.lock().unwrap().ends_with(&DLE_DC4_CLEAR));
+    }
+
+    #[tokio::test]
+    async fn paper_near_end_during_confirmation_stays_paper_low() {
+        let p = fake_printer(true).await;
+        *p.status.lock().unwrap() = [0x12, 0x12, 0x12, 0x12, 0x1E];
+        let tx = tokio::sync::broadcast::Sender::new(16);
+        let mut rx = tx.subscribe();
+        let monitor = Monitor::with_changes("front", &p.url, 1, tx);
+        let link = Link::new("front", &p.url, timeouts(), None);
+        let mut s = link.session().await.unwrap();
+        for n in 0..3u64 {
+            let (state, _) = describe(s.status().await);
+            monitor.set(state, "");
+            let how = s.confirmation().await.unwrap();
+            let id = process_id(n);
+            let mut job = b"\x1b@Ticket\n".to_vec();
+            job.extend_from_slice(&process_id_request(id));
+            s.send(&job).await.unwrap();
+            s.await_confirmation(how, id, &monitor, &|| false).await.unwrap();
+        }
+        let changes: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|c| (c.from, c.to)).collect();
+        assert_eq!(changes, [(State::Unknown, State::PaperLow)], "no flapping to online per ticket");
+    }
+
+    #[tokio::test]
+    async fn hostile_replies_neither_panic_nor_hang() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url: PrinterUrl = format!("tcp://{}", listener.local_addr().unwrap()).parse().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // An endless block (no NUL), ASB fragments and stray status-looking bytes.
+            let mut junk = vec![0x37u8; 64 * 1024];
+            junk.extend([0x10, 0x00, 0x10, 0x92, 0xFF, 0x00].repeat(1000));
+            let _ = s.write_all(&junk).await;
+            let mut buf = [0u8; 256];
+            while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        });
+        let mut conn = Connection::open(&url, timeouts()).await.unwrap();
+        let started = std::time::Instant::now();
+        let _ = conn.status().await;
+        let _ = conn.supports_process_id().await;
+        assert!(started.elapsed() < Duration::from_secs(3), "bounded by the status timeout");
+        assert!(conn.pending.len() <= 256 * 4);
     }
 }
