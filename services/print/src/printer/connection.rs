@@ -268,14 +268,16 @@ impl Connection {
         .await
     }
 
-    /// Waits for the `GS r 1` reply sent after the cut, then reads `DLE EOT` 1, 2 and 4:
-    /// printed when the printer is online with paper.
+    /// Waits for the `GS r 1` reply sent after the cut (any byte: everything before it was
+    /// processed), then reads `DLE EOT` 1, 2 and 4: printed when the printer is online with paper.
     pub async fn await_status_readback(
         &mut self,
         monitor: &Monitor,
         give_up: &(dyn Fn() -> bool + Sync),
     ) -> Result<(), PrintError> {
-        self.await_confirmation(monitor, give_up, |r| matches!(r, Reply::Byte(b) if b & 0x0C == 0)).await?;
+        // Any `GS r` byte is the barrier (some emulators set paper bits oddly, e.g. `08`); the
+        // status read that follows decides whether the printer is fine.
+        self.await_confirmation(monitor, give_up, |r| matches!(r, Reply::Byte(_))).await?;
         let status = self.status().await.map_err(|e| PrintError::Interrupted(format!("status after print: {e}")))?;
         if status.offline() || status.paper_out() {
             return Err(PrintError::Interrupted(format!(
@@ -454,9 +456,11 @@ pub struct Session<'a> {
 impl Link {
     /// `confirm` `None` = auto: probe `GS ( H` support once per connection.
     pub fn new(name: &str, url: &PrinterUrl, timeouts: Timeouts, confirm: Option<Confirmation>) -> Link {
+        // Capped near the idle poll interval: a printer that returns is noticed about as fast
+        // as before, without a connect attempt on every read while it is away.
         let min = timeouts.poll.max(Duration::from_millis(50));
-        let backoff = Backoff::new(min, min.max(Duration::from_secs(2)), 0.2).unwrap_or_else(|_| {
-            Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 0.2).expect("valid constant backoff")
+        let backoff = Backoff::new(min, min.max(Duration::from_secs(1)), 0.2).unwrap_or_else(|_| {
+            Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 0.2).expect("valid constant backoff")
         });
         Link(Arc::new(LinkInner {
             url: url.clone(),
@@ -731,7 +735,8 @@ mod tests {
     }
 
     /// A scripted network printer for the link tests: answers `DLE EOT n` with `status[n]`
-    /// (shared, so a test can change it), `GS ( H` when `gs_h`, `DLE DC4 8` with `37 25 00`;
+    /// (shared, so a test can change it), `GS r` with `status[0]`, `GS ( H` when `gs_h`,
+    /// `DLE DC4 8` with `37 25 00`;
     /// counts connections and records everything received.
     struct FakePrinter {
         url: PrinterUrl,
@@ -778,6 +783,9 @@ mod tests {
                                     replies.push(0);
                                 }
                                 done += 11;
+                            } else if rest.starts_with(&[0x1D, 0x72]) && rest.len() >= 3 {
+                                replies.push(status.lock().unwrap()[0]);
+                                done += 3;
                             } else if rest.starts_with(&DLE_DC4_CLEAR) {
                                 replies.extend_from_slice(&[0x37, 0x25, 0x00]);
                                 done += DLE_DC4_CLEAR.len();
@@ -893,6 +901,31 @@ mod tests {
         }
         let changes: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|c| (c.from, c.to)).collect();
         assert_eq!(changes, [(State::Unknown, State::PaperLow)], "no flapping to online per ticket");
+    }
+
+    #[tokio::test]
+    async fn status_read_back_takes_any_gs_r_byte_as_the_barrier_and_decides_by_dle_eot() {
+        let p = fake_printer(false).await;
+        // An emulator answering GS r 1 with 08 (escpresso): still a barrier.
+        p.status.lock().unwrap()[0] = 0x08;
+        let link = Link::new("front", &p.url, timeouts(), None);
+        let monitor = Monitor::new("front", &p.url);
+        let mut s = link.session().await.unwrap();
+        let how = s.confirmation().await.unwrap();
+        assert_eq!(how, Confirmation::Status);
+        let started = std::time::Instant::now();
+        let mut job = b"\x1b@Ticket\n".to_vec();
+        job.extend_from_slice(&crate::printer::GS_R_PAPER);
+        s.send(&job).await.unwrap();
+        s.await_confirmation(how, *b"0001", &monitor, &|| false).await.expect("confirmed by read-back");
+        assert!(started.elapsed() < Duration::from_secs(2), "no wait for a confirmation timeout");
+        // Paper out after the barrier: not printed.
+        *p.status.lock().unwrap() = [0x0C, 0x1A, 0x32, 0x12, 0x7E];
+        s.send(&job).await.unwrap();
+        assert!(matches!(
+            s.await_confirmation(how, *b"0002", &monitor, &|| false).await,
+            Err(PrintError::Interrupted(_))
+        ));
     }
 
     #[tokio::test]
