@@ -19,7 +19,8 @@ use wixprint_shared::backoff::Backoff;
 use wixprint_shared::time::now_ms;
 
 use crate::printer::{
-    Confirmation, GS_R_PAPER, Link, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request,
+    Confirmation, GS_R_PAPER, Link, Monitor, Observed, PrintError, PrinterUrl, State, Timeouts, process_id,
+    process_id_request,
 };
 use crate::receipt::{self, Layout};
 use crate::store::{Content, JobState, Printable, ReadyJob, Store};
@@ -96,6 +97,15 @@ fn status_detail(s: &crate::printer::PrinterStatus) -> String {
     }
 }
 
+/// A printer observed as `me` hands its jobs to a backup observed as `backup` after `after`
+/// not ready without a break (monotonic), unless the backup is known to be down too.
+pub fn fail_over_due(me: &Observed, backup: &Observed, after: Duration) -> bool {
+    !me.state.is_ready()
+        && me.not_ready_since.is_some()
+        && me.not_ready_for() >= after
+        && (backup.state.is_ready() || backup.state == State::Unknown)
+}
+
 enum Outcome {
     /// The job was handled (printed, uncertain, dead); go on at once.
     Next,
@@ -170,31 +180,22 @@ impl Dispatcher {
         self.monitor.set(state, detail);
     }
 
-    /// Whether a ticket held by this stopped printer should be given up for the backup: it
-    /// has been not ready for the failover time and the backup is not known to be down.
+    /// Whether this printer's jobs (and a ticket it holds while stopped) go to the backup: it
+    /// has been not ready for the failover time (a monotonic clock: a wall-clock step neither
+    /// fires nor stalls it) and the backup is not known to be down.
     fn should_fail_over(&self) -> bool {
         let Some(f) = &self.failover else { return false };
-        let me = self.monitor.get();
-        let backup = f.backup_monitor.get();
-        !me.state.is_ready()
-            && me.not_ready_since.is_some()
-            && me.not_ready_for() >= f.after
-            && (backup.state.is_ready() || backup.state == State::Unknown)
+        fail_over_due(&self.monitor.get(), &f.backup_monitor.get(), f.after)
     }
 
     /// Moves this printer's waiting jobs to its backup once it has been not ready for the
     /// failover time, unless the backup is known not to be ready either.
     async fn maybe_fail_over(&self) {
         let Some(f) = &self.failover else { return };
+        if !self.should_fail_over() {
+            return;
+        }
         let me = self.monitor.get();
-        // Monotonic: a wall-clock step neither fires nor stalls the failover.
-        if me.state.is_ready() || me.not_ready_since.is_none() || me.not_ready_for() < f.after {
-            return;
-        }
-        let backup = f.backup_monitor.get();
-        if !(backup.state.is_ready() || backup.state == State::Unknown) {
-            return;
-        }
         let reason = format!("{} for {} s", me.state.as_str(), me.not_ready_for().as_secs());
         match self.store.fail_over(&self.printer, &f.backup, &reason).await {
             Ok(0) => {}
@@ -266,8 +267,9 @@ impl Dispatcher {
         }
         if let Err(e) = self.store.mark_awaiting_confirm(job.id).await {
             // The ticket is out but we could not write that down: a restart will reprint it
-            // with the banner. Leave it in `sending`.
+            // with the banner. Leave it in `sending`; its late reply must not meet the next job.
             tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record awaiting_confirm");
+            conn.close();
             return Outcome::PrinterNotReady;
         }
 
@@ -311,5 +313,42 @@ impl Dispatcher {
             }
         }
         Outcome::Next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor(name: &str) -> Monitor {
+        Monitor::new(name, &"tcp://127.0.0.1:9100".parse().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_is_due_after_the_failover_time_on_the_monotonic_clock() {
+        let after = Duration::from_secs(120);
+        let (kitchen, front) = (monitor("kitchen"), monitor("front"));
+        front.set(State::Online, "");
+        kitchen.set(State::Online, "");
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
+        kitchen.set(State::PaperOut, "");
+        tokio::time::advance(Duration::from_secs(119)).await;
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after), "not yet");
+        // Still out of paper, then offline: one wait, not two.
+        kitchen.set(State::Offline, "");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(fail_over_due(&kitchen.get(), &front.get(), after));
+        // Paper near its end on the backup is still a ready backup; a stopped one is not.
+        front.set(State::PaperLow, "");
+        assert!(fail_over_due(&kitchen.get(), &front.get(), after));
+        front.set(State::CoverOpen, "");
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
+        front.set(State::Online, "");
+        // Ready again (paper near end counts) resets the clock.
+        kitchen.set(State::PaperLow, "");
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
+        kitchen.set(State::PaperOut, "");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
     }
 }
