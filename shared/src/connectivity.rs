@@ -167,8 +167,20 @@ impl Debouncer {
         Self { confirm: confirm.max(1), current: None, candidate: None }
     }
 
+    /// A debouncer whose confirmed state is already `state` (e.g. "unknown" before the first
+    /// probe): unlike [`Debouncer::new`], the first observation then needs `confirm` rounds too.
+    pub fn starting_at(confirm: u32, state: &str) -> Self {
+        Self { confirm: confirm.max(1), current: Some(state.to_owned()), candidate: None }
+    }
+
     /// Feeds one raw observation; returns `Some(new_state)` when it confirms a change.
     pub fn observe(&mut self, raw_state: &str) -> Option<String> {
+        self.observe_with(raw_state, false)
+    }
+
+    /// Like [`Debouncer::observe`]; with `immediate` a change to `raw_state` is confirmed at
+    /// once (a printer coming back is believed at once, one going away only after `confirm`).
+    pub fn observe_with(&mut self, raw_state: &str, immediate: bool) -> Option<String> {
         match &self.current {
             None => {
                 self.current = Some(raw_state.to_owned());
@@ -191,7 +203,7 @@ impl Debouncer {
                 1
             }
         };
-        if seen >= self.confirm {
+        if immediate || seen >= self.confirm {
             self.candidate = None;
             self.current = Some(raw_state.to_owned());
             return Some(raw_state.to_owned());
@@ -259,6 +271,22 @@ mod tests {
             assert_eq!(d.observe("b"), None);
             assert_eq!(d.observe("a").as_deref(), Some("a"));
         }
+    }
+
+    #[test]
+    fn debouncer_can_start_from_a_known_state_and_accept_some_changes_at_once() {
+        let mut d = Debouncer::starting_at(2, "unknown");
+        assert_eq!(d.current(), Some("unknown"));
+        // Going away needs two rounds, even as the first observation.
+        assert_eq!(d.observe("offline"), None);
+        assert_eq!(d.observe("offline").as_deref(), Some("offline"));
+        // Coming back is believed at once; an immediate observation also ends a candidate.
+        assert_eq!(d.observe("paper_out"), None);
+        assert_eq!(d.observe_with("online", true).as_deref(), Some("online"));
+        assert_eq!(d.observe("paper_out"), None);
+        assert_eq!(d.observe_with("online", true), None, "no change, and the candidate is forgotten");
+        assert_eq!(d.observe("paper_out"), None);
+        assert_eq!(d.current(), Some("online"));
     }
 
     #[test]

@@ -49,7 +49,8 @@ const CLEAR_RESPONSE: [u8; 3] = [0x37, 0x25, 0x00];
 pub enum Mode {
     /// Prints, answers everything.
     Online,
-    /// Accepts connections, `DLE EOT` says offline, holds print data.
+    /// Accepts connections, `DLE EOT` says offline without naming a cause (`DLE EOT 1` bit 3,
+    /// `DLE EOT 2` no cause bit), holds print data.
     Offline,
     /// `DLE EOT` says paper end, holds print data.
     PaperOut,
@@ -59,6 +60,17 @@ pub enum Mode {
     Silent,
     /// Prints normally, answers `DLE EOT` and `GS r`, but never sends `GS ( H` replies.
     WithholdConfirm,
+    /// A clone or emulator without `GS ( H` (like emupos): prints, answers `DLE EOT` and `GS r`,
+    /// ignores `GS ( H` (no reply, not counted as an unknown command).
+    NoProcessId,
+    /// Prints, but the paper is near its end: `DLE EOT 4` `1E`, ASB byte 3 `03`, `GS r 1` `03`.
+    PaperNearEnd,
+    /// One-shot: online until the next ticket's first text arrives, then offline without a
+    /// cause (as [`Mode::Offline`]) before printing any of it, holding it.
+    OfflineAtTicket,
+    /// One-shot: online until the next ticket's first text arrives, then out of paper (as
+    /// [`Mode::PaperOut`]) before printing any of it, holding it.
+    PaperOutAtTicket,
     /// One-shot: the next ticket is cut off after about half of its print data (recorded as a
     /// partial ticket), the connection is dropped, and the mode reverts to `Online`.
     DropMidTicket,
@@ -67,13 +79,17 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 8] = [
+    pub const ALL: [Mode; 12] = [
         Mode::Online,
         Mode::Offline,
         Mode::PaperOut,
         Mode::CoverOpen,
         Mode::Silent,
         Mode::WithholdConfirm,
+        Mode::NoProcessId,
+        Mode::PaperNearEnd,
+        Mode::OfflineAtTicket,
+        Mode::PaperOutAtTicket,
         Mode::DropMidTicket,
         Mode::Unreachable,
     ];
@@ -87,6 +103,10 @@ impl Mode {
             Mode::CoverOpen => "cover_open",
             Mode::Silent => "silent",
             Mode::WithholdConfirm => "withhold_confirm",
+            Mode::NoProcessId => "no_process_id",
+            Mode::PaperNearEnd => "paper_near_end",
+            Mode::OfflineAtTicket => "offline_at_ticket",
+            Mode::PaperOutAtTicket => "paper_out_at_ticket",
             Mode::DropMidTicket => "drop_mid_ticket",
             Mode::Unreachable => "unreachable",
         }
@@ -94,7 +114,25 @@ impl Mode {
 
     /// Whether print data is processed (not held).
     fn prints(self) -> bool {
-        matches!(self, Mode::Online | Mode::WithholdConfirm | Mode::DropMidTicket)
+        matches!(
+            self,
+            Mode::Online
+                | Mode::WithholdConfirm
+                | Mode::DropMidTicket
+                | Mode::NoProcessId
+                | Mode::PaperNearEnd
+                | Mode::OfflineAtTicket
+                | Mode::PaperOutAtTicket
+        )
+    }
+
+    /// The mode a one-shot "stops at the next ticket" mode switches to.
+    fn stops_at_ticket(self) -> Option<Mode> {
+        match self {
+            Mode::OfflineAtTicket => Some(Mode::Offline),
+            Mode::PaperOutAtTicket => Some(Mode::PaperOut),
+            _ => None,
+        }
     }
 
     /// Whether anything at all is sent back to the host.
@@ -106,7 +144,13 @@ impl Mode {
     fn realtime_status(self, n: u8) -> Option<u8> {
         // Bits 1 and 4 are fixed to 1 in every real-time status byte, hence the 0x12 base.
         let [s1, s2, s3, s4] = match self {
-            Mode::Online | Mode::WithholdConfirm | Mode::DropMidTicket => [0x12; 4],
+            Mode::Online
+            | Mode::WithholdConfirm
+            | Mode::DropMidTicket
+            | Mode::NoProcessId
+            | Mode::OfflineAtTicket
+            | Mode::PaperOutAtTicket => [0x12; 4],
+            Mode::PaperNearEnd => [0x12, 0x12, 0x12, 0x1E],
             // Plain offline (e.g. waiting for online recovery): n=1 bit 3, no more specific cause.
             Mode::Offline => [0x1A, 0x12, 0x12, 0x12],
             Mode::PaperOut => [0x1A, 0x32, 0x12, 0x7E],
@@ -125,7 +169,13 @@ impl Mode {
     /// The four Automatic Status Back bytes for this state.
     fn asb_status(self) -> Option<[u8; 4]> {
         match self {
-            Mode::Online | Mode::WithholdConfirm | Mode::DropMidTicket => Some([0x10, 0, 0, 0]),
+            Mode::Online
+            | Mode::WithholdConfirm
+            | Mode::DropMidTicket
+            | Mode::NoProcessId
+            | Mode::OfflineAtTicket
+            | Mode::PaperOutAtTicket => Some([0x10, 0, 0, 0]),
+            Mode::PaperNearEnd => Some([0x10, 0, 0x03, 0]),
             Mode::Offline => Some([0x18, 0, 0, 0]),
             Mode::PaperOut => Some([0x18, 0, 0x0C, 0]),
             Mode::CoverOpen => Some([0x38, 0, 0, 0]),
@@ -135,7 +185,11 @@ impl Mode {
 
     /// `GS r 1`: paper sensor status.
     fn paper_sensor(self) -> u8 {
-        if self == Mode::PaperOut { 0x0C } else { 0x00 }
+        match self {
+            Mode::PaperOut => 0x0C,
+            Mode::PaperNearEnd => 0x03,
+            _ => 0x00,
+        }
     }
 }
 
@@ -844,6 +898,20 @@ impl Driver {
                 self.drop_connection();
                 return Ended::Dropped;
             }
+            if let Some(stopped) = mode.stops_at_ticket()
+                && self.core.starts_text(&self.buf[self.pos..])
+            {
+                // The printer stops before the ticket's first line: everything of it is held.
+                self.inner.mode_tx.send_if_modified(|m| {
+                    if *m == mode {
+                        *m = stopped;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                continue;
+            }
             if self.drop_at.is_none() && mode == Mode::DropMidTicket && self.core.starts_text(&self.buf[self.pos..]) {
                 if !self.plan_drop().await {
                     return Ended::Cancelled;
@@ -981,7 +1049,8 @@ impl Driver {
                 self.reply(bytes, mode);
             }
             Action::Confirm(id) => {
-                if mode != Mode::WithholdConfirm && self.reply(vec![0x37, 0x22, id[0], id[1], id[2], id[3], 0x00], mode)
+                if !matches!(mode, Mode::WithholdConfirm | Mode::NoProcessId)
+                    && self.reply(vec![0x37, 0x22, id[0], id[1], id[2], id[3], 0x00], mode)
                 {
                     self.inner.confirmations.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1748,6 +1817,10 @@ mod tests {
             (Mode::CoverOpen, [0x1A, 0x16, 0x12, 0x12]),
             (Mode::WithholdConfirm, [0x12, 0x12, 0x12, 0x12]),
             (Mode::DropMidTicket, [0x12, 0x12, 0x12, 0x12]),
+            (Mode::NoProcessId, [0x12, 0x12, 0x12, 0x12]),
+            (Mode::PaperNearEnd, [0x12, 0x12, 0x12, 0x1E]),
+            (Mode::OfflineAtTicket, [0x12, 0x12, 0x12, 0x12]),
+            (Mode::PaperOutAtTicket, [0x12, 0x12, 0x12, 0x12]),
         ];
         for (mode, want) in cases {
             sim.set_mode(mode);
@@ -1755,12 +1828,78 @@ mod tests {
             s.write_all(&STATUS_ALL).await.unwrap();
             assert_eq!(read_n(&mut s, 4).await, want, "{mode:?}");
         }
-        assert_eq!(sim.status_queries(), 24);
+        assert_eq!(sim.status_queries(), 40);
         sim.set_mode(Mode::Silent);
         s.write_all(&STATUS_ALL).await.unwrap();
         assert_quiet(&mut s).await;
-        assert_eq!(sim.status_queries(), 24);
+        assert_eq!(sim.status_queries(), 40);
         assert!(sim.tickets().is_empty());
+    }
+
+    #[tokio::test]
+    async fn no_process_id_prints_and_answers_gs_r_but_never_gs_h() {
+        let sim = start_sim().await;
+        sim.set_mode(Mode::NoProcessId);
+        let mut s = connect(&sim).await;
+        s.write_all(
+            &[confirm_request(*b"PRB0"), ticket(&["Ohne"]), confirm_request(*b"0001"), GS_R1.to_vec()].concat(),
+        )
+        .await
+        .unwrap();
+        let t = sim.wait_for_tickets(1, WAIT).await.unwrap();
+        assert_eq!(t[0].text.trim_end(), "Ohne");
+        assert_eq!(t[0].unknown_commands, 0, "GS ( H is ignored, not garbage");
+        // Only the GS r byte comes back.
+        assert_eq!(read_n(&mut s, 1).await, [0x00]);
+        assert_quiet(&mut s).await;
+        assert_eq!(sim.confirmations_sent(), 0);
+    }
+
+    #[tokio::test]
+    async fn paper_near_end_prints_and_says_so_in_every_status() {
+        let sim = start_sim().await;
+        sim.set_mode(Mode::PaperNearEnd);
+        let mut s = connect(&sim).await;
+        s.write_all(
+            &[ticket(&["Fast leer"]), confirm_request(*b"0001"), GS_R1.to_vec(), vec![GS, b'a', 0x0E]].concat(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sim.wait_for_tickets(1, WAIT).await.unwrap()[0].text.trim_end(), "Fast leer");
+        assert_eq!(
+            read_n(&mut s, 7 + 1 + 4).await,
+            [&confirm_reply(*b"0001")[..], &[0x03], &[0x10, 0, 0x03, 0]].concat()
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_at_the_next_ticket_holds_all_of_it_until_online() {
+        for (mode, stopped, status) in [
+            (Mode::OfflineAtTicket, Mode::Offline, [0x1A, 0x12, 0x12, 0x12]),
+            (Mode::PaperOutAtTicket, Mode::PaperOut, [0x1A, 0x32, 0x12, 0x7E]),
+        ] {
+            let sim = start_sim().await;
+            sim.set_mode(mode);
+            let mut s = connect(&sim).await;
+            // Before the ticket it behaves like an online printer.
+            s.write_all(&[GS, b'a', 0x0E]).await.unwrap();
+            assert_eq!(read_n(&mut s, 4).await, [0x10, 0, 0, 0]);
+            s.write_all(&[ticket(&["Gehalten"]), confirm_request(*b"0002")].concat()).await.unwrap();
+            // The ticket's ESC @ turned ASB off; DLE EOT tells the stopped state once it is reached.
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                s.write_all(&STATUS_ALL).await.unwrap();
+                if read_n(&mut s, 4).await == status {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{mode:?} never stopped");
+            }
+            assert_eq!(sim.mode(), stopped);
+            assert!(sim.tickets().is_empty(), "nothing of the ticket printed");
+            sim.set_mode(Mode::Online);
+            assert_eq!(sim.wait_for_tickets(1, WAIT).await.unwrap()[0].text.trim_end(), "Gehalten");
+            assert_eq!(read_n(&mut s, 7).await, confirm_reply(*b"0002"));
+        }
     }
 
     #[tokio::test]

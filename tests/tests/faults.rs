@@ -127,7 +127,8 @@ async fn paper_out_after_an_unconfirmed_ticket_reprints_it_once_with_the_banner(
     let stack = stack(
         StackOptions::default()
             .print_env("PRINT_RECEIPT_TYPES", "kitchen")
-            .print_env("PRINT_CONFIRM_TIMEOUT_MS", "1500"),
+            .print_env("PRINT_CONFIRM_TIMEOUT_MS", "1500")
+            .print_env("PRINT_CONFIRM_MODE", "process_id"),
     )
     .await;
     wait_state(&stack, "online").await;
@@ -138,7 +139,12 @@ async fn paper_out_after_an_unconfirmed_ticket_reprints_it_once_with_the_banner(
     stack.sim.set_mode(Mode::PaperOut);
     wait_state(&stack, "paper_out").await;
     let jobs = stack.jobs().await.unwrap();
-    assert_eq!(JobState::try_from(jobs[0].state).unwrap(), JobState::AwaitingConfirm, "waiting is not failing");
+    assert_eq!(
+        JobState::try_from(jobs[0].state).unwrap(),
+        JobState::AwaitingConfirm,
+        "waiting is not failing\n{}",
+        stack.logs()
+    );
     stack.sim.set_mode(Mode::Online);
     stack.wait_quiet(T).await.unwrap();
 
@@ -160,4 +166,181 @@ async fn paper_out_after_an_unconfirmed_ticket_reprints_it_once_with_the_banner(
     let events =
         admin.list_connectivity_events(ListConnectivityEventsRequest::default()).await.unwrap().into_inner().events;
     assert!(events.iter().any(|e| e.to_state == "paper_out"), "{events:#?}");
+}
+
+/// The printer's connectivity events, oldest first, as (from, to), after checking that every
+/// event but the newest is closed with an end time.
+async fn event_path(stack: &Stack) -> Vec<(String, String)> {
+    let mut admin = stack.print_admin().await.unwrap();
+    let events = admin
+        .list_connectivity_events(ListConnectivityEventsRequest { kind: "printer".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    for e in events.iter().skip(1) {
+        assert!(e.ended_at.is_some(), "every event but the current one is closed: {e:?}");
+    }
+    assert!(events.first().is_none_or(|e| e.ended_at.is_none()), "the current state is open");
+    events.iter().rev().map(|e| (e.from_state.clone(), e.to_state.clone())).collect()
+}
+
+fn path(steps: &[(&str, &str)]) -> Vec<(String, String)> {
+    steps.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printer_without_gs_h_prints_each_ticket_once_confirmed_by_status_read_back() {
+    // Default confirm mode (auto) and the default 15 s confirmation timeout.
+    let stack = stack(StackOptions::default().print_env("PRINT_RECEIPT_TYPES", "kitchen")).await;
+    stack.sim.set_mode(Mode::NoProcessId);
+    wait_state(&stack, "online").await;
+    let started = std::time::Instant::now();
+    for n in 1..=3 {
+        stack.send_event(&distinct_order("order_created.pickup.json", n)).await.unwrap();
+    }
+    if let Err(e) = stack.sim.wait_for_tickets(3, T).await {
+        panic!("{e:#}\n{}", stack.logs());
+    }
+    stack.wait_quiet(T).await.unwrap();
+    // Quickly: no ticket waited for a GS ( H reply that never comes (15 s each).
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let tickets = stack.sim.tickets();
+    assert_eq!(tickets.len(), 3, "each ticket exactly once");
+    assert!(tickets.iter().all(|t| t.complete && !t.text.contains("KOPIE")), "{tickets:#?}");
+    let jobs = stack.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    for j in &jobs {
+        assert_eq!(JobState::try_from(j.state).unwrap(), JobState::Printed, "{j:?}");
+        assert!(!j.reprint && j.attempts == 1, "{j:?}");
+    }
+    let mut admin = stack.print_admin().await.unwrap();
+    let status = admin.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.printers[0].confirm_mode, "status");
+    assert_eq!(status.printers[0].state, "online");
+    let log = stack.print.log();
+    assert_eq!(log.matches("does not answer GS ( H").count(), 1, "logged once:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_epson_is_probed_once_and_confirmed_by_process_id() {
+    let stack = stack(StackOptions::default().print_env("PRINT_RECEIPT_TYPES", "kitchen")).await;
+    wait_state(&stack, "online").await;
+    stack.send_event(&distinct_order("order_created.pickup.json", 1)).await.unwrap();
+    stack.sim.wait_for_tickets(1, T).await.unwrap();
+    stack.wait_quiet(T).await.unwrap();
+    let mut admin = stack.print_admin().await.unwrap();
+    let status = admin.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.printers[0].confirm_mode, "process_id");
+    // The probe and the ticket's own GS ( H.
+    assert_eq!(stack.sim.confirmations_sent(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_without_a_cause_while_a_ticket_awaits_confirmation_holds_it_and_it_prints_once() {
+    let stack = stack(
+        StackOptions::default()
+            .print_env("PRINT_RECEIPT_TYPES", "kitchen")
+            .print_env("PRINT_CONFIRM_TIMEOUT_MS", "1500"),
+    )
+    .await;
+    wait_state(&stack, "online").await;
+    // The printer goes offline (no cause named) as the ticket arrives, holding all of it.
+    stack.sim.set_mode(Mode::OfflineAtTicket);
+    stack.send_event(&distinct_order("order_created.pickup.json", 1)).await.unwrap();
+    wait_state(&stack, "offline").await;
+    // Well past the confirmation timeout: waiting is not failing (an absence has no signal).
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let jobs = stack.jobs().await.unwrap();
+    assert_eq!(JobState::try_from(jobs[0].state).unwrap(), JobState::AwaitingConfirm, "{jobs:?}\n{}", stack.logs());
+    assert_eq!(printer_state(&stack).await, "offline");
+    assert!(stack.sim.tickets().is_empty());
+
+    stack.sim.set_mode(Mode::Online);
+    stack.sim.wait_for_tickets(1, T).await.unwrap();
+    stack.wait_quiet(T).await.unwrap();
+    let tickets = stack.sim.tickets();
+    assert_eq!(tickets.len(), 1, "the held original only, no KOPIE alongside: {tickets:#?}");
+    assert!(!tickets[0].text.contains("KOPIE"));
+    let jobs = stack.jobs().await.unwrap();
+    assert_eq!(JobState::try_from(jobs[0].state).unwrap(), JobState::Printed);
+    assert!(!jobs[0].reprint && jobs[0].attempts == 1, "{:?}", jobs[0]);
+    wait_state(&stack, "online").await;
+    assert_eq!(event_path(&stack).await, path(&[("unknown", "online"), ("online", "offline"), ("offline", "online")]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paper_near_end_is_a_warning_one_event_per_change_and_no_recovery_pause() {
+    let stack = stack(StackOptions::default().print_env("PRINT_RECEIPT_TYPES", "kitchen")).await;
+    stack.sim.set_mode(Mode::PaperOut);
+    wait_state(&stack, "paper_out").await;
+    for n in 1..=3 {
+        stack.send_event(&distinct_order("order_created.pickup.json", n)).await.unwrap();
+    }
+    let admin = stack.print_admin().await.unwrap();
+    wait_until(T, "three tickets queued", || {
+        let mut admin = admin.clone();
+        async move {
+            let s = admin.get_status(GetStatusRequest {}).await?.into_inner();
+            Ok(s.jobs.iter().map(|c| c.count).sum::<u64>() == 3)
+        }
+    })
+    .await
+    .unwrap();
+    // A near-end roll goes in: the backlog drains, then more tickets print one by one.
+    stack.sim.set_mode(Mode::PaperNearEnd);
+    stack.sim.wait_for_tickets(3, T).await.unwrap();
+    stack.wait_quiet(T).await.unwrap();
+    for n in 4..=6 {
+        stack.send_event(&distinct_order("order_created.pickup.json", n)).await.unwrap();
+        stack.sim.wait_for_tickets(n as usize, T).await.unwrap();
+        stack.wait_quiet(T).await.unwrap();
+    }
+    assert_eq!(printer_state(&stack).await, "paper_low");
+    stack.sim.set_mode(Mode::Online);
+    wait_state(&stack, "online").await;
+
+    let tickets = stack.sim.tickets();
+    assert_eq!(tickets.len(), 6, "{tickets:#?}");
+    assert!(tickets.iter().all(|t| !t.text.contains("KOPIE")));
+    assert_eq!(
+        event_path(&stack).await,
+        path(&[("unknown", "online"), ("online", "paper_out"), ("paper_out", "paper_low"), ("paper_low", "online")]),
+        "{}",
+        stack.logs()
+    );
+    let log = stack.print.log();
+    assert!(!log.contains("session paused"), "paper near end paused a recovery:\n{log}");
+    let mut admin = stack.print_admin().await.unwrap();
+    let sessions = admin
+        .list_recovery_sessions(wixprint_shared::proto::print::ListRecoverySessionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sessions;
+    assert_eq!(sessions.len(), 1, "one recovery for the one return: {sessions:#?}");
+    assert_eq!(sessions[0].state, "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_polls_and_tickets_share_one_connection() {
+    let stack = stack(StackOptions::default().print_env("PRINT_RECEIPT_TYPES", "kitchen")).await;
+    wait_state(&stack, "online").await;
+    for n in 1..=5 {
+        stack.send_event(&distinct_order("order_created.pickup.json", n)).await.unwrap();
+        stack.sim.wait_for_tickets(n as usize, T).await.unwrap();
+        stack.wait_quiet(T).await.unwrap();
+        // Idle polling in between: a few status reads (three DLE EOT each) after the ticket.
+        let seen = stack.sim.status_queries();
+        wait_until(T, "idle status polls", || {
+            let sim = stack.sim.clone();
+            async move { Ok(sim.status_queries() >= seen + 9) }
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(stack.sim.tickets().len(), 5);
+    // One persistent connection (a second one only if a status read timed out under load),
+    // never one per poll and per ticket.
+    assert!(stack.sim.connections() <= 2, "{} connections for polls and 5 tickets", stack.sim.connections());
 }

@@ -220,7 +220,13 @@ async fn status_readback_confirmation_prints_for_printers_without_process_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticket_unconfirmed_when_print_is_killed_reprints_with_banner_and_nothing_else_twice() {
-    let mut stack = stack(StackOptions::default().print_env("PRINT_CONFIRM_TIMEOUT_MS", "120000")).await;
+    // An Epson (GS ( H) that has not confirmed yet; auto mode would take it for a clone.
+    let mut stack = stack(
+        StackOptions::default()
+            .print_env("PRINT_CONFIRM_TIMEOUT_MS", "120000")
+            .print_env("PRINT_CONFIRM_MODE", "process_id"),
+    )
+    .await;
     stack.sim.set_mode(Mode::WithholdConfirm);
     stack.send_event(&fixture(PICKUP)).await.unwrap();
     tickets(&stack, 1).await;
@@ -311,7 +317,13 @@ async fn printer_offline_or_unreachable_pauses_the_queue_without_using_attempts(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_within_five_seconds_and_loses_nothing() {
-    let mut stack = stack(StackOptions::default().print_env("PRINT_CONFIRM_TIMEOUT_MS", "120000")).await;
+    // An Epson (GS ( H) that has not confirmed yet; auto mode would take it for a clone.
+    let mut stack = stack(
+        StackOptions::default()
+            .print_env("PRINT_CONFIRM_TIMEOUT_MS", "120000")
+            .print_env("PRINT_CONFIRM_MODE", "process_id"),
+    )
+    .await;
     stack.sim.set_mode(Mode::WithholdConfirm);
     stack.send_event(&fixture(PICKUP)).await.unwrap();
     tickets(&stack, 1).await;

@@ -147,3 +147,37 @@ async fn offline_kitchen_printer_fails_over_to_the_front_printer_once_with_a_ban
     assert!(!kitchen[0].text.contains("FOR:"), "{}", kitchen[0].text);
     assert_eq!(p.front.tickets().len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticket_held_by_a_printer_that_runs_out_of_paper_fails_over_once_with_both_banners() {
+    let p = two_printers(
+        "?backup=front",
+        &[("PRINT_FAILOVER_AFTER_SECS", "1"), ("PRINT_RECEIPT_TYPES", "kitchen"), ("PRINT_STATUS_POLL_MS", "100")],
+    )
+    .await;
+    // The kitchen printer takes the ticket and runs out of paper before printing any of it.
+    p.kitchen.set_mode(Mode::PaperOutAtTicket);
+    p.stack.send_event(&distinct_order("order_created.pickup.json", 1)).await.unwrap();
+    let front = tickets(&p, &p.front, 1).await;
+    p.stack.wait_quiet(T).await.unwrap();
+    assert!(p.kitchen.tickets().is_empty(), "the stopped printer printed");
+    let t = &front[0];
+    assert!(t.text.contains("KOPIE / REPRINT"), "the doubt is printed:\n{}", t.text);
+    assert!(t.text.contains("FOR: KITCHEN"), "the printer it was meant for:\n{}", t.text);
+    let jobs = p.stack.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].printer, "front");
+    assert_eq!(JobState::try_from(jobs[0].state).unwrap(), JobState::Printed);
+    assert!(jobs[0].reprint);
+    assert_eq!(jobs[0].attempts, 2, "one uncertain attempt on the kitchen printer, one on the backup");
+
+    // Paper back: the held ticket was cleared from the kitchen printer, which prints only the
+    // next order's ticket.
+    p.kitchen.set_mode(Mode::Online);
+    p.stack.send_event(&distinct_order("order_created.pickup.json", 2)).await.unwrap();
+    let kitchen = tickets(&p, &p.kitchen, 1).await;
+    p.stack.wait_quiet(T).await.unwrap();
+    assert_eq!(order_number(&kitchen[0]), Some("20002"), "{}", kitchen[0].text);
+    assert_eq!(p.kitchen.tickets().len(), 1, "{:#?}", p.kitchen.tickets());
+    assert_eq!(p.front.tickets().len(), 1);
+}

@@ -118,7 +118,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "confirm_mode",
         env: "PRINT_CONFIRM_MODE",
-        help: "process_id (GS ( H, Epson) or status (GS r read-back) (default process_id)",
+        help: "auto (probe GS ( H once per connection; status read-back when unanswered), process_id (GS ( H, Epson) or status (GS r read-back) (default auto)",
     },
     Key {
         name: "confirm_timeout_ms",
@@ -197,10 +197,24 @@ pub static KEYS: &[Key] = &[
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmMode {
+    /// Probe `GS ( H` support once per connection; a printer that does not answer it is
+    /// confirmed by status read-back.
+    Auto,
     /// `GS ( H` process-ID response: sent when the printer has finished printing (Epson TM).
     ProcessId,
     /// `GS r 1` read-back after the cut, then a `DLE EOT` check (clones without GS ( H).
     Status,
+}
+
+impl ConfirmMode {
+    /// The confirmation a printer is fixed to; `None` for auto (probed per connection).
+    pub fn fixed(self) -> Option<crate::printer::Confirmation> {
+        match self {
+            ConfirmMode::Auto => None,
+            ConfirmMode::ProcessId => Some(crate::printer::Confirmation::ProcessId),
+            ConfirmMode::Status => Some(crate::printer::Confirmation::Status),
+        }
+    }
 }
 
 /// One printer: where it is and how its paper looks.
@@ -280,10 +294,13 @@ impl Config {
             Some(path) => crate::receipt::LabelBook::load(&path).map_err(|e| src.invalid("labels_file", e))?,
         };
         let language = src.get("language").map(str::to_owned);
-        let confirm_mode = match src.string("confirm_mode", "process_id").to_ascii_lowercase().as_str() {
+        let confirm_mode = match src.string("confirm_mode", "auto").to_ascii_lowercase().as_str() {
+            "auto" => ConfirmMode::Auto,
             "process_id" | "gs_h" => ConfirmMode::ProcessId,
             "status" | "gs_r" => ConfirmMode::Status,
-            other => return Err(src.invalid("confirm_mode", format!("unknown mode {other:?} (process_id, status)"))),
+            other => {
+                return Err(src.invalid("confirm_mode", format!("unknown mode {other:?} (auto, process_id, status)")));
+            }
         };
         let max_attempts: u32 = src.parse("max_attempts", 5)?;
         if max_attempts == 0 {
@@ -545,6 +562,20 @@ mod tests {
             assert_eq!(c.printer_for(t), "front");
         }
         assert!(err(&[]).contains("PRINTER_URL"));
+    }
+
+    #[test]
+    fn confirm_mode_defaults_to_auto_and_keeps_the_fixed_modes() {
+        let url = ("PRINTER_URL", "tcp://10.0.0.5:9100");
+        assert_eq!(config(&[url]).unwrap().confirm_mode, ConfirmMode::Auto);
+        assert_eq!(ConfirmMode::Auto.fixed(), None);
+        for (v, want) in
+            [("process_id", ConfirmMode::ProcessId), ("STATUS", ConfirmMode::Status), ("auto", ConfirmMode::Auto)]
+        {
+            assert_eq!(config(&[url, ("PRINT_CONFIRM_MODE", v)]).unwrap().confirm_mode, want, "{v}");
+        }
+        assert_eq!(ConfirmMode::Status.fixed(), Some(crate::printer::Confirmation::Status));
+        assert!(err(&[url, ("PRINT_CONFIRM_MODE", "maybe")]).contains("PRINT_CONFIRM_MODE"));
     }
 
     #[test]

@@ -16,11 +16,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use wixprint_shared::backoff::Backoff;
-use wixprint_shared::time::now_ms;
 
-use crate::config::ConfirmMode;
 use crate::printer::{
-    Connection, GS_R_PAPER, Monitor, PrintError, PrinterUrl, State, Timeouts, process_id, process_id_request,
+    Confirmation, GS_R_PAPER, Link, Monitor, Observed, PrintError, PrinterUrl, State, Timeouts, process_id,
+    process_id_request,
 };
 use crate::receipt::{self, Layout};
 use crate::store::{Content, JobState, Printable, ReadyJob, Store, queue_now_ms};
@@ -49,13 +48,14 @@ pub struct Dispatcher {
     pub printer: String,
     pub url: PrinterUrl,
     pub monitor: Monitor,
+    /// The printer's one connection (status polls and jobs share it).
+    pub link: Link,
     pub layout: Arc<Layout>,
     /// Receipt types that sound the buzzer, and the layout that does.
     pub buzzer: Vec<ReceiptType>,
     pub buzzer_layout: Arc<Layout>,
     pub failover: Option<Failover>,
     pub timeouts: Timeouts,
-    pub confirm_mode: ConfirmMode,
     pub retry_backoff: Backoff,
     /// Wakes the dispatcher when jobs are queued.
     pub wake: Arc<Notify>,
@@ -94,6 +94,15 @@ fn status_detail(s: &crate::printer::PrinterStatus) -> String {
     } else {
         format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper)
     }
+}
+
+/// A printer observed as `me` hands its jobs to a backup observed as `backup` after `after`
+/// not ready without a break (monotonic), unless the backup is known to be down too.
+pub fn fail_over_due(me: &Observed, backup: &Observed, after: Duration) -> bool {
+    !me.state.is_ready()
+        && me.not_ready_since.is_some()
+        && me.not_ready_for() >= after
+        && (backup.state.is_ready() || backup.state == State::Unknown)
 }
 
 enum Outcome {
@@ -164,25 +173,29 @@ impl Dispatcher {
         }
     }
 
-    /// One status read (`DLE EOT` 1, 2, 4 on a short connection) for the monitor.
+    /// One status read (`DLE EOT` 1, 2, 4 on the printer's connection) for the monitor.
     async fn poll_status(&self) {
-        let (state, detail) = crate::printer::probe(&self.url, self.timeouts).await;
+        let (state, detail) = self.link.probe().await;
         self.monitor.set(state, detail);
+    }
+
+    /// Whether this printer's jobs (and a ticket it holds while stopped) go to the backup: it
+    /// has been not ready for the failover time (a monotonic clock: a wall-clock step neither
+    /// fires nor stalls it) and the backup is not known to be down.
+    fn should_fail_over(&self) -> bool {
+        let Some(f) = &self.failover else { return false };
+        fail_over_due(&self.monitor.get(), &f.backup_monitor.get(), f.after)
     }
 
     /// Moves this printer's waiting jobs to its backup once it has been not ready for the
     /// failover time, unless the backup is known not to be ready either.
     async fn maybe_fail_over(&self) {
         let Some(f) = &self.failover else { return };
+        if !self.should_fail_over() {
+            return;
+        }
         let me = self.monitor.get();
-        if me.state == State::Online || now_ms() - me.since_ms < f.after.as_millis() as i64 {
-            return;
-        }
-        let backup = f.backup_monitor.get();
-        if !matches!(backup.state, State::Online | State::Unknown) {
-            return;
-        }
-        let reason = format!("{} for {} s", me.state.as_str(), (now_ms() - me.since_ms) / 1000);
+        let reason = format!("{} for {} s", me.state.as_str(), me.not_ready_for().as_secs());
         match self.store.fail_over(&self.printer, &f.backup, &reason).await {
             Ok(0) => {}
             Ok(n) => {
@@ -203,7 +216,7 @@ impl Dispatcher {
 
     async fn print(&self, job: ReadyJob) -> Outcome {
         // 1. Is the printer there and ready? Nothing is recorded as an attempt until it is.
-        let mut conn = match Connection::open(&self.url, self.timeouts).await {
+        let mut conn = match self.link.session().await {
             Ok(c) => c,
             Err(e) => {
                 self.monitor.set(State::Offline, e.to_string());
@@ -221,6 +234,14 @@ impl Dispatcher {
                 return Outcome::PrinterNotReady;
             }
         }
+        // How this printer confirms (auto mode: probed once per connection, while idle).
+        let confirmation = match conn.confirmation().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.monitor.set(State::Offline, e.to_string());
+                return Outcome::PrinterNotReady;
+            }
+        };
 
         // 2. Render and commit `sending` before the first byte goes out.
         let layout = if self.buzzer.contains(&job.printable.receipt_type) { &self.buzzer_layout } else { &self.layout };
@@ -229,9 +250,9 @@ impl Dispatcher {
         let id = process_id((job.id as u64) * 16 + u64::from(job.attempts));
         // Automatic Status Back on: a printer stopping while it holds this ticket says so.
         bytes.extend_from_slice(&crate::printer::GS_A_ASB);
-        match self.confirm_mode {
-            ConfirmMode::ProcessId => bytes.extend_from_slice(&process_id_request(id)),
-            ConfirmMode::Status => bytes.extend_from_slice(&GS_R_PAPER),
+        match confirmation {
+            Confirmation::ProcessId => bytes.extend_from_slice(&process_id_request(id)),
+            Confirmation::Status => bytes.extend_from_slice(&GS_R_PAPER),
         }
         let confirm_id = String::from_utf8_lossy(&id).into_owned();
         if let Err(e) = self.store.mark_sending(&job, confirm_id).await {
@@ -250,16 +271,17 @@ impl Dispatcher {
         }
         if let Err(e) = self.store.mark_awaiting_confirm(job.id).await {
             // The ticket is out but we could not write that down: a restart will reprint it
-            // with the banner. Leave it in `sending`.
+            // with the banner. Leave it in `sending`; its late reply must not meet the next job.
             tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record awaiting_confirm");
+            conn.close();
             return Outcome::PrinterNotReady;
         }
 
-        // 4. Wait for the printer's word.
-        let confirmed = match self.confirm_mode {
-            ConfirmMode::ProcessId => conn.await_process_id(id, &self.monitor).await,
-            ConfirmMode::Status => conn.await_status_readback(&self.monitor).await,
-        };
+        // 4. Wait for the printer's word. A printer that stops while holding the ticket is
+        // waited for, up to the failover time when it has a backup.
+        let give_up = || self.should_fail_over();
+        let confirmed = conn.await_confirmation(confirmation, id, &self.monitor, &give_up).await;
+        drop(conn);
         match confirmed {
             Ok(()) => {
                 if let Err(e) = self.store.mark_printed(job.id).await {
@@ -268,6 +290,12 @@ impl Dispatcher {
                 }
                 tracing::info!(job_id = job.id, printer = %self.printer, order = %job.printable.order.number, receipt = ?job.printable.receipt_type, reprint = job.printable.reprint, "printed");
                 Outcome::Next
+            }
+            Err(e @ PrintError::Abandoned { .. }) => {
+                tracing::warn!(job_id = job.id, printer = %self.printer, error = %e, "ticket held by a stopped printer; failing over");
+                self.uncertain(&job, JobState::AwaitingConfirm, e).await;
+                // The loop now fails this printer's waiting jobs (this one included) over.
+                Outcome::PrinterNotReady
             }
             Err(e) => self.uncertain(&job, JobState::AwaitingConfirm, e).await,
         }
@@ -280,6 +308,10 @@ impl Dispatcher {
             Ok(JobState::Dead) => {
                 tracing::error!(job_id = job.id, order = %job.printable.order.number, error = %e, "attempts used up; job dead-lettered")
             }
+            Ok(JobState::Cancelled) => {
+                tracing::warn!(job_id = job.id, order = %job.printable.order.number, error = %e,
+                "print outcome unknown and the order was cancelled meanwhile; not reprinted, its STORNO covers it")
+            }
             Ok(_) => {
                 tracing::warn!(job_id = job.id, order = %job.printable.order.number, error = %e, retry_in_ms = delay.as_millis() as u64,
                 "print outcome unknown; will reprint with banner")
@@ -289,5 +321,42 @@ impl Dispatcher {
             }
         }
         Outcome::Next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor(name: &str) -> Monitor {
+        Monitor::new(name, &"tcp://127.0.0.1:9100".parse().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failover_is_due_after_the_failover_time_on_the_monotonic_clock() {
+        let after = Duration::from_secs(120);
+        let (kitchen, front) = (monitor("kitchen"), monitor("front"));
+        front.set(State::Online, "");
+        kitchen.set(State::Online, "");
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
+        kitchen.set(State::PaperOut, "");
+        tokio::time::advance(Duration::from_secs(119)).await;
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after), "not yet");
+        // Still out of paper, then offline: one wait, not two.
+        kitchen.set(State::Offline, "");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(fail_over_due(&kitchen.get(), &front.get(), after));
+        // Paper near its end on the backup is still a ready backup; a stopped one is not.
+        front.set(State::PaperLow, "");
+        assert!(fail_over_due(&kitchen.get(), &front.get(), after));
+        front.set(State::CoverOpen, "");
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
+        front.set(State::Online, "");
+        // Ready again (paper near end counts) resets the clock.
+        kitchen.set(State::PaperLow, "");
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
+        kitchen.set(State::PaperOut, "");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!fail_over_due(&kitchen.get(), &front.get(), after));
     }
 }

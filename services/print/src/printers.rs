@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::printer::{Monitor, PrinterUrl};
+use crate::printer::{Link, Monitor, PrinterUrl};
 use crate::receipt::Layout;
 
 pub struct PrinterHandle {
@@ -16,6 +16,9 @@ pub struct PrinterHandle {
     /// How receipts look on this printer (width, font, code page, labels ...).
     pub layout: Arc<Layout>,
     pub monitor: Monitor,
+    /// The printer's one connection, shared by its dispatcher's status polls and jobs and by
+    /// the admin API's checks; also how it confirms tickets.
+    pub link: Link,
     /// Wakes this printer's dispatcher when jobs were queued (or failed over) for it.
     pub wake: Arc<Notify>,
     /// Printer that takes this one's tickets when it has been not ready for too long.

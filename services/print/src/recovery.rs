@@ -65,8 +65,13 @@ impl RecoveryManager {
     }
 
     async fn on_change(&self, c: &Change) -> anyhow::Result<()> {
+        // Paper near its end is a warning, not a readiness change: online ↔ paper_low neither
+        // starts nor pauses anything.
+        if c.to.is_ready() == c.from.is_ready() && c.from != State::Unknown {
+            return Ok(());
+        }
         let open = self.store.open_recovery(&c.printer).await?;
-        if c.to == State::Online {
+        if c.to.is_ready() {
             match open {
                 Some(s) if s.state == RecoveryState::Paused && s.paused_reason != OPERATOR => {
                     self.store.set_recovery_state(s.id, RecoveryState::Processing, "", false).await?;
@@ -99,8 +104,15 @@ impl RecoveryManager {
         let Some(handle) = self.printers.get(printer) else { return Ok(()) };
         let row = self.store.recovery(id).await?.unwrap_or_default();
         tracing::info!(session = id, printer, trigger, backlog = row.total, "recovery started");
-        let (state, detail) = crate::printer::probe(&handle.url, self.timeouts).await;
-        if state == State::Online {
+        // On the printer's one connection; busy means its dispatcher is printing: go by the monitor.
+        let (state, detail) = match handle.link.probe_if_idle().await {
+            Some(read) => read,
+            None => {
+                let o = handle.monitor.get();
+                (o.state, o.detail)
+            }
+        };
+        if state.is_ready() {
             self.store.set_recovery_state(id, RecoveryState::Processing, "", false).await?;
             self.pace(printer, true);
         } else {

@@ -83,6 +83,7 @@ impl PrintAdmin for Admin {
                     since: Some(wixprint_shared::time::timestamp_from_ms(p.since_ms)),
                     last_checked: wixprint_shared::time::opt_timestamp(Some(p.last_checked_ms)),
                     checks: p.checks,
+                    confirm_mode: h.link.confirm_mode().to_owned(),
                 }
             })
             .collect();
@@ -115,8 +116,18 @@ impl PrintAdmin for Admin {
     ) -> Result<Response<GetConnectivityResponse>, Status> {
         // One printer after the other; each read is bounded by the connect and status timeouts.
         let probes = self.printers.iter().map(|h| async move {
-            let (state, detail) = crate::printer::probe(&h.url, self.timeouts).await;
-            h.monitor.set(state, detail.clone());
+            // On the printer's one connection; while a job holds it, the dispatcher's own
+            // reads are the fresh ones.
+            let (state, detail) = match h.link.probe_if_idle().await {
+                Some((state, detail)) => {
+                    h.monitor.set(state, detail.clone());
+                    (state, detail)
+                }
+                None => {
+                    let o = h.monitor.get();
+                    (o.state, o.detail)
+                }
+            };
             wixprint_shared::proto::events::Component {
                 kind: wixprint_shared::connectivity::KIND_PRINTER.into(),
                 name: h.name.clone(),

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use wixprint_tests::sim::{Mode, PrinterSim, Ticket};
 
 const USAGE: &str = "usage: printer-sim [--listen 127.0.0.1:9100] [--out DIR] [--control 127.0.0.1:9101]
-control port commands (one per line): mode <online|offline|paper_out|cover_open|silent|withhold_confirm|drop_mid_ticket|unreachable>, mode, count, quit";
+control port commands (one per line): mode <online|offline|paper_out|cover_open|silent|withhold_confirm|no_process_id|paper_near_end|offline_at_ticket|paper_out_at_ticket|drop_mid_ticket|unreachable>, mode, count, quit";
 
 struct Args {
     listen: String,
