@@ -8,6 +8,8 @@
 //! - An outbox row waiting for its retry is delivered after the clock stepped back an hour (a
 //!   wall-clock `next_attempt` would wait an hour), with wix-print's bus announcement out of
 //!   the picture so only the retry can deliver it.
+//! - wix-print (under libfaketime too): a ticket's reprint after an unknown outcome waits its
+//!   backoff, neither hurried by a step forward nor stalled by a step back.
 
 use std::time::{Duration, Instant};
 
@@ -98,4 +100,56 @@ async fn an_outbox_retry_is_not_stalled_by_the_wall_clock_stepping_back() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
     assert!(started.elapsed() < Duration::from_secs(15));
     stack.sim.wait_for_tickets(3, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+}
+
+/// Waits until the only job is `uncertain` (its retry scheduled), and returns when that was seen.
+async fn wait_uncertain(stack: &Stack) -> Instant {
+    use wixprint_shared::proto::print::JobState;
+    wait_until(Duration::from_secs(10), "the ticket uncertain", || async {
+        Ok(stack.jobs().await?.iter().any(|j| j.state == JobState::Uncertain as i32))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+    Instant::now()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_print_retry_waits_its_backoff_whichever_way_the_wall_clock_steps() {
+    use wixprint_tests::sim::Mode;
+    // The printer prints but never confirms (GS ( H withheld): after 500 ms the outcome is
+    // unknown and the reprint waits its backoff, 3 s ± 20 %.
+    let backoff_floor = Duration::from_millis(2300);
+    let opts = StackOptions::default()
+        .fake_clock("wix-print")
+        .print_env("PRINT_RECEIPT_TYPES", "kitchen")
+        .print_env("PRINT_CONFIRM_MODE", "process_id")
+        .print_env("PRINT_CONFIRM_TIMEOUT_MS", "500")
+        .print_env("PRINT_RETRY_BACKOFF_MIN_MS", "3000")
+        .print_env("PRINT_RETRY_BACKOFF_MAX_MS", "3000");
+    let mut stack = Stack::start(opts).await.unwrap();
+    let t = Duration::from_secs(20);
+
+    // Forward an hour: a wall-clock retry time would be due at once.
+    stack.sim.set_mode(Mode::WithholdConfirm);
+    stack.send_event(&distinct_order("order_created.pickup.json", 1)).await.unwrap();
+    stack.sim.wait_for_tickets(1, t).await.unwrap();
+    let uncertain_at = wait_uncertain(&stack).await;
+    stack.sim.set_mode(Mode::Online);
+    stack.step_clock(HOUR, Step::Forward).unwrap();
+    let tickets = stack.sim.wait_for_tickets(2, t).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+    assert!(tickets[1].text.contains("KOPIE"), "{}", tickets[1].text);
+    assert!(uncertain_at.elapsed() >= backoff_floor, "reprinted early, after {:?}", uncertain_at.elapsed());
+    stack.wait_quiet(t).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+
+    // Back two hours: a wall-clock retry time would lie an hour ahead.
+    stack.sim.set_mode(Mode::WithholdConfirm);
+    stack.send_event(&distinct_order("order_created.pickup.json", 2)).await.unwrap();
+    stack.sim.wait_for_tickets(3, t).await.unwrap();
+    let uncertain_at = wait_uncertain(&stack).await;
+    stack.sim.set_mode(Mode::Online);
+    stack.step_clock(2 * HOUR, Step::Back).unwrap();
+    let tickets = stack.sim.wait_for_tickets(4, t).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+    assert!(tickets[3].text.contains("KOPIE") && tickets[3].text.contains("20002"), "{}", tickets[3].text);
+    assert!(uncertain_at.elapsed() >= backoff_floor, "reprinted early, after {:?}", uncertain_at.elapsed());
+    stack.wait_quiet(t).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
 }

@@ -183,8 +183,18 @@ async fn a_change_to_a_ticket_held_by_a_cancelled_recovery_prints_the_new_versio
     }
     stack.send_event(&fixture(CREATED)).await.unwrap();
     wait_job(&stack, "10033", "ticket", JobState::Queued).await;
-    stack.sim.set_mode(Mode::Online);
     let mut admin = stack.print_admin().await.unwrap();
+    // The printer's return opens the recovery session: first its absence must be confirmed.
+    wait_until(T, "printer confirmed offline", || {
+        let mut admin = admin.clone();
+        async move {
+            let st = admin.get_status(wixprint_shared::proto::print::GetStatusRequest {}).await?.into_inner();
+            Ok(st.printers.iter().all(|p| p.state == "offline"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+    stack.sim.set_mode(Mode::Online);
     let sessions = || {
         let mut admin = admin.clone();
         async move {
