@@ -995,83 +995,11 @@ fn collect_leaves<'a>(value: &'a Value, path: &[&str], out: &mut Vec<&'a Value>)
 // Dates
 
 /// Parses an RFC 3339 date-time (`2025-09-24T17:53:25.532Z`, any fraction, `Z` or `±hh:mm`)
-/// into nanoseconds since the Unix epoch. `None` when malformed or outside what an `i64` holds
-/// (years 1678..2261), which no order date is.
+/// into nanoseconds since the Unix epoch, through jiff. `None` when malformed or outside what an
+/// `i64` holds (years 1678..2261), which no order date is.
 fn parse_instant(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    let sep = |at: usize, allowed: &[u8]| b.get(at).is_some_and(|c| allowed.contains(c));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
-    // A leap second (:60) is folded into :59, the way most clocks report it.
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let second = second.min(59);
-
-    let mut at = 19;
-    let mut nanos: i64 = 0;
-    if b.get(at) == Some(&b'.') {
-        at += 1;
-        let start = at;
-        while b.get(at).is_some_and(u8::is_ascii_digit) {
-            // Digits past nanoseconds are dropped (truncation, as chrono does).
-            if at - start < 9 {
-                nanos = nanos * 10 + i64::from(b[at] - b'0');
-            }
-            at += 1;
-        }
-        if at == start {
-            return None;
-        }
-        for _ in (at - start)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset_secs = match b.get(at..)? {
-        b"Z" | b"z" => 0,
-        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
-            let (h, m) = (digits(at + 1..at + 3)?, digits(at + 4..at + 6)?);
-            if h > 23 || m > 59 {
-                return None;
-            }
-            let offset = h * 3600 + m * 60;
-            if *sign == b'+' { offset } else { -offset }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let t: jiff::Timestamp = s.parse().ok()?;
+    i64::try_from(t.as_nanosecond()).ok()
 }
 
 #[cfg(test)]
