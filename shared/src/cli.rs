@@ -44,14 +44,46 @@ pub fn main<C, F, Fut>(
             std::process::exit(1);
         }
     };
+    crate::fatal::install_panic_hook();
     let result = runtime.block_on(async {
         let shutdown = crate::shutdown::on_signal();
+        // A fatal condition drains like SIGTERM, but never for longer than FATAL_DRAIN: a
+        // service whose database or writer thread is gone may not manage to drain at all.
+        let drain = shutdown.clone();
+        tokio::spawn(async move {
+            let fatal = crate::fatal::wait().await;
+            // Health already says NOT_SERVING; let monitors see it before the listeners close.
+            tokio::time::sleep(FATAL_REPORT).await;
+            drain.cancel();
+            tokio::time::sleep(FATAL_DRAIN).await;
+            eprintln!("{}", fatal.reason);
+            std::process::exit(fatal.code);
+        });
         run(cfg, shutdown).await
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     if let Err(e) = result {
         tracing::error!(error = format!("{e:#}"), "{binary} failed");
         eprintln!("{binary}: {e:#}");
-        std::process::exit(1);
+        if let Some(path) = crate::db::corrupt_database(&e) {
+            eprintln!(
+                "{binary}: the database {} is damaged. Stop the service, move the file (and its -wal and -shm \
+                 files) aside for analysis, and start again: an empty database is created. wix-ingest's \
+                 outbox and order sync deliver again what wix-print misses; Wix redelivers unacknowledged webhooks.",
+                path
+            );
+            std::process::exit(crate::fatal::EXIT_CORRUPT);
+        }
+        std::process::exit(crate::fatal::current().map_or(1, |f| f.code));
+    }
+    if let Some(f) = crate::fatal::current() {
+        eprintln!("{binary}: {}", f.reason);
+        std::process::exit(f.code);
     }
 }
+
+/// How long a service reports NOT_SERVING after a fatal condition before it drains.
+const FATAL_REPORT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a service drains after a fatal condition before it exits anyway.
+const FATAL_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);

@@ -45,6 +45,62 @@ enum Task {
 #[derive(Clone)]
 pub struct Db {
     tx: std::sync::mpsc::Sender<Task>,
+    path: std::sync::Arc<std::path::PathBuf>,
+}
+
+/// The database is damaged or not a database at all: the message names the file; `cli::main`
+/// exits with [`crate::fatal::EXIT_CORRUPT`] and says what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("database {path} is corrupt: {detail}")]
+pub struct Corrupt {
+    pub path: String,
+    pub detail: String,
+}
+
+/// The path of the corrupt database behind `e`, if that is what `e` is about.
+pub fn corrupt_database(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|c| c.downcast_ref::<Corrupt>()).map(|c| c.path.clone())
+}
+
+/// Whether `e` is SQLite saying the file is damaged or not a database.
+fn sqlite_corrupt(e: &anyhow::Error) -> Option<String> {
+    e.chain().find_map(|c| match c.downcast_ref::<rusqlite::Error>() {
+        Some(rusqlite::Error::SqliteFailure(f, msg))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) =>
+        {
+            Some(msg.clone().unwrap_or_else(|| f.to_string()))
+        }
+        _ => None,
+    })
+}
+
+/// Which file a path names: a database deleted or replaced while open is told by this
+/// changing (SQLite in WAL mode would go on writing into the unlinked file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path)?;
+        Ok(FileId { dev: m.dev(), ino: m.ino() })
+    }
+}
+
+/// `None` while `path` still names the file we opened; else what happened to it.
+fn lost(path: &Path, opened: FileId) -> Option<String> {
+    match FileId::of(path) {
+        Ok(id) if id == opened => None,
+        Ok(_) => Some(format!("database file {} was replaced while the service ran", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Some(format!("database file {} was deleted while the service ran", path.display()))
+        }
+        // Unreadable metadata (EACCES, EIO) says nothing about the open file: keep going.
+        Err(_) => None,
+    }
 }
 
 impl Db {
@@ -60,9 +116,19 @@ impl Db {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating database directory {}", dir.display()))?;
         }
+        let corrupt = |e: anyhow::Error| match sqlite_corrupt(&e) {
+            Some(detail) => anyhow::Error::new(Corrupt { path: path.display().to_string(), detail }),
+            None => e,
+        };
         let mut conn = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
-        configure(&conn, busy_timeout).with_context(|| format!("configuring database {}", path.display()))?;
-        migrate(&mut conn, migrations).with_context(|| format!("migrating database {}", path.display()))?;
+        configure(&conn, busy_timeout)
+            .map_err(anyhow::Error::from)
+            .map_err(corrupt)
+            .with_context(|| format!("configuring database {}", path.display()))?;
+        migrate(&mut conn, migrations)
+            .map_err(corrupt)
+            .with_context(|| format!("migrating database {}", path.display()))?;
+        let opened = FileId::of(path).with_context(|| format!("reading {}", path.display()))?;
         // Checkpoints copy the WAL back into the database file with an fsync of their own.
         // Run on the writer, they would stall whichever commit crosses the threshold (the
         // p99 of webhook acceptance); a second connection does them in the background
@@ -71,11 +137,16 @@ impl Db {
         let checkpointer = Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
         configure(&checkpointer, busy_timeout)?;
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let watched = path.to_path_buf();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 // Ends when the writer thread ends (it holds the sender).
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(CHECKPOINT_INTERVAL) {
+                    if let Some(what) = lost(&watched, opened) {
+                        crate::fatal::trigger(crate::fatal::EXIT_DB_LOST, what);
+                        break;
+                    }
                     if let Err(e) = checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                         tracing::warn!(error = %e, "background WAL checkpoint failed");
                     }
@@ -84,6 +155,7 @@ impl Db {
             })
             .context("spawning the sqlite checkpoint thread")?;
         let (tx, rx) = std::sync::mpsc::channel::<Task>();
+        let db_path = path.to_path_buf();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -112,13 +184,13 @@ impl Db {
                                     Err(_) => break,
                                 }
                             }
-                            run_group(&conn, group);
+                            run_group(&conn, group, &db_path, opened);
                         }
                     }
                 }
             })
             .context("spawning the sqlite writer thread")?;
-        Ok(Self { tx })
+        Ok(Self { tx, path: std::sync::Arc::new(path.to_path_buf()) })
     }
 
     /// Runs `f` alone on the writer thread and returns its result. For reads; a write here
@@ -132,7 +204,21 @@ impl Db {
         self.send(Task::Call(Box::new(move |conn| {
             let _ = reply_tx.send(f(conn));
         })))?;
-        reply_rx.await.map_err(|_| anyhow::anyhow!("database writer thread dropped the request"))?
+        let result = reply_rx.await.map_err(|_| anyhow::anyhow!("database writer thread dropped the request"))?;
+        self.check(result)
+    }
+
+    /// A damaged database is fatal (restarting will not mend it, but saying so loudly does).
+    fn check<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if let Err(e) = &result
+            && let Some(detail) = sqlite_corrupt(e)
+        {
+            crate::fatal::trigger(
+                crate::fatal::EXIT_CORRUPT,
+                format!("database {} is corrupt: {detail}; move it aside and restart", self.path.display()),
+            );
+        }
+        result
     }
 
     /// Runs `f` inside a write transaction (shared with other writes waiting at the same
@@ -157,7 +243,8 @@ impl Db {
             });
             (ok, finish)
         })))?;
-        reply_rx.await.map_err(|_| anyhow::anyhow!("database writer thread dropped the request"))?
+        let result = reply_rx.await.map_err(|_| anyhow::anyhow!("database writer thread dropped the request"))?;
+        self.check(result)
     }
 
     fn send(&self, task: Task) -> anyhow::Result<()> {
@@ -166,7 +253,7 @@ impl Db {
 }
 
 /// One transaction for a group of writes; answers after the commit (or its failure).
-fn run_group(conn: &Connection, group: Vec<WriteFn>) {
+fn run_group(conn: &Connection, group: Vec<WriteFn>, path: &Path, opened: FileId) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         // Without a transaction nothing may run. Dropping the writes unrun drops their reply
         // channels: every caller gets an error (and ingest answers 503).
@@ -185,7 +272,16 @@ fn run_group(conn: &Connection, group: Vec<WriteFn>) {
         let sp = if ok { conn.execute_batch("RELEASE w") } else { conn.execute_batch("ROLLBACK TO w; RELEASE w") };
         finishes.push((finish, sp.err().map(|e| format!("savepoint: {e}"))));
     }
-    let commit_error = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+    // Never acknowledge a write into a file nobody will find again: a database deleted or
+    // replaced under us rolls back (the caller answers 503) and ends the service.
+    let commit_error = match lost(path, opened) {
+        Some(what) => {
+            crate::fatal::trigger(crate::fatal::EXIT_DB_LOST, what.clone());
+            let _ = conn.execute_batch("ROLLBACK");
+            Some(what)
+        }
+        None => conn.execute_batch("COMMIT").err().map(|e| e.to_string()),
+    };
     if commit_error.is_some() {
         let _ = conn.execute_batch("ROLLBACK");
     }
@@ -264,6 +360,32 @@ mod tests {
         let mode: String = db.call(|c| Ok(c.pragma_query_value(None, "journal_mode", |r| r.get(0))?)).await.unwrap();
         assert_eq!(mode, "wal");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_write_into_a_deleted_or_replaced_database_is_refused() {
+        for replace in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.db");
+            let db = Db::open(&path, MIGRATIONS).unwrap();
+            db.write(|c| Ok(c.execute("INSERT INTO t (x) VALUES (1)", [])?)).await.unwrap();
+            std::fs::remove_file(&path).unwrap();
+            if replace {
+                std::fs::write(&path, b"").unwrap();
+            }
+            let err = db.write(|c| Ok(c.execute("INSERT INTO t (x) VALUES (2)", [])?)).await.unwrap_err();
+            let what = if replace { "was replaced" } else { "was deleted" };
+            assert!(format!("{err:#}").contains(what), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_reported_as_corrupt_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        std::fs::write(&path, b"not a database at all, just some text that is long enough\n".repeat(50)).unwrap();
+        let err = Db::open(&path, MIGRATIONS).err().expect("a text file is not a database");
+        assert_eq!(corrupt_database(&err), Some(path.display().to_string()), "{err:#}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,3 +17,15 @@ pub fn with_health_and_reflection(routes: Routes) -> anyhow::Result<(Routes, Hea
     let routes = routes.add_service(health).add_service(builder().build_v1()?).add_service(builder().build_v1alpha()?);
     Ok((routes, reporter))
 }
+
+/// Health turns NOT_SERVING (every listed service and the server as a whole) the moment a
+/// fatal condition is triggered, so a health check sees the trouble before the process exits.
+pub fn not_serving_on_fatal(reporter: HealthReporter, services: &[&'static str]) {
+    let services = services.to_vec();
+    tokio::spawn(async move {
+        crate::fatal::wait().await;
+        for name in services.into_iter().chain([""]) {
+            reporter.set_service_status(name, tonic_health::ServingStatus::NotServing).await;
+        }
+    });
+}

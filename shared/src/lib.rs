@@ -15,6 +15,7 @@ mod codepage_tables;
 pub mod config;
 pub mod connectivity;
 pub mod db;
+pub mod fatal;
 pub mod grpc;
 pub mod logging;
 pub mod money;

@@ -262,6 +262,16 @@ impl Service {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Waits for the process to exit on its own; its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let c = self.child.as_mut().context("not running")?;
+        let status = tokio::time::timeout(timeout, c.wait())
+            .await
+            .with_context(|| format!("{} still running after {timeout:?}", self.name))??;
+        self.child = None;
+        Ok(status)
+    }
+
     /// Starts the process and waits for its READY=1.
     pub async fn start(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(

@@ -108,6 +108,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<IngestAdminServer<admin::Admin>>().await;
+    {
+        use tonic::server::NamedService;
+        wixprint_shared::grpc::not_serving_on_fatal(
+            health.clone(),
+            &[<IngestAdminServer<admin::Admin> as NamedService>::NAME],
+        );
+    }
     let grpc_shutdown = shutdown.clone();
     tracker.spawn(async move {
         let served = tonic::transport::Server::builder()

@@ -260,6 +260,10 @@ impl Store {
         let recorded = self
             .db
             .write(move |tx| {
+                // Test hook: the writer thread panics in the middle of a webhook's transaction.
+                if wixprint_shared::fatal::failpoint("webhook-write-panic") {
+                    panic!("failpoint webhook-write-panic");
+                }
                 let now = now_ms();
                 let inserted = tx.exec(
                     "INSERT INTO webhook_events (event_id, event_type, entity_id, sequence, received_ms, outcome, payload)

@@ -215,6 +215,10 @@ impl Dispatcher {
     }
 
     async fn print(&self, job: ReadyJob) -> Outcome {
+        // Test hook: the dispatcher task panics with a ticket in hand.
+        if wixprint_shared::fatal::failpoint("dispatcher-panic") {
+            panic!("failpoint dispatcher-panic (job {})", job.id);
+        }
         // 1. Is the printer there and ready? Nothing is recorded as an attempt until it is.
         let mut conn = match self.link.session().await {
             Ok(c) => c,

@@ -124,6 +124,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<PrintServiceServer<service::Printing>>().await;
     health.set_serving::<PrintAdminServer<service::Admin>>().await;
+    {
+        use tonic::server::NamedService;
+        wixprint_shared::grpc::not_serving_on_fatal(
+            health.clone(),
+            &[
+                <PrintServiceServer<service::Printing> as NamedService>::NAME,
+                <PrintAdminServer<service::Admin> as NamedService>::NAME,
+            ],
+        );
+    }
 
     // The gRPC server stops on its own token, after the dispatcher: a SubmitOrder arriving
     // during the drain is still committed (and printed after the restart).
