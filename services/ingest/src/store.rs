@@ -735,6 +735,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
+    let previous_version = existing.as_ref().map_or(0, |e| e.0);
     let version = match existing {
         None => 1,
         Some((version, old_seq, old_updated, old_pb)) => {
@@ -760,7 +761,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
            sequence = excluded.sequence, updated_ms = excluded.updated_ms, order_pb = excluded.order_pb",
         params![order.id, order.number, order.status, order.source, version, sequence, updated_ms, created_ms, now, pb],
     )?;
-    let request = SubmitOrderRequest { order: Some(order.clone()), version };
+    let request = SubmitOrderRequest { order: Some(order.clone()), version, previous_version };
     tx.exec(
         "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms, state) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
         params![order.id, version, request.encode_to_vec(), now, OutboxState::Pending.as_sql()],

@@ -76,6 +76,11 @@ pub static KEYS: &[Key] = &[
         help: "reprint the driver slip when a printed unpaid order gets paid (default false)",
     },
     Key {
+        name: "late_window_mins",
+        env: "PRINT_LATE_WINDOW_MINS",
+        help: "after print.db was lost: an order it should know prints (with the KOPIE banner) only if placed at most this long ago (default 120)",
+    },
+    Key {
         name: "allergy_words",
         env: "PRINT_ALLERGY_WORDS",
         help: "comma-separated words that put an ALLERGIE block on kitchen tickets (default: German + English allergens)",
@@ -246,6 +251,8 @@ pub struct Config {
     /// `Some(app id)`: print only orders with a line item from that app.
     pub restaurant_app_id: Option<String>,
     pub reprint_driver_when_paid: bool,
+    /// See `paper::QueuePolicy::late_window_ms`.
+    pub late_window: std::time::Duration,
     pub allergy_words: Vec<String>,
     pub time_zone: jiff::tz::TimeZone,
     pub restaurant: crate::receipt::Restaurant,
@@ -367,6 +374,7 @@ impl Config {
             storno_types,
             restaurant_app_id,
             reprint_driver_when_paid: src.bool("reprint_driver_when_paid", false)?,
+            late_window: std::time::Duration::from_secs(60 * src.parse::<u32>("late_window_mins", 120)? as u64),
             allergy_words: match src.get("allergy_words") {
                 None => crate::receipt::default_allergy_words(),
                 Some(list) => list.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),

@@ -84,6 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         },
         restaurant_app_id: config.restaurant_app_id.clone(),
         reprint_driver_when_paid: config.reprint_driver_when_paid,
+        late_window_ms: config.late_window.as_millis().min(i64::MAX as u128) as i64,
     };
 
     let tracker = TaskTracker::new();

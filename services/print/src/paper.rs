@@ -43,6 +43,10 @@ pub struct QueuePolicy {
     pub restaurant_app_id: Option<String>,
     /// Reprint the driver slip when an order printed as unpaid becomes paid.
     pub reprint_driver_when_paid: bool,
+    /// An order print.db should have known (its earlier versions are missing: the database
+    /// was lost and rebuilt) prints only if it was placed at most this long ago, with the
+    /// KOPIE banner; an older one is recorded, not printed.
+    pub late_window_ms: i64,
 }
 
 impl QueuePolicy {
@@ -79,16 +83,20 @@ pub enum Disposition {
     Cancelled,
     /// A printable change: slips queued, or waiting tickets now print this version.
     Changed,
+    /// print.db has no record of the order's earlier versions (rebuilt) and the order is older
+    /// than the late window: recorded, not printed.
+    TooOld,
 }
 
 impl Disposition {
-    const ALL: [Disposition; 6] = [
+    const ALL: [Disposition; 7] = [
         Disposition::Queued,
         Disposition::Recorded,
         Disposition::NotPrintable,
         Disposition::Filtered,
         Disposition::Cancelled,
         Disposition::Changed,
+        Disposition::TooOld,
     ];
 
     /// The value stored in `order_versions.disposition` (the proto enum's number, so rows
@@ -101,6 +109,7 @@ impl Disposition {
             Disposition::Cancelled => 5,
             Disposition::Changed => 6,
             Disposition::Filtered => 7,
+            Disposition::TooOld => 8,
         }
     }
 
@@ -152,6 +161,19 @@ pub struct NewJob {
     pub copy: u32,
     /// For a change slip: the version the paper showed.
     pub base_version: Option<i64>,
+    /// Prints with the KOPIE banner from its first attempt (it may have printed before print.db
+    /// was lost).
+    pub reprint: bool,
+}
+
+/// How a version arrives, besides its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Arrival {
+    /// Ingest forwarded earlier versions of this order that print.db has no record of: the
+    /// database was lost and rebuilt since (or the order's history is otherwise gone).
+    pub missed_history: bool,
+    /// Now, on the wall clock (the late window is about when the order was placed).
+    pub now_ms: i64,
 }
 
 /// What a new version causes, executed by the store in one transaction.
@@ -176,6 +198,7 @@ pub fn plan(
     base: Option<&Order>,
     order: &Order,
     version: i64,
+    arrival: Arrival,
     policy: &QueuePolicy,
 ) -> Plan {
     let known = known.unwrap_or_default();
@@ -194,14 +217,29 @@ pub fn plan(
             None if !approved => Disposition::NotPrintable,
             None if !policy.prints(order) => Disposition::Filtered,
             None => {
-                for &t in &policy.receipt_types {
-                    for copy in 1..=policy.copies_of(t) {
-                        inserts.push(NewJob { receipt_type: t, kind: JobKind::Ticket, copy, base_version: None });
-                    }
-                }
                 paper.set_version = Some(version);
                 paper.paper_version = Some(version);
-                Disposition::Queued
+                // An order print.db lost track of: it may be on paper already. A recent one
+                // prints with the banner; an old one (a payment or fulfilment event of last
+                // week's order) must not bring a whole receipt set back to the kitchen.
+                let placed_ms = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp);
+                let too_old = placed_ms.is_none_or(|t| arrival.now_ms.saturating_sub(t) > policy.late_window_ms);
+                if arrival.missed_history && too_old {
+                    Disposition::TooOld
+                } else {
+                    for &t in &policy.receipt_types {
+                        for copy in 1..=policy.copies_of(t) {
+                            inserts.push(NewJob {
+                                receipt_type: t,
+                                kind: JobKind::Ticket,
+                                copy,
+                                base_version: None,
+                                reprint: arrival.missed_history,
+                            });
+                        }
+                    }
+                    Disposition::Queued
+                }
             }
             Some(_) if known.storno => Disposition::Recorded,
             Some(_) if cancelled => {
@@ -212,7 +250,13 @@ pub fn plan(
                 // are cancelled then (`after_doubt`), never reprinted.
                 if jobs.iter().any(|j| j.kind != JobKind::Storno && j.may_be_on_paper()) {
                     for &t in &policy.storno_types {
-                        inserts.push(NewJob { receipt_type: t, kind: JobKind::Storno, copy: 1, base_version: None });
+                        inserts.push(NewJob {
+                            receipt_type: t,
+                            kind: JobKind::Storno,
+                            copy: 1,
+                            base_version: None,
+                            reprint: false,
+                        });
                     }
                 }
                 paper.storno = true;
@@ -240,7 +284,7 @@ pub fn plan(
                             }
                             if on_paper {
                                 let base_version = matches!(kind, JobKind::Change { .. }).then_some(base_version);
-                                inserts.push(NewJob { receipt_type: t, kind, copy: 1, base_version });
+                                inserts.push(NewJob { receipt_type: t, kind, copy: 1, base_version, reprint: false });
                             }
                         };
                     for &t in &policy.receipt_types {
@@ -306,6 +350,7 @@ pub(crate) fn test_policy(receipt_types: &[ReceiptType], storno_types: &[Receipt
         priority: Default::default(),
         restaurant_app_id: None,
         reprint_driver_when_paid: false,
+        late_window_ms: 2 * 3_600_000,
     }
 }
 
@@ -357,7 +402,7 @@ mod tests {
     fn first_approved_version_creates_the_receipt_set_with_copies() {
         let mut pol = policy();
         pol.copies = vec![(C, 2)];
-        let p = plan(None, &[], None, &approved(1), 1, &pol);
+        let p = plan(None, &[], None, &approved(1), 1, Arrival::default(), &pol);
         assert_eq!(p.disposition, Disposition::Queued);
         let got: Vec<_> = p.inserts.iter().map(|j| (j.receipt_type, j.kind, j.copy)).collect();
         assert_eq!(
@@ -369,20 +414,28 @@ mod tests {
 
     #[test]
     fn an_unapproved_order_prints_nothing_and_an_other_apps_order_is_filtered() {
-        let p = plan(None, &[], None, &order(OrderStatus::Initialized, 1), 1, &policy());
+        let p = plan(None, &[], None, &order(OrderStatus::Initialized, 1), 1, Arrival::default(), &policy());
         assert_eq!((p.disposition, p.inserts.len(), p.paper.set_version), (Disposition::NotPrintable, 0, None));
         let mut pol = policy();
         pol.restaurant_app_id = Some("restaurants".into());
-        let p = plan(None, &[], None, &approved(1), 1, &pol);
+        let p = plan(None, &[], None, &approved(1), 1, Arrival::default(), &pol);
         assert_eq!((p.disposition, p.inserts.len()), (Disposition::Filtered, 0));
         let mut local = approved(1);
         local.source = OrderSource::Local as i32;
-        assert_eq!(plan(None, &[], None, &local, 1, &pol).disposition, Disposition::Queued);
+        assert_eq!(plan(None, &[], None, &local, 1, Arrival::default(), &pol).disposition, Disposition::Queued);
     }
 
     #[test]
     fn an_older_version_changes_nothing() {
-        let p = plan(Some(set_at(5)), &set(JobState::Printed, 1), Some(&approved(1)), &approved(3), 4, &policy());
+        let p = plan(
+            Some(set_at(5)),
+            &set(JobState::Printed, 1),
+            Some(&approved(1)),
+            &approved(3),
+            4,
+            Arrival::default(),
+            &policy(),
+        );
         assert_eq!(p.disposition, Disposition::Recorded);
         assert!(p.inserts.is_empty() && p.cancels.is_empty() && p.retargets.is_empty());
         assert_eq!(p.paper, set_at(5));
@@ -390,7 +443,15 @@ mod tests {
 
     #[test]
     fn a_change_to_printed_tickets_queues_slips_for_the_types_it_concerns() {
-        let p = plan(Some(set_at(1)), &set(JobState::Printed, 1), Some(&approved(1)), &approved(3), 2, &policy());
+        let p = plan(
+            Some(set_at(1)),
+            &set(JobState::Printed, 1),
+            Some(&approved(1)),
+            &approved(3),
+            2,
+            Arrival::default(),
+            &policy(),
+        );
         assert_eq!(p.disposition, Disposition::Changed);
         // A quantity concerns the kitchen only; customers get no slips.
         assert_eq!(kinds(&p), vec![(K, JobKind::Change { version: 2 })]);
@@ -402,7 +463,15 @@ mod tests {
     #[test]
     fn a_change_to_tickets_never_sent_prints_the_new_version_instead_of_a_slip() {
         for state in [JobState::Queued, JobState::Held] {
-            let p = plan(Some(set_at(1)), &set(state, 0), Some(&approved(1)), &approved(3), 2, &policy());
+            let p = plan(
+                Some(set_at(1)),
+                &set(state, 0),
+                Some(&approved(1)),
+                &approved(3),
+                2,
+                Arrival::default(),
+                &policy(),
+            );
             assert_eq!(p.disposition, Disposition::Changed, "{state}");
             assert!(p.inserts.is_empty(), "{state}: no slip before the ticket it changes");
             assert_eq!(p.retargets, vec![1], "{state}");
@@ -420,7 +489,15 @@ mod tests {
             (JobState::Held, 1),
             (JobState::Queued, 2),
         ] {
-            let p = plan(Some(set_at(1)), &set(state, attempts), Some(&approved(1)), &approved(3), 2, &policy());
+            let p = plan(
+                Some(set_at(1)),
+                &set(state, attempts),
+                Some(&approved(1)),
+                &approved(3),
+                2,
+                Arrival::default(),
+                &policy(),
+            );
             assert_eq!(kinds(&p), vec![(K, JobKind::Change { version: 2 })], "{state}");
             assert!(p.retargets.is_empty(), "{state}: a ticket that may be on paper keeps its version");
             assert!(state.is_open() || state == JobState::Printed);
@@ -430,7 +507,7 @@ mod tests {
     #[test]
     fn a_second_copy_never_sent_prints_the_new_version_while_the_printed_one_gets_a_slip() {
         let jobs = [job(1, K, JobState::Printed, 1), job(2, K, JobState::Queued, 0)];
-        let p = plan(Some(set_at(1)), &jobs, Some(&approved(1)), &approved(3), 2, &policy());
+        let p = plan(Some(set_at(1)), &jobs, Some(&approved(1)), &approved(3), 2, Arrival::default(), &policy());
         assert_eq!(p.retargets, vec![2]);
         assert_eq!(kinds(&p), vec![(K, JobKind::Change { version: 2 })]);
     }
@@ -438,7 +515,15 @@ mod tests {
     #[test]
     fn a_change_slip_takes_the_version_the_paper_shows_as_its_base() {
         let known = OrderPaper { latest_version: 3, set_version: Some(1), paper_version: Some(3), storno: false };
-        let p = plan(Some(known), &set(JobState::Printed, 1), Some(&approved(3)), &approved(4), 4, &policy());
+        let p = plan(
+            Some(known),
+            &set(JobState::Printed, 1),
+            Some(&approved(3)),
+            &approved(4),
+            4,
+            Arrival::default(),
+            &policy(),
+        );
         assert_eq!(p.inserts[0].base_version, Some(3));
     }
 
@@ -446,15 +531,25 @@ mod tests {
     fn payment_and_fulfilment_print_nothing_unless_a_paid_driver_reprint_is_wanted() {
         let mut paid = approved(1);
         paid.payment_status = PaymentStatus::Paid as i32;
-        let p = plan(Some(set_at(1)), &set(JobState::Printed, 1), Some(&approved(1)), &paid, 2, &policy());
+        let p = plan(
+            Some(set_at(1)),
+            &set(JobState::Printed, 1),
+            Some(&approved(1)),
+            &paid,
+            2,
+            Arrival::default(),
+            &policy(),
+        );
         assert_eq!((p.disposition, p.inserts.len()), (Disposition::Recorded, 0));
         assert_eq!(p.paper.paper_version, Some(1));
         let mut pol = policy();
         pol.reprint_driver_when_paid = true;
-        let p = plan(Some(set_at(1)), &set(JobState::Printed, 1), Some(&approved(1)), &paid, 2, &pol);
+        let p =
+            plan(Some(set_at(1)), &set(JobState::Printed, 1), Some(&approved(1)), &paid, 2, Arrival::default(), &pol);
         assert_eq!(kinds(&p), vec![(D, JobKind::PaidReprint { version: 2 })]);
         // A driver slip not printed yet simply prints as paid.
-        let p = plan(Some(set_at(1)), &set(JobState::Queued, 0), Some(&approved(1)), &paid, 2, &pol);
+        let p =
+            plan(Some(set_at(1)), &set(JobState::Queued, 0), Some(&approved(1)), &paid, 2, Arrival::default(), &pol);
         assert_eq!((p.disposition, p.inserts.len(), p.retargets.clone()), (Disposition::Changed, 0, vec![2]));
     }
 
@@ -467,6 +562,7 @@ mod tests {
                 Some(&approved(1)),
                 &order(OrderStatus::Canceled, 1),
                 2,
+                Arrival::default(),
                 &policy(),
             );
             assert_eq!(p.disposition, Disposition::Cancelled);
@@ -488,7 +584,7 @@ mod tests {
             (JobState::Held, 1, true),
         ] {
             let jobs = [job(1, K, state, attempts), job(2, D, JobState::Queued, 0)];
-            let p = plan(Some(set_at(1)), &jobs, Some(&approved(1)), &cancel, 2, &policy());
+            let p = plan(Some(set_at(1)), &jobs, Some(&approved(1)), &cancel, 2, Arrival::default(), &policy());
             assert_eq!(kinds(&p), vec![(K, JobKind::Storno), (D, JobKind::Storno)], "{state}");
             let mut expected = vec![(2, JobState::Queued)];
             if cancelled {
@@ -502,7 +598,15 @@ mod tests {
     fn after_a_storno_nothing_more_prints() {
         let known = OrderPaper { storno: true, ..set_at(2) };
         for o in [approved(7), order(OrderStatus::Canceled, 1)] {
-            let p = plan(Some(known), &set(JobState::Cancelled, 0), Some(&approved(1)), &o, 3, &policy());
+            let p = plan(
+                Some(known),
+                &set(JobState::Cancelled, 0),
+                Some(&approved(1)),
+                &o,
+                3,
+                Arrival::default(),
+                &policy(),
+            );
             assert_eq!((p.disposition, p.inserts.len(), p.cancels.len()), (Disposition::Recorded, 0, 0));
         }
     }
@@ -516,6 +620,43 @@ mod tests {
     }
 
     #[test]
+    fn an_order_print_db_lost_track_of_prints_with_the_banner_only_if_recent() {
+        let now = 1_800_000_000_000;
+        let placed = |ago_ms: i64| {
+            let mut o = approved(1);
+            o.created_at = Some(wixprint_shared::time::timestamp_from_ms(now - ago_ms));
+            o
+        };
+        let lost = Arrival { missed_history: true, now_ms: now };
+        // Placed an hour ago (window 2 h): the set prints, every ticket with the KOPIE banner.
+        let p = plan(None, &[], None, &placed(3_600_000), 5, lost, &policy());
+        assert_eq!(p.disposition, Disposition::Queued);
+        assert!(p.inserts.len() == 3 && p.inserts.iter().all(|j| j.reprint), "{:?}", p.inserts);
+        // Placed three hours ago, or at an unknown time: recorded, nothing prints, and the
+        // order counts as set so later versions print no set either.
+        for o in [placed(3 * 3_600_000), {
+            let mut o = approved(1);
+            o.created_at = None;
+            o
+        }] {
+            let p = plan(None, &[], None, &o, 5, lost, &policy());
+            assert_eq!((p.disposition, p.inserts.len()), (Disposition::TooOld, 0));
+            assert_eq!(p.paper.set_version, Some(5));
+        }
+        // A history print.db has (the normal case) prints without a banner whatever the age.
+        let p = plan(
+            None,
+            &[],
+            None,
+            &placed(30 * 86_400_000),
+            1,
+            Arrival { missed_history: false, now_ms: now },
+            &policy(),
+        );
+        assert!(p.inserts.len() == 3 && p.inserts.iter().all(|j| !j.reprint));
+    }
+
+    #[test]
     fn dispositions_keep_their_stored_numbers() {
         use wixprint_shared::proto::print::Disposition as Pb;
         for (d, pb) in [
@@ -525,6 +666,7 @@ mod tests {
             (Disposition::Filtered, Pb::Filtered),
             (Disposition::Cancelled, Pb::Cancelled),
             (Disposition::Changed, Pb::Changed),
+            (Disposition::TooOld, Pb::TooOld),
         ] {
             assert_eq!(d.as_sql(), pb as i32);
             assert_eq!(Disposition::from_sql(d.as_sql()), Some(d));

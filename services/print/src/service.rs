@@ -27,7 +27,7 @@ pub struct Printing {
 #[tonic::async_trait]
 impl PrintService for Printing {
     async fn submit_order(&self, req: Request<SubmitOrderRequest>) -> Result<Response<SubmitOrderResponse>, Status> {
-        let SubmitOrderRequest { order, version } = req.into_inner();
+        let SubmitOrderRequest { order, version, previous_version } = req.into_inner();
         let Some(order) = order else {
             return Err(Status::invalid_argument("order is required"));
         };
@@ -37,8 +37,15 @@ impl PrintService for Printing {
         if version < 1 {
             return Err(Status::invalid_argument(format!("version must be >= 1, got {version}")));
         }
+        if !(0..version).contains(&previous_version) {
+            return Err(Status::invalid_argument(format!(
+                "previous_version must be from 0 to version - 1 ({}), got {previous_version}",
+                version - 1
+            )));
+        }
         let order_id = order.id.clone();
-        let outcome = self.store.submit(order, version, self.policy.clone()).await.map_err(internal)?;
+        let outcome =
+            self.store.submit(order, version, previous_version, self.policy.clone()).await.map_err(internal)?;
         // New jobs, or jobs that changed (cancelled, now printing another version): the
         // dispatchers look again.
         if outcome.disposition != paper::Disposition::Recorded {
@@ -429,6 +436,7 @@ fn disposition_to_proto(d: paper::Disposition) -> Disposition {
         paper::Disposition::Filtered => Disposition::Filtered,
         paper::Disposition::Cancelled => Disposition::Cancelled,
         paper::Disposition::Changed => Disposition::Changed,
+        paper::Disposition::TooOld => Disposition::TooOld,
     }
 }
 

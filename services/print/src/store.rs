@@ -193,8 +193,8 @@ fn insert_job(
     let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
     tx.exec(
         "INSERT INTO jobs (order_id, order_number, version, kind, base_version, receipt_type, copy, state, priority,
-            order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?14, ?7, ?8, ?9, ?10, ?15, ?12, ?11, ?11)",
+            order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms, reprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?14, ?7, ?8, ?9, ?10, ?15, ?12, ?11, ?11, ?16)",
         params![
             order.id,
             order.number,
@@ -211,6 +211,7 @@ fn insert_job(
             new.copy,
             JobState::Queued.as_sql(),
             queue_now_ms(),
+            new.reprint,
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -323,7 +324,13 @@ impl Store {
     /// print the new version); a cancellation cancels what waits and queues STORNO slips for
     /// what may be on paper. A repeat of (order id, version) changes nothing and returns the
     /// stored answer.
-    pub async fn submit(&self, order: Order, version: i64, policy: QueuePolicy) -> anyhow::Result<SubmitOutcome> {
+    pub async fn submit(
+        &self,
+        order: Order,
+        version: i64,
+        previous_version: i64,
+        policy: QueuePolicy,
+    ) -> anyhow::Result<SubmitOutcome> {
         self.db
             .write(move |tx| {
                 let seen: Option<(i32, String)> = tx
@@ -362,7 +369,19 @@ impl Store {
                     Some(v) => Some(load_order(tx, &order.id, v)?),
                     None => None,
                 };
-                let plan = paper::plan(known, &jobs, base.as_ref(), &order, version, &policy);
+                // Ingest forwarded an earlier version we have no record of, for an order we do
+                // not know at all: print.db lost this order's history.
+                let missed_history = known.is_none()
+                    && previous_version > 0
+                    && tx
+                        .row(
+                            "SELECT count(*) FROM order_versions WHERE order_id = ?1 AND version = ?2",
+                            params![order.id, previous_version],
+                            |r| r.get::<_, i64>(0),
+                        )?
+                        == 0;
+                let arrival = paper::Arrival { missed_history, now_ms: now };
+                let plan = paper::plan(known, &jobs, base.as_ref(), &order, version, arrival, &policy);
 
                 let reason = format!("order {} version {version}", order.number);
                 for &(id, from) in &plan.cancels {
@@ -1238,9 +1257,9 @@ mod tests {
     async fn a_plan_lands_and_a_repeat_returns_the_stored_answer() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir).await;
-        let first = s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        let first = s.submit(order(OrderStatus::Approved, 1), 1, 0, policy()).await.unwrap();
         assert_eq!((first.disposition, first.job_ids.len(), first.duplicate), (Disposition::Queued, 1, false));
-        let again = s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        let again = s.submit(order(OrderStatus::Approved, 1), 1, 0, policy()).await.unwrap();
         assert_eq!(
             (again.disposition, again.job_ids.clone(), again.duplicate),
             (Disposition::Queued, first.job_ids, true)
@@ -1256,11 +1275,11 @@ mod tests {
     async fn a_job_changed_after_loading_is_not_sent() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir).await;
-        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        s.submit(order(OrderStatus::Approved, 1), 1, 0, policy()).await.unwrap();
         let loaded = s.next_ready_job("main").await.unwrap().unwrap();
         assert_eq!(loaded.version, 1);
         // Version 2 arrives while the dispatcher holds version 1 in memory.
-        let changed = s.submit(order(OrderStatus::Approved, 2), 2, policy()).await.unwrap();
+        let changed = s.submit(order(OrderStatus::Approved, 2), 2, 0, policy()).await.unwrap();
         assert_eq!((changed.disposition, changed.job_ids.len()), (Disposition::Changed, 0));
         let err = s.mark_sending(&loaded, "0001".into()).await.unwrap_err();
         assert!(err.downcast_ref::<Stale>().is_some(), "{err:#}");
@@ -1273,10 +1292,10 @@ mod tests {
     async fn a_cancelled_order_s_ticket_in_doubt_is_cancelled_and_its_storno_waits_for_it() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir).await;
-        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        s.submit(order(OrderStatus::Approved, 1), 1, 0, policy()).await.unwrap();
         let ticket = s.next_ready_job("main").await.unwrap().unwrap();
         send(&s, &ticket).await;
-        let cancel = s.submit(order(OrderStatus::Canceled, 1), 2, policy()).await.unwrap();
+        let cancel = s.submit(order(OrderStatus::Canceled, 1), 2, 0, policy()).await.unwrap();
         assert_eq!((cancel.disposition, cancel.job_ids.len()), (Disposition::Cancelled, 1));
         // The STORNO does not print while the ticket is in flight.
         assert!(s.next_ready_job("main").await.unwrap().is_none());
@@ -1294,13 +1313,13 @@ mod tests {
     async fn a_restart_cancels_an_interrupted_ticket_of_a_cancelled_order_and_reprints_the_others() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir).await;
-        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
+        s.submit(order(OrderStatus::Approved, 1), 1, 0, policy()).await.unwrap();
         let mut other = order(OrderStatus::Approved, 1);
         other.id = "o-2".into();
-        s.submit(other, 1, policy()).await.unwrap();
+        s.submit(other, 1, 0, policy()).await.unwrap();
         let a = s.next_ready_job("main").await.unwrap().unwrap();
         send(&s, &a).await;
-        s.submit(order(OrderStatus::Canceled, 1), 2, policy()).await.unwrap();
+        s.submit(order(OrderStatus::Canceled, 1), 2, 0, policy()).await.unwrap();
         let b = s.next_ready_job("main").await.unwrap().unwrap();
         assert_ne!(a.id, b.id);
         s.mark_sending(&b, "0003".into()).await.unwrap();
@@ -1317,8 +1336,8 @@ mod tests {
         let s = store(&dir).await;
         let mut b = order(OrderStatus::Approved, 1);
         b.id = "o-2".into();
-        s.submit(order(OrderStatus::Approved, 1), 1, policy()).await.unwrap();
-        s.submit(b, 1, policy()).await.unwrap();
+        s.submit(order(OrderStatus::Approved, 1), 1, 0, policy()).await.unwrap();
+        s.submit(b, 1, 0, policy()).await.unwrap();
         let a = s.next_ready_job("main").await.unwrap().unwrap();
         s.mark_sending(&a, "0001".into()).await.unwrap();
         let b = s.next_ready_job("main").await.unwrap().unwrap();
