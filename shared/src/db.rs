@@ -27,6 +27,9 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the background thread copies the WAL into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Bytes the WAL file keeps after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
 /// Most writes the writer thread folds into one transaction.
 const MAX_GROUP: usize = 256;
 
@@ -128,6 +131,13 @@ impl Db {
         migrate(&mut conn, migrations)
             .map_err(corrupt)
             .with_context(|| format!("migrating database {}", path.display()))?;
+        // A database made before incremental vacuum existed is converted once (a full VACUUM).
+        let auto_vacuum: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?;
+        if auto_vacuum != 2 {
+            tracing::info!(db = %path.display(), "converting the database to incremental vacuum (once)");
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+            conn.execute_batch("VACUUM").with_context(|| format!("vacuuming {}", path.display()))?;
+        }
         let opened = FileId::of(path).with_context(|| format!("reading {}", path.display()))?;
         // Checkpoints copy the WAL back into the database file with an fsync of their own.
         // Run on the writer, they would stall whichever commit crosses the threshold (the
@@ -247,6 +257,18 @@ impl Db {
         self.check(result)
     }
 
+    /// Gives up to `pages` free pages back to the file system (after pruning); returns the
+    /// database's size in bytes afterwards.
+    pub async fn reclaim(&self, pages: u32) -> anyhow::Result<u64> {
+        self.call(move |conn| {
+            conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
+            let count: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+            let size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            Ok((count * size) as u64)
+        })
+        .await
+    }
+
     fn send(&self, task: Task) -> anyhow::Result<()> {
         self.tx.send(task).map_err(|_| anyhow::anyhow!("database writer thread has stopped"))
     }
@@ -291,7 +313,15 @@ fn run_group(conn: &Connection, group: Vec<WriteFn>, path: &Path, opened: FileId
 }
 
 fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    // Freed pages go back to the file system in small steps after pruning (`Db::reclaim`),
+    // never in one long VACUUM. Only takes effect on a new, empty database (see `open_with`).
+    let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    if pages == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    // The WAL file is truncated back to this after a checkpoint (an SD card is small).
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(busy_timeout)?;

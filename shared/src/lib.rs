@@ -21,6 +21,7 @@ pub mod logging;
 pub mod money;
 pub mod notify;
 pub mod proto;
+pub mod retention;
 pub mod shutdown;
 pub mod time;
 pub mod validate;

@@ -51,6 +51,13 @@ impl KeyPair {
     /// Wraps a decoded inner event (L3) as Wix does and signs it: L2 = {eventType, instanceId,
     /// data: "<L3>"}, claims = {data: "<L2>", iat, exp}.
     pub fn sign_event(&self, event: &Value) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.sign_event_at(event, now)
+    }
+
+    /// [`KeyPair::sign_event`], issued at `now` (Unix seconds): for a service whose wall clock
+    /// a test moved.
+    pub fn sign_event_at(&self, event: &Value, now: u64) -> String {
         let slug = event["slug"].as_str().unwrap_or("created");
         let l2 = json!({
             "eventType": format!("wix.ecom.v1.order_{slug}"),
@@ -58,7 +65,6 @@ impl KeyPair {
             "identity": "{\"identityType\":\"ANONYMOUS_VISITOR\"}",
             "data": event.to_string(),
         });
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         self.sign_claims(&json!({ "data": l2.to_string(), "iat": now, "exp": now + 3600 }))
     }
 

@@ -82,6 +82,11 @@ pub static KEYS: &[Key] = &[
         help: "IANA zone for local order numbers L-<yyyymmdd>-<n> (default: the system's)",
     },
     Key {
+        name: "retention_days",
+        env: "INGEST_RETENTION_DAYS",
+        help: "webhook events, orders and delivered outbox rows older than this are deleted, personal data with them (default 30, at least 3)",
+    },
+    Key {
         name: "reorder_window_ms",
         env: "INGEST_REORDER_WINDOW_MS",
         help: "an order event after a sequence gap waits this long for earlier ones (default 2000; 0 = off)",
@@ -141,6 +146,8 @@ pub struct Config {
     pub print_service_url: String,
     pub max_body_bytes: usize,
     pub reorder_window_ms: i64,
+    /// How long stored webhooks, orders and delivered outbox rows are kept.
+    pub retention: Duration,
     pub outbox_backoff: Backoff,
     pub outbox_rpc_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -244,6 +251,7 @@ impl Config {
             print_service_url,
             max_body_bytes,
             reorder_window_ms: src.parse::<u32>("reorder_window_ms", 2_000)? as i64,
+            retention: wixprint_shared::retention::days(src, "retention_days", 30)?,
             outbox_backoff,
             outbox_rpc_timeout: src.millis("outbox_rpc_timeout_ms", 5_000)?,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,

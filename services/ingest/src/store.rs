@@ -88,7 +88,21 @@ CREATE INDEX held_events_order ON held_events(order_id, sequence);
 CREATE INDEX held_events_release ON held_events(release_ms);
 "#,
     connectivity::CONNECTIVITY_MIGRATION,
+    r#"
+CREATE INDEX webhook_events_received ON webhook_events(received_ms);
+CREATE INDEX orders_received ON orders(received_ms);
+CREATE INDEX outbox_order ON outbox(order_id);
+"#,
 ];
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub webhook_events: u64,
+    pub orders: u64,
+    pub outbox: u64,
+    pub held_events: u64,
+}
 
 /// What storing a webhook did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -527,6 +541,70 @@ impl Store {
     }
 
     /// Deletes closed connectivity rows that ended before `older_than_ms`.
+    /// Retention: deletes, in small batches, what was received before `cutoff_ms` and is
+    /// finished: delivered or rejected outbox rows, webhook events (and with them their
+    /// payloads: names, phones, addresses), orders with nothing left in the outbox, held events
+    /// long released. Pending outbox rows are never pruned. Returns what went.
+    pub async fn prune(&self, cutoff_ms: i64) -> anyhow::Result<Pruned> {
+        let finished = format!("'{}', '{}'", OutboxState::Delivered.as_sql(), OutboxState::Rejected.as_sql());
+        let steps: [(&str, String); 4] = [
+            (
+                "held_events",
+                "DELETE FROM held_events WHERE event_id IN
+                   (SELECT event_id FROM held_events WHERE release_ms < ?1 LIMIT ?2)"
+                    .into(),
+            ),
+            (
+                "outbox",
+                format!(
+                    "DELETE FROM outbox WHERE id IN
+                       (SELECT id FROM outbox WHERE state IN ({finished}) AND created_ms < ?1 LIMIT ?2)"
+                ),
+            ),
+            (
+                "webhook_events",
+                "DELETE FROM webhook_events WHERE rowid IN
+                   (SELECT w.rowid FROM webhook_events w WHERE w.received_ms < ?1
+                      AND NOT EXISTS (SELECT 1 FROM held_events h WHERE h.event_id = w.event_id) LIMIT ?2)"
+                    .into(),
+            ),
+            (
+                "orders",
+                "DELETE FROM orders WHERE order_id IN
+                   (SELECT o.order_id FROM orders o WHERE o.received_ms < ?1
+                      AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.order_id = o.order_id)
+                      AND NOT EXISTS (SELECT 1 FROM held_events h WHERE h.order_id = o.order_id) LIMIT ?2)"
+                    .into(),
+            ),
+        ];
+        let mut pruned = Pruned::default();
+        for (table, sql) in steps {
+            loop {
+                let sql = sql.clone();
+                let n = self
+                    .db
+                    .write(move |tx| Ok(tx.exec(&sql, params![cutoff_ms, wixprint_shared::retention::BATCH as i64])?))
+                    .await
+                    .with_context(|| format!("pruning {table}"))? as u64;
+                match table {
+                    "held_events" => pruned.held_events += n,
+                    "outbox" => pruned.outbox += n,
+                    "webhook_events" => pruned.webhook_events += n,
+                    _ => pruned.orders += n,
+                }
+                if n < wixprint_shared::retention::BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Gives freed pages back to the file system; the database's size in bytes.
+    pub async fn reclaim(&self) -> anyhow::Result<u64> {
+        self.db.reclaim(10_000).await
+    }
+
     pub async fn prune_connectivity(&self, older_than_ms: i64) -> anyhow::Result<usize> {
         self.db.write(move |conn| Ok(connectivity::prune(conn, older_than_ms)?)).await
     }

@@ -76,6 +76,11 @@ pub static KEYS: &[Key] = &[
         help: "reprint the driver slip when a printed unpaid order gets paid (default false)",
     },
     Key {
+        name: "retention_days",
+        env: "PRINT_RETENTION_DAYS",
+        help: "finished jobs, order versions and recovery sessions older than this are deleted, personal data with them (an order's paper state is kept 400 days, so a late event never prints it again) (default 30, at least 3)",
+    },
+    Key {
         name: "late_window_mins",
         env: "PRINT_LATE_WINDOW_MINS",
         help: "after print.db was lost: an order it should know prints (with the KOPIE banner) only if placed at most this long ago (default 120)",
@@ -253,6 +258,8 @@ pub struct Config {
     pub reprint_driver_when_paid: bool,
     /// See `paper::QueuePolicy::late_window_ms`.
     pub late_window: std::time::Duration,
+    /// How long finished jobs and order versions are kept.
+    pub retention: std::time::Duration,
     pub allergy_words: Vec<String>,
     pub time_zone: jiff::tz::TimeZone,
     pub restaurant: crate::receipt::Restaurant,
@@ -375,6 +382,7 @@ impl Config {
             restaurant_app_id,
             reprint_driver_when_paid: src.bool("reprint_driver_when_paid", false)?,
             late_window: std::time::Duration::from_secs(60 * src.parse::<u32>("late_window_mins", 120)? as u64),
+            retention: wixprint_shared::retention::days(src, "retention_days", 30)?,
             allergy_words: match src.get("allergy_words") {
                 None => crate::receipt::default_allergy_words(),
                 Some(list) => list.split(',').map(|w| w.trim().to_owned()).filter(|w| !w.is_empty()).collect(),

@@ -657,6 +657,15 @@ mod tests {
     }
 
     #[test]
+    fn a_later_version_of_an_order_whose_paper_was_pruned_prints_nothing() {
+        // The retention deleted the order's versions and jobs but kept its paper state.
+        let p = plan(Some(set_at(3)), &[], None, &approved(9), 4, Arrival::default(), &policy());
+        assert_eq!((p.disposition, p.inserts.len()), (Disposition::Recorded, 0));
+        let p = plan(Some(set_at(3)), &[], None, &order(OrderStatus::Canceled, 1), 4, Arrival::default(), &policy());
+        assert_eq!((p.disposition, p.inserts.len()), (Disposition::Cancelled, 0), "nothing on paper that we know of");
+    }
+
+    #[test]
     fn dispositions_keep_their_stored_numbers() {
         use wixprint_shared::proto::print::Disposition as Pb;
         for (d, pb) in [

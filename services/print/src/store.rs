@@ -108,7 +108,26 @@ CREATE INDEX recovery_sessions_printer ON recovery_sessions (printer, id);
 ALTER TABLE jobs ADD COLUMN recovery_session INTEGER;
 CREATE INDEX jobs_recovery ON jobs (recovery_session, state);
 "#,
+    r#"
+CREATE INDEX jobs_printed ON jobs (state, printed_ms);
+CREATE INDEX jobs_order ON jobs (order_id, receipt_type, id);
+CREATE INDEX order_versions_received ON order_versions (received_ms);
+CREATE INDEX orders_received ON orders (received_ms);
+CREATE INDEX recovery_sessions_ended ON recovery_sessions (ended_ms);
+"#,
 ];
+
+/// How much longer than its versions an order's paper state is kept (a year).
+const TOMBSTONE_MS: i64 = 365 * 86_400_000;
+
+/// What one retention pass deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub jobs: u64,
+    pub order_versions: u64,
+    pub orders: u64,
+    pub recovery_sessions: u64,
+}
 
 /// What a job prints.
 #[derive(Debug, Clone)]
@@ -365,8 +384,10 @@ impl Store {
                     )
                     .optional()?;
                 let jobs = order_jobs(tx, &order.id)?;
+                // The version the paper shows; gone when the retention pruned it (then nothing
+                // more prints for the order: see `paper::plan`).
                 let base = match known.and_then(|k| k.paper_version.or(k.set_version)) {
-                    Some(v) => Some(load_order(tx, &order.id, v)?),
+                    Some(v) => load_order_if_kept(tx, &order.id, v)?,
                     None => None,
                 };
                 // Ingest forwarded an earlier version we have no record of, for an order we do
@@ -748,6 +769,92 @@ impl Store {
             .await
     }
 
+    /// Retention: deletes, in small batches, finished jobs (printed, cancelled, dead) last
+    /// touched before `cutoff_ms` with their transitions, then order versions and orders with
+    /// no job left that arrived before it (names, phones, addresses go with them), and recovery
+    /// sessions that ended before it. A waiting, held or doubtful job is never pruned.
+    pub async fn prune(&self, cutoff_ms: i64) -> anyhow::Result<Pruned> {
+        let batch = wixprint_shared::retention::BATCH as i64;
+        let mut pruned = Pruned::default();
+        let finished = JobState::sql_list(&[JobState::Printed, JobState::Cancelled, JobState::Dead]);
+        loop {
+            let finished = finished.clone();
+            let n = self
+                .db
+                .write(move |tx| {
+                    let ids: Vec<i64> = {
+                        let mut st = tx.prepare_cached(&format!(
+                            "SELECT id FROM jobs WHERE state IN ({finished}) AND updated_ms < ?1 LIMIT ?2"
+                        ))?;
+                        st.query_map(params![cutoff_ms, batch], |r| r.get(0))?.collect::<Result<_, _>>()?
+                    };
+                    for id in &ids {
+                        tx.exec("DELETE FROM job_transitions WHERE job_id = ?1", params![id])?;
+                        tx.exec("DELETE FROM jobs WHERE id = ?1", params![id])?;
+                    }
+                    Ok(ids.len() as u64)
+                })
+                .await
+                .context("pruning jobs")?;
+            pruned.jobs += n;
+            if n < batch as u64 {
+                break;
+            }
+        }
+        let steps = [
+            (
+                "order_versions",
+                "DELETE FROM order_versions WHERE rowid IN
+                   (SELECT v.rowid FROM order_versions v WHERE v.received_ms < ?1
+                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.order_id = v.order_id) LIMIT ?2)",
+            ),
+            // An order's paper state (no personal data: id, number, versions, STORNO) outlives
+            // its versions by a year, so a late Wix event of it is recorded, never printed as a
+            // new order.
+            (
+                "orders",
+                "DELETE FROM orders WHERE order_id IN
+                   (SELECT o.order_id FROM orders o WHERE o.received_ms < ?1 - ?3
+                      AND NOT EXISTS (SELECT 1 FROM order_versions v WHERE v.order_id = o.order_id) LIMIT ?2)",
+            ),
+            (
+                "recovery_sessions",
+                "DELETE FROM recovery_sessions WHERE id IN
+                   (SELECT id FROM recovery_sessions WHERE ended_ms < ?1 LIMIT ?2)",
+            ),
+        ];
+        for (table, sql) in steps {
+            loop {
+                let n = self
+                    .db
+                    .write(move |tx| {
+                        let n = if sql.contains("?3") {
+                            tx.exec(sql, params![cutoff_ms, batch, TOMBSTONE_MS])?
+                        } else {
+                            tx.exec(sql, params![cutoff_ms, batch])?
+                        };
+                        Ok(n as u64)
+                    })
+                    .await
+                    .with_context(|| format!("pruning {table}"))?;
+                match table {
+                    "order_versions" => pruned.order_versions += n,
+                    "orders" => pruned.orders += n,
+                    _ => pruned.recovery_sessions += n,
+                }
+                if n < batch as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Gives freed pages back to the file system; the database's size in bytes.
+    pub async fn reclaim(&self) -> anyhow::Result<u64> {
+        self.db.reclaim(10_000).await
+    }
+
     /// Deletes closed connectivity events that ended before `cutoff_ms`.
     pub async fn prune_connectivity(&self, cutoff_ms: i64) -> anyhow::Result<usize> {
         self.db.write(move |tx| Ok(wixprint_shared::connectivity::prune(tx, cutoff_ms)?)).await
@@ -1093,6 +1200,17 @@ fn recovery_row(conn: &Connection, id: i64) -> anyhow::Result<Option<RecoveryRow
     row.state =
         RecoveryState::from_sql(&state).with_context(|| format!("recovery session {id}: unknown state {state:?}"))?;
     Ok(Some(row))
+}
+
+fn load_order_if_kept(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result<Option<Order>> {
+    let pb: Option<Vec<u8>> = conn
+        .row(
+            "SELECT order_pb FROM order_versions WHERE order_id = ?1 AND version = ?2",
+            params![order_id, version],
+            |r| r.get(0),
+        )
+        .optional()?;
+    pb.map(|pb| Order::decode(pb.as_slice()).context("stored order is undecodable")).transpose()
 }
 
 fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result<Order> {

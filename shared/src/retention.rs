@@ -1,0 +1,51 @@
+//! How long the services keep what they stored (an SD card is small and a restaurant's
+//! customers' names, phones and addresses should not live forever). Each service prunes its
+//! own tables ([`run`]: at start, then hourly), in small batches so a webhook or a ticket never
+//! waits long behind a prune, and gives the freed pages back (`Db::reclaim`).
+//!
+//! Must never: prune what is still to be done (an undelivered outbox row, a waiting ticket) or
+//! shorten replay protection below Wix's retry period (~47 h): the minimum is [`MIN_DAYS`].
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ConfigError, Source};
+
+/// The shortest retention allowed: longer than Wix's ~47 h of webhook retries, so an event id
+/// is remembered as long as Wix may send it again.
+pub const MIN_DAYS: u32 = 3;
+
+/// Rows deleted per transaction.
+pub const BATCH: usize = 500;
+
+/// How often a service prunes (and once at start).
+pub const EVERY: Duration = Duration::from_secs(3600);
+
+/// A retention in days from config key `name`, at least [`MIN_DAYS`].
+pub fn days(src: &Source, name: &str, default: u32) -> Result<Duration, ConfigError> {
+    let days: u32 = src.parse(name, default)?;
+    if days < MIN_DAYS {
+        return Err(
+            src.invalid(name, format!("must be at least {MIN_DAYS} days (Wix retries a webhook for about 47 hours)"))
+        );
+    }
+    Ok(Duration::from_secs(u64::from(days) * 86_400))
+}
+
+/// Runs `prune` at start and every [`EVERY`] until shutdown.
+pub async fn run<F, Fut>(shutdown: CancellationToken, mut prune: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => prune().await,
+        }
+    }
+}
