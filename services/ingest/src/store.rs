@@ -93,6 +93,38 @@ CREATE INDEX webhook_events_received ON webhook_events(received_ms);
 CREATE INDEX orders_received ON orders(received_ms);
 CREATE INDEX outbox_order ON outbox(order_id);
 "#,
+    // Row counts kept by triggers: GetStatus reads a few rows instead of counting whole tables
+    // on the writer thread (a million stored events would cost every status call a full scan).
+    r#"
+CREATE TABLE row_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
+INSERT INTO row_counts SELECT 'webhook_events', count(*) FROM webhook_events;
+INSERT INTO row_counts SELECT 'orders', count(*) FROM orders;
+INSERT INTO row_counts SELECT 'held_events', count(*) FROM held_events;
+INSERT INTO row_counts SELECT 'outbox:' || state, count(*) FROM outbox GROUP BY state;
+CREATE TRIGGER webhook_events_count_ins AFTER INSERT ON webhook_events
+  BEGIN UPDATE row_counts SET n = n + 1 WHERE name = 'webhook_events'; END;
+CREATE TRIGGER webhook_events_count_del AFTER DELETE ON webhook_events
+  BEGIN UPDATE row_counts SET n = n - 1 WHERE name = 'webhook_events'; END;
+CREATE TRIGGER orders_count_ins AFTER INSERT ON orders
+  BEGIN UPDATE row_counts SET n = n + 1 WHERE name = 'orders'; END;
+CREATE TRIGGER orders_count_del AFTER DELETE ON orders
+  BEGIN UPDATE row_counts SET n = n - 1 WHERE name = 'orders'; END;
+CREATE TRIGGER held_events_count_ins AFTER INSERT ON held_events
+  BEGIN UPDATE row_counts SET n = n + 1 WHERE name = 'held_events'; END;
+CREATE TRIGGER held_events_count_del AFTER DELETE ON held_events
+  BEGIN UPDATE row_counts SET n = n - 1 WHERE name = 'held_events'; END;
+CREATE TRIGGER outbox_count_ins AFTER INSERT ON outbox BEGIN
+  INSERT OR IGNORE INTO row_counts (name, n) VALUES ('outbox:' || NEW.state, 0);
+  UPDATE row_counts SET n = n + 1 WHERE name = 'outbox:' || NEW.state;
+END;
+CREATE TRIGGER outbox_count_del AFTER DELETE ON outbox
+  BEGIN UPDATE row_counts SET n = n - 1 WHERE name = 'outbox:' || OLD.state; END;
+CREATE TRIGGER outbox_count_upd AFTER UPDATE OF state ON outbox WHEN OLD.state IS NOT NEW.state BEGIN
+  UPDATE row_counts SET n = n - 1 WHERE name = 'outbox:' || OLD.state;
+  INSERT OR IGNORE INTO row_counts (name, n) VALUES ('outbox:' || NEW.state, 0);
+  UPDATE row_counts SET n = n + 1 WHERE name = 'outbox:' || NEW.state;
+END;
+"#,
 ];
 
 /// What one retention pass deleted.
@@ -625,19 +657,22 @@ impl Store {
     pub async fn counts(&self) -> anyhow::Result<Counts> {
         self.db
             .call(|conn| {
-                let count = |sql: &str| -> rusqlite::Result<u64> { conn.row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64) };
-                let outbox = |state: OutboxState| -> rusqlite::Result<u64> {
-                    conn.row("SELECT count(*) FROM outbox WHERE state = ?1", [state.as_sql()], |r| r.get::<_, i64>(0))
-                        .map(|n| n as u64)
+                // Kept by triggers (see MIGRATIONS): no table is counted row by row.
+                let count = |name: &str| -> rusqlite::Result<u64> {
+                    conn.row("SELECT coalesce(max(n), 0) FROM row_counts WHERE name = ?1", [name], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map(|n| n.max(0) as u64)
                 };
+                let outbox = |state: OutboxState| count(&format!("outbox:{}", state.as_sql()));
                 let pending = OutboxState::Pending.as_sql();
                 Ok(Counts {
-                    orders: count("SELECT count(*) FROM orders")?,
-                    webhook_events: count("SELECT count(*) FROM webhook_events")?,
+                    orders: count("orders")?,
+                    webhook_events: count("webhook_events")?,
                     outbox_pending: outbox(OutboxState::Pending)?,
                     outbox_delivered: outbox(OutboxState::Delivered)?,
                     outbox_rejected: outbox(OutboxState::Rejected)?,
-                    held_events: count("SELECT count(*) FROM held_events")?,
+                    held_events: count("held_events")?,
                     outbox_oldest_pending_ms: conn.row(
                         "SELECT min(created_ms) FROM outbox WHERE state = ?1",
                         [pending],
