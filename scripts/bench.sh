@@ -9,6 +9,9 @@
 #                                      poll intervals and with both polls at 250 ms
 #                                      (target/release/recoverybench; ARGS e.g. --runs 5
 #                                      --latency-samples 30; --help lists them)
+#   scripts/bench.sh storage [ARGS]    storage: webhook accept and GetStatus latency on an empty
+#                                      database and with 1,000,000 stored events; retention prune
+#                                      time and database size (target/release/storagebench)
 #   scripts/bench.sh --orders N ...    loadgen with these arguments (as before the sections)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +26,10 @@ case "$section" in
   recovery)
     shift
     exec target/release/recoverybench "$@"
+    ;;
+  storage)
+    shift
+    exec target/release/storagebench "$@"
     ;;
   all)
     echo "== load (target/release/loadgen) =="
