@@ -64,6 +64,11 @@ pub static KEYS: &[Key] = &[
         help: "largest retry delay (default 30000)",
     },
     Key {
+        name: "outbox_dead_after",
+        env: "INGEST_OUTBOX_DEAD_AFTER",
+        help: "an outbox row wix-print refuses this many times becomes a dead letter (default 10)",
+    },
+    Key {
         name: "outbox_rpc_timeout_ms",
         env: "INGEST_OUTBOX_RPC_TIMEOUT_MS",
         help: "SubmitOrder deadline (default 5000)",
@@ -170,6 +175,8 @@ pub struct Config {
     pub reorder_window_ms: i64,
     pub outbox_backoff: Backoff,
     pub outbox_rpc_timeout: Duration,
+    /// Refusals (answers, not transport failures) before an outbox row becomes dead.
+    pub outbox_dead_after: u32,
     pub shutdown_grace: Duration,
     /// `None` when no API key / site id is configured: the order sync is off.
     pub sync: Option<SyncConfig>,
@@ -208,6 +215,10 @@ impl Config {
         let min = src.millis("outbox_backoff_min_ms", 250)?;
         let max = src.millis("outbox_backoff_max_ms", 30_000)?;
         let outbox_backoff = Backoff::new(min, max, 0.3).map_err(|e| src.invalid("outbox_backoff_min_ms", e))?;
+        let outbox_dead_after: u32 = src.parse("outbox_dead_after", 10)?;
+        if !(1..=1000).contains(&outbox_dead_after) {
+            return Err(src.invalid("outbox_dead_after", "must be between 1 and 1000"));
+        }
         let sync = match (src.get("wix_api_key_file"), src.get("wix_site_id")) {
             (None, None) => None,
             (Some(_), None) => return Err(src.invalid("wix_site_id", "is required when WIX_API_KEY_FILE is set")),
@@ -274,6 +285,7 @@ impl Config {
             listener,
             reorder_window_ms: src.parse::<u32>("reorder_window_ms", 2_000)? as i64,
             outbox_backoff,
+            outbox_dead_after,
             outbox_rpc_timeout: src.millis("outbox_rpc_timeout_ms", 5_000)?,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
         })

@@ -122,6 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         wake,
         flush: outbox_flush,
         backoff: config.outbox_backoff,
+        dead_after: config.outbox_dead_after,
         batch: 64,
         reorder_window: std::time::Duration::from_millis(u64::try_from(config.reorder_window_ms).unwrap_or(0)),
     };
