@@ -72,18 +72,29 @@ async fn post_fresh(stack: &Stack, body: String) -> (u16, Duration) {
     }
 }
 
-/// One slow client: opens a connection, starts a request head and trickles a header line every
-/// 300 ms; when the server closes it, connects again after 250 ms.
-async fn trickle(addr: String, connected: Arc<AtomicUsize>, stop: CancellationToken) {
+/// What a slow client trickles.
+#[derive(Clone, Copy, PartialEq)]
+enum Slow {
+    /// A header line every 300 ms, never ending the head; reconnects 250 ms after a close.
+    Headers,
+    /// A complete head announcing 100 kB, then one body byte every 300 ms; never reconnects.
+    Body,
+}
+
+/// One slow client.
+async fn trickle(addr: String, connected: Arc<AtomicUsize>, stop: CancellationToken, slow: Slow) {
     while !stop.is_cancelled() {
         if let Ok(mut s) = TcpStream::connect(&addr).await {
             connected.fetch_add(1, Ordering::Relaxed);
-            let mut line: &[u8] = b"POST /webhooks/wix HTTP/1.1\r\nHost: localhost\r\n";
+            let mut line: &[u8] = match slow {
+                Slow::Headers => b"POST /webhooks/wix HTTP/1.1\r\nHost: localhost\r\n",
+                Slow::Body => b"POST /webhooks/wix HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n",
+            };
             loop {
                 if s.write_all(line).await.is_err() {
                     break;
                 }
-                line = b"X-Slow: 1\r\n";
+                line = if slow == Slow::Headers { b"X-Slow: 1\r\n" } else { b"x" };
                 let mut probe = [0u8; 64];
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -92,6 +103,10 @@ async fn trickle(addr: String, connected: Arc<AtomicUsize>, stop: CancellationTo
                     _ = s.read(&mut probe) => break,
                 }
             }
+        }
+        if slow == Slow::Body {
+            stop.cancelled().await;
+            return;
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -111,8 +126,9 @@ async fn a_crowd_trickling_headers_under_ulimit_1024_neither_keeps_wix_out_nor_g
 
     let stop = CancellationToken::new();
     let connected = Arc::new(AtomicUsize::new(0));
-    let attackers: Vec<_> =
-        (0..ATTACKERS).map(|_| tokio::spawn(trickle(http_addr(&stack), connected.clone(), stop.clone()))).collect();
+    let attackers: Vec<_> = (0..ATTACKERS)
+        .map(|_| tokio::spawn(trickle(http_addr(&stack), connected.clone(), stop.clone(), Slow::Headers)))
+        .collect();
     wait_until(Duration::from_secs(30), "every slow client connected once", || {
         let n = connected.load(Ordering::Relaxed);
         async move { Ok(n >= ATTACKERS) }
@@ -145,6 +161,81 @@ async fn a_crowd_trickling_headers_under_ulimit_1024_neither_keeps_wix_out_nor_g
     let mut admin = stack.ingest_admin().await.unwrap();
     let st = admin.get_status(GetStatusRequest {}).await.unwrap().into_inner();
     assert_eq!(st.webhook_events, 6, "every accepted webhook is stored, nothing else");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_slow_bodies_under_ulimit_1024_does_not_keep_wix_out() {
+    let limit = raise_nofile_limit().expect("raising this test's descriptor limit");
+    assert!(limit >= 4096, "this test needs a hard descriptor limit of at least 4096 (ulimit -Hn is {limit})");
+    let stack = stack(StackOptions::default().ingest_nofile(1024)).await;
+    let stop = CancellationToken::new();
+    let connected = Arc::new(AtomicUsize::new(0));
+    let attackers: Vec<_> = (0..ATTACKERS)
+        .map(|_| tokio::spawn(trickle(http_addr(&stack), connected.clone(), stop.clone(), Slow::Body)))
+        .collect();
+    wait_until(Duration::from_secs(30), "every slow client connected", || {
+        let n = connected.load(Ordering::Relaxed);
+        async move { Ok(n >= ATTACKERS) }
+    })
+    .await
+    .unwrap();
+    // Every connection now holds a request whose body trickles. Those requests become
+    // evictable once older than Wix's own timeout (wix_ingest::listener::STALE_REQUEST); that
+    // is an age, there is no event to wait for.
+    tokio::time::sleep(wix_ingest::listener::STALE_REQUEST).await;
+    let mut worst = Duration::ZERO;
+    for n in 1..=5 {
+        let (status, took) = post_fresh(&stack, stack.keys.sign_event(&distinct_order(PICKUP, n))).await;
+        assert_eq!(status, 200, "webhook {n} behind slow bodies:\n{}", stack.ingest.log());
+        assert!(took < WIX_TIMEOUT, "webhook {n} took {took:?} behind slow bodies");
+        worst = worst.max(took);
+    }
+    let rss = stack.ingest.rss_kib().unwrap();
+    stop.cancel();
+    for a in attackers {
+        let _ = a.await;
+    }
+    eprintln!("behind {ATTACKERS} slow bodies: slowest webhook {worst:?}, VmRSS {rss} KiB");
+    let mut admin = stack.ingest_admin().await.unwrap();
+    let st = admin.get_status(GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(st.webhook_events, 5, "every accepted webhook is stored, no slow body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_in_flight_share_one_memory_budget() {
+    // Room for one body at a time: a stalled body holds most of it; another request is told
+    // to come back (503, Wix retries) until the stalled one is given up (408).
+    let stack = stack(
+        StackOptions::default()
+            .ingest_env("INGEST_MAX_BODY_BYTES", "65536")
+            .ingest_env("INGEST_HTTP_BODY_BUDGET_BYTES", "65536")
+            .ingest_env("INGEST_HTTP_BODY_TIMEOUT_MS", "1500"),
+    )
+    .await;
+    let mut stalled = TcpStream::connect(http_addr(&stack)).await.unwrap();
+    stalled.write_all(head(65_000).as_bytes()).await.unwrap();
+    stalled.write_all(&[b'x'; 64_000]).await.unwrap();
+    let body = stack.keys.sign_event(&distinct_order(PICKUP, 1));
+    assert!(body.len() > 65_536 - 64_000, "the fixture is bigger than what the budget has left");
+    let client = reqwest::Client::new();
+    let url = format!("{}/webhooks/wix", stack.http_url);
+    // The stalled body's bytes reach the server asynchronously: retry until they are counted.
+    wait_until(Duration::from_secs(1), "a webhook refused for the budget", || {
+        let req = client.post(&url).body(body.clone()).send();
+        async move {
+            let r = req.await?;
+            let status = r.status().as_u16();
+            let text = r.text().await?;
+            anyhow::ensure!(status != 200, "accepted while the budget should be spent: {text}");
+            Ok(status == 503 && text.contains("too many webhook bodies in flight"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.ingest.log()));
+    let (status, _) = read_response(&mut stalled).await.expect("the stalled body is answered");
+    assert_eq!(status, 408);
+    let (status, _) = post_fresh(&stack, body).await;
+    assert_eq!(status, 200, "the budget is back once the stalled body is given up");
 }
 
 fn head(len: usize) -> String {

@@ -3,8 +3,11 @@
 //!
 //! - **Connection cap** ([`Limits::max_connections`], below `RLIMIT_NOFILE`): at the cap a new
 //!   connection evicts the oldest one that has no request in progress (reading headers or idle
-//!   in keep-alive); if every connection is busy with a request, the new one is refused (closed).
-//!   A fresh connection is the newest, so a trickling crowd cannot keep Wix out.
+//!   in keep-alive), else the one whose request started longest ago if that was more than
+//!   [`STALE_REQUEST`] ago (Wix itself gives up after 1.25 s: such a request is a slow body, or
+//!   one Wix no longer waits for; nothing is stored before its body is complete, and a commit already queued
+//!   still completes, deduplicated on Wix's retry); otherwise the new one is refused (closed).
+//!   A fresh connection is the newest, so a crowd of slow clients cannot keep Wix out.
 //! - **Header read timeout**: a connection that has not completed its first request head in
 //!   [`Limits::header_timeout`] is closed (hyper's own `header_read_timeout` as well).
 //! - **Idle keep-alive timeout**: a connection with no request in progress for
@@ -27,6 +30,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// A request in progress for longer than this may be evicted at the connection cap: Wix
+/// gives up on a webhook after 1.25 s, so no one is waiting for its answer any more.
+pub const STALE_REQUEST: Duration = Duration::from_millis(1250);
 
 /// Largest hyper read buffer per connection (request head plus buffered body bytes).
 pub const READ_BUF_MAX: usize = 16 * 1024;
@@ -55,10 +62,53 @@ pub fn derived_max_connections(nofile_soft: u64) -> Option<usize> {
     usize::try_from(room.min(MAX_DERIVED_CONNECTIONS)).ok()
 }
 
+/// What a connection is doing, shared by its task, its requests and the accept loop.
+struct Activity {
+    /// Requests in progress (0 or 1 for HTTP/1 without pipelining).
+    busy: AtomicUsize,
+    /// When the request in progress started.
+    request_since: Mutex<Option<Instant>>,
+    /// When the connection opened or its last request ended.
+    quiet_since: Mutex<Instant>,
+    /// A request was seen: `idle_timeout` applies from now on, not `header_timeout`.
+    served: AtomicBool,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            busy: AtomicUsize::new(0),
+            request_since: Mutex::new(None),
+            quiet_since: Mutex::new(Instant::now()),
+            served: AtomicBool::new(false),
+        }
+    }
+
+    fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire) > 0
+    }
+
+    fn begin(&self) {
+        *locked(&self.request_since) = Some(Instant::now());
+        self.served.store(true, Ordering::Release);
+        self.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn end(&self) {
+        let now = Instant::now();
+        *locked(&self.quiet_since) = now;
+        *locked(&self.request_since) = None;
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// What the accept loop knows of one connection.
 struct Conn {
-    /// Requests in progress on it (0 or 1 for HTTP/1 without pipelining).
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     close: CancellationToken,
 }
 
@@ -75,9 +125,21 @@ struct Registry {
 impl Registry {
     /// Makes room for one more connection: `Some(id)` once admitted (evicting the oldest
     /// connection without a request in progress when at `cap`), `None` when all are busy.
-    fn admit(&mut self, cap: usize) -> Option<(u64, Arc<AtomicUsize>, CancellationToken)> {
+    fn admit(&mut self, cap: usize) -> Option<(u64, Arc<Activity>, CancellationToken)> {
         if self.conns.len() >= cap {
-            let victim = self.conns.iter().find(|(_, c)| c.busy.load(Ordering::Acquire) == 0).map(|(id, _)| *id);
+            let now = Instant::now();
+            let idle = self.conns.iter().find(|(_, c)| !c.activity.is_busy()).map(|(id, _)| *id);
+            let stale = || {
+                self.conns
+                    .iter()
+                    .filter_map(|(id, c)| {
+                        let since = (*locked(&c.activity.request_since))?;
+                        (now.saturating_duration_since(since) >= STALE_REQUEST).then_some((since, *id))
+                    })
+                    .min()
+                    .map(|(_, id)| id)
+            };
+            let victim = idle.or_else(stale);
             match victim {
                 Some(id) => {
                     if let Some(c) = self.conns.remove(&id) {
@@ -93,8 +155,8 @@ impl Registry {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let conn = Conn { busy: Arc::default(), close: CancellationToken::new() };
-        let handles = (id, conn.busy.clone(), conn.close.clone());
+        let conn = Conn { activity: Arc::new(Activity::new()), close: CancellationToken::new() };
+        let handles = (id, conn.activity.clone(), conn.close.clone());
         self.conns.insert(id, conn);
         Some(handles)
     }
@@ -150,13 +212,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
             reg.report(limits.max_connections);
             admitted
         };
-        let Some((id, busy, close)) = admitted else {
+        let Some((id, activity, close)) = admitted else {
             drop(stream);
             continue;
         };
         let (app, limits, shutdown, registry) = (app.clone(), limits.clone(), shutdown.clone(), registry.clone());
         conns.spawn(async move {
-            serve_connection(stream, app, &limits, busy, close, shutdown).await;
+            serve_connection(stream, app, &limits, activity, close, shutdown).await;
             lock(&registry).conns.remove(&id);
         });
     }
@@ -165,24 +227,19 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
     conns.wait().await;
 }
 
-/// Marks a request in progress for as long as it lives; remembers when the last one ended.
-struct BusyGuard {
-    busy: Arc<AtomicUsize>,
-    last_done: Arc<Mutex<Instant>>,
-}
+/// Marks a request in progress for as long as it lives.
+struct BusyGuard(Arc<Activity>);
 
 impl BusyGuard {
-    fn new(busy: Arc<AtomicUsize>, last_done: Arc<Mutex<Instant>>, served: &AtomicBool) -> Self {
-        busy.fetch_add(1, Ordering::AcqRel);
-        served.store(true, Ordering::Release);
-        Self { busy, last_done }
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.begin();
+        Self(activity)
     }
 }
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        *self.last_done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        self.busy.fetch_sub(1, Ordering::AcqRel);
+        self.0.end();
     }
 }
 
@@ -190,17 +247,15 @@ async fn serve_connection(
     stream: TcpStream,
     app: Router,
     limits: &Limits,
-    busy: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
     close: CancellationToken,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let last_done = Arc::new(Mutex::new(Instant::now()));
-    let served = Arc::new(AtomicBool::new(false));
     let svc = {
-        let (busy, last_done, served) = (busy.clone(), last_done.clone(), served.clone());
+        let activity = activity.clone();
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let guard = BusyGuard::new(busy.clone(), last_done.clone(), &served);
+            let guard = BusyGuard::new(activity.clone());
             let mut app = app.clone();
             async move {
                 let resp = tower_service::Service::call(&mut app, req.map(axum::body::Body::new)).await;
@@ -221,9 +276,9 @@ async fn serve_connection(
     loop {
         // No request in progress: the connection may stay this long after it opened (headers)
         // or after its last response (keep-alive).
-        let quiet_since = *last_done.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let allowed = if served.load(Ordering::Acquire) { limits.idle_timeout } else { limits.header_timeout };
-        let is_busy = busy.load(Ordering::Acquire) > 0;
+        let quiet_since = *locked(&activity.quiet_since);
+        let allowed = if activity.served.load(Ordering::Acquire) { limits.idle_timeout } else { limits.header_timeout };
+        let is_busy = activity.is_busy();
         let deadline = if is_busy { Instant::now() + limits.idle_timeout } else { quiet_since + allowed };
         tokio::select! {
             result = conn.as_mut() => {
@@ -235,15 +290,14 @@ async fn serve_connection(
             // Evicted at the cap: dropping the connection closes the socket.
             _ = close.cancelled() => return,
             _ = shutdown.cancelled(), if !draining => {
-                if busy.load(Ordering::Acquire) == 0 {
+                if !activity.is_busy() {
                     return;
                 }
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep_until(deadline) => {
-                let still_quiet = busy.load(Ordering::Acquire) == 0
-                    && *last_done.lock().unwrap_or_else(std::sync::PoisonError::into_inner) == quiet_since;
+                let still_quiet = !activity.is_busy() && *locked(&activity.quiet_since) == quiet_since;
                 if still_quiet && !is_busy {
                     tracing::debug!(idle_ms = allowed.as_millis() as u64, "closing a quiet webhook connection");
                     return;
@@ -265,17 +319,24 @@ mod tests {
     }
 
     #[test]
-    fn at_the_cap_the_oldest_idle_connection_goes_and_busy_ones_stay() {
+    fn at_the_cap_the_oldest_idle_connection_goes_then_the_stalest_request_then_none() {
         let mut reg = Registry::default();
-        let (a, busy_a, close_a) = reg.admit(2).unwrap();
-        let (b, _busy_b, close_b) = reg.admit(2).unwrap();
-        busy_a.store(1, Ordering::Release);
-        let (c, busy_c, _) = reg.admit(2).expect("b is idle: evicted");
+        let (a, act_a, close_a) = reg.admit(2).unwrap();
+        let (_b, _act_b, close_b) = reg.admit(2).unwrap();
+        act_a.begin();
+        let (c, act_c, close_c) = reg.admit(2).expect("b is idle: evicted");
         assert!(close_b.is_cancelled() && !close_a.is_cancelled());
         assert_eq!(reg.conns.keys().copied().collect::<Vec<_>>(), vec![a, c]);
-        busy_c.store(1, Ordering::Release);
-        assert!(reg.admit(2).is_none(), "every connection has a request in progress: refused");
+        act_c.begin();
+        assert!(reg.admit(2).is_none(), "every request is younger than STALE_REQUEST: refused");
         assert_eq!(reg.conns.len(), 2);
-        let _ = b;
+        // a's request started longer ago than STALE_REQUEST.
+        let long_ago = Instant::now().checked_sub(STALE_REQUEST * 2).expect("uptime");
+        *locked(&act_a.request_since) = Some(long_ago);
+        let (d, _, _) = reg.admit(2).expect("a's request is the stalest: evicted");
+        assert!(close_a.is_cancelled() && !close_c.is_cancelled());
+        assert_eq!(reg.conns.keys().copied().collect::<Vec<_>>(), vec![c, d]);
+        act_c.end();
+        assert!(!act_c.is_busy());
     }
 }

@@ -155,6 +155,7 @@ impl Forwarder {
                     }
                     Err(status) if !is_transport(&status) => {
                         // wix-print answered: this row backs off alone, the next rows go on.
+                        pace.succeeded();
                         let refusals = row.refusals.saturating_add(1);
                         let delay = self.backoff.delay(refusals);
                         let error = format!("{}: {}", status.code(), status.message());
