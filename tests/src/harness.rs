@@ -234,15 +234,30 @@ pub struct Service {
     dir: PathBuf,
     child: Option<Child>,
     starts: u32,
+    /// Soft `RLIMIT_NOFILE` for the process (`ulimit -n`), if set.
+    nofile: Option<u64>,
 }
 
 impl Service {
     pub fn new(name: &'static str, dir: &Path, env: BTreeMap<String, String>) -> Self {
-        Self { name, binary: bin_path(name), env, dir: dir.to_owned(), child: None, starts: 0 }
+        Self { name, binary: bin_path(name), env, dir: dir.to_owned(), child: None, starts: 0, nofile: None }
     }
 
     pub fn set_env(&mut self, k: &str, v: impl Into<String>) {
         self.env.insert(k.to_owned(), v.into());
+    }
+
+    /// Starts the process with this soft descriptor limit (as `ulimit -n` would).
+    pub fn set_nofile(&mut self, soft: u64) {
+        self.nofile = Some(soft);
+    }
+
+    /// The process's resident memory (VmRSS) in KiB, from `/proc`.
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().context("not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS line")?;
+        Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -292,6 +307,18 @@ impl Service {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
+        if let Some(soft) = self.nofile {
+            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe and
+            // the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+                    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+                    setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard)?;
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().with_context(|| format!("spawning {}", self.binary.display()))?;
         let mut buf = vec![0u8; 4096];
         let ready = async {
@@ -345,6 +372,8 @@ pub struct StackOptions {
     /// Services ("wix-ingest", "wix-print") started under a wall clock the test can step
     /// ([`Stack::step_clock`]); all of them share one clock.
     pub fake_clock: Vec<&'static str>,
+    /// wix-ingest's soft descriptor limit (`ulimit -n`), if set.
+    pub ingest_nofile: Option<u64>,
 }
 
 impl StackOptions {
@@ -363,6 +392,11 @@ impl StackOptions {
     /// Starts `service` ("wix-ingest" or "wix-print") under libfaketime: see [`Stack::step_clock`].
     pub fn fake_clock(mut self, service: &'static str) -> Self {
         self.fake_clock.push(service);
+        self
+    }
+    /// Starts wix-ingest with this soft `RLIMIT_NOFILE` (as under `ulimit -n`).
+    pub fn ingest_nofile(mut self, soft: u64) -> Self {
+        self.ingest_nofile = Some(soft);
         self
     }
     /// Turns the order sync on against `base_url` with this key and site id.
@@ -470,6 +504,9 @@ impl Stack {
         }
         let mut print = Service::new("wix-print", dir.path(), penv);
         let mut ingest = Service::new("wix-ingest", dir.path(), ienv);
+        if let Some(n) = opts.ingest_nofile {
+            ingest.set_nofile(n);
+        }
         if !opts.print_stopped {
             print.start().await?;
         }
@@ -581,6 +618,15 @@ impl WebhookPoster {
         let status = resp.status().as_u16();
         Ok((status, resp.text().await?))
     }
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (tests that open many
+/// connections); returns the new soft limit.
+pub fn raise_nofile_limit() -> anyhow::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(hard)
 }
 
 /// Polls `check` every 20 ms until it returns true, or fails after `timeout`. For conditions

@@ -170,6 +170,8 @@ impl IngestAdmin for Admin {
             outbox_pending: c.outbox_pending,
             outbox_delivered: c.outbox_delivered,
             outbox_rejected: c.outbox_rejected,
+            outbox_dead: c.outbox_dead,
+            outbox_oldest_dead_secs: c.outbox_oldest_dead_ms.map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0),
             held_events: c.held_events,
             outbox_oldest_pending_secs: c.outbox_oldest_pending_ms.map_or(0.0, |ms| (now - ms).max(0) as f64 / 1000.0),
             last_webhook_at: opt_timestamp(c.last_webhook_ms),
@@ -243,6 +245,59 @@ impl IngestAdmin for Admin {
         let (kind, name) = (filter("kind", &req.kind)?, filter("name", &req.name)?);
         let events = self.store.list_connectivity(kind, name, req.limit).await.map_err(internal)?;
         Ok(Response::new(ListConnectivityEventsResponse { events }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        let limit = match req.get_ref().limit {
+            0 => 100,
+            n if n > 1000 => return Err(Status::invalid_argument("limit must be at most 1000")),
+            n => n,
+        };
+        let rows = self.store.list_dead_letters(limit).await.map_err(internal)?;
+        Ok(Response::new(ListDeadLettersResponse {
+            dead_letters: rows
+                .into_iter()
+                .map(|d| DeadLetter {
+                    id: d.id,
+                    order_id: d.order_id,
+                    version: d.version,
+                    attempts: d.attempts,
+                    refusals: d.refusals,
+                    last_error: d.last_error.unwrap_or_default(),
+                    created_at: opt_timestamp(d.created_ms),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn requeue_outbox(
+        &self,
+        req: Request<RequeueOutboxRequest>,
+    ) -> Result<Response<RequeueOutboxResponse>, Status> {
+        let id = req.into_inner().id;
+        if id <= 0 {
+            return Err(Status::invalid_argument(format!("id must be a positive outbox row id (got {id})")));
+        }
+        match self.store.requeue_outbox(id).await.map_err(internal)? {
+            store::Requeue::Requeued { order_id, version } => {
+                tracing::info!(id, %order_id, version, "dead outbox row requeued by an operator");
+                self.outbox_wake.notify_one();
+                Ok(Response::new(RequeueOutboxResponse {
+                    id,
+                    order_id,
+                    version,
+                    state: store::OutboxState::Pending.as_sql().to_owned(),
+                }))
+            }
+            store::Requeue::NotFound => Err(Status::not_found(format!("no outbox row with id {id}"))),
+            store::Requeue::NotDead(state) => Err(Status::failed_precondition(format!(
+                "outbox row {id} is {}; only dead rows are requeued",
+                state.as_sql()
+            ))),
+        }
     }
 
     async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {

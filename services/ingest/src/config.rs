@@ -29,6 +29,31 @@ pub static KEYS: &[Key] = &[
         help: "largest webhook body accepted (default 1048576)",
     },
     Key {
+        name: "http_header_timeout_ms",
+        env: "INGEST_HTTP_HEADER_TIMEOUT_MS",
+        help: "a webhook connection must complete its request head within this (default 10000)",
+    },
+    Key {
+        name: "http_body_timeout_ms",
+        env: "INGEST_HTTP_BODY_TIMEOUT_MS",
+        help: "a webhook body must arrive within this, else 408 (default 10000)",
+    },
+    Key {
+        name: "http_idle_timeout_ms",
+        env: "INGEST_HTTP_IDLE_TIMEOUT_MS",
+        help: "an idle keep-alive webhook connection is closed after this (default 30000)",
+    },
+    Key {
+        name: "http_max_connections",
+        env: "INGEST_HTTP_MAX_CONNECTIONS",
+        help: "open webhook connections at most (default: RLIMIT_NOFILE soft limit - 128, at most 1024)",
+    },
+    Key {
+        name: "http_body_budget_bytes",
+        env: "INGEST_HTTP_BODY_BUDGET_BYTES",
+        help: "webhook body bytes held in memory at once, all requests together (default 16777216)",
+    },
+    Key {
         name: "outbox_backoff_min_ms",
         env: "INGEST_OUTBOX_BACKOFF_MIN_MS",
         help: "first retry delay while wix-print is down (default 250)",
@@ -37,6 +62,11 @@ pub static KEYS: &[Key] = &[
         name: "outbox_backoff_max_ms",
         env: "INGEST_OUTBOX_BACKOFF_MAX_MS",
         help: "largest retry delay (default 30000)",
+    },
+    Key {
+        name: "outbox_dead_after",
+        env: "INGEST_OUTBOX_DEAD_AFTER",
+        help: "an outbox row wix-print refuses this many times becomes a dead letter (default 10)",
     },
     Key {
         name: "outbox_rpc_timeout_ms",
@@ -145,11 +175,15 @@ pub struct Config {
     pub webhook_public_key_file: PathBuf,
     pub print_service_url: String,
     pub max_body_bytes: usize,
+    /// The webhook listener's timeouts, connection cap and body budget.
+    pub listener: crate::listener::Limits,
     pub reorder_window_ms: i64,
     /// How long stored webhooks, orders and delivered outbox rows are kept.
     pub retention: Duration,
     pub outbox_backoff: Backoff,
     pub outbox_rpc_timeout: Duration,
+    /// Refusals (answers, not transport failures) before an outbox row becomes dead.
+    pub outbox_dead_after: u32,
     pub shutdown_grace: Duration,
     /// `None` when no API key / site id is configured: the order sync is off.
     pub sync: Option<SyncConfig>,
@@ -188,6 +222,10 @@ impl Config {
         let min = src.millis("outbox_backoff_min_ms", 250)?;
         let max = src.millis("outbox_backoff_max_ms", 30_000)?;
         let outbox_backoff = Backoff::new(min, max, 0.3).map_err(|e| src.invalid("outbox_backoff_min_ms", e))?;
+        let outbox_dead_after: u32 = src.parse("outbox_dead_after", 10)?;
+        if !(1..=1000).contains(&outbox_dead_after) {
+            return Err(src.invalid("outbox_dead_after", "must be between 1 and 1000"));
+        }
         let sync = match (src.get("wix_api_key_file"), src.get("wix_site_id")) {
             (None, None) => None,
             (Some(_), None) => return Err(src.invalid("wix_site_id", "is required when WIX_API_KEY_FILE is set")),
@@ -235,6 +273,7 @@ impl Config {
             None => jiff::tz::TimeZone::system(),
             Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| src.invalid("time_zone", e))?,
         };
+        let listener = listener_limits(src, max_body_bytes, nofile_soft_limit())?;
         let internet = internet_settings(src)?;
         let bus = bus_config(src)?;
         Ok(Self {
@@ -250,13 +289,77 @@ impl Config {
             webhook_public_key_file: key_file,
             print_service_url,
             max_body_bytes,
+            listener,
             reorder_window_ms: src.parse::<u32>("reorder_window_ms", 2_000)? as i64,
             retention: wixprint_shared::retention::days(src, "retention_days", 30)?,
             outbox_backoff,
+            outbox_dead_after,
             outbox_rpc_timeout: src.millis("outbox_rpc_timeout_ms", 5_000)?,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
         })
     }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process (what `LimitNOFILE=` / `ulimit -n` set).
+pub fn nofile_soft_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
+}
+
+/// Longest listener timeout accepted.
+const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Largest in-flight body budget accepted (1 GiB).
+const MAX_BODY_BUDGET: usize = 1 << 30;
+
+fn listener_limits(
+    src: &Source,
+    max_body_bytes: usize,
+    nofile_soft: u64,
+) -> Result<crate::listener::Limits, ConfigError> {
+    let timeout = |key: &str, default_ms: u64| -> Result<Duration, ConfigError> {
+        let d = src.millis(key, default_ms)?;
+        if d > MAX_HTTP_TIMEOUT {
+            return Err(src.invalid(key, "must be at most 3600000 (one hour)"));
+        }
+        Ok(d)
+    };
+    let header_timeout = timeout("http_header_timeout_ms", 10_000)?;
+    let body_timeout = timeout("http_body_timeout_ms", 10_000)?;
+    let idle_timeout = timeout("http_idle_timeout_ms", 30_000)?;
+    let room = nofile_soft.saturating_sub(crate::listener::FD_RESERVE);
+    let max_connections = match src.get("http_max_connections") {
+        None => crate::listener::derived_max_connections(nofile_soft).ok_or_else(|| {
+            src.invalid(
+                "http_max_connections",
+                format!(
+                    "the descriptor limit (RLIMIT_NOFILE {nofile_soft}) leaves no room: raise LimitNOFILE= / ulimit -n"
+                ),
+            )
+        })?,
+        Some(_) => {
+            let n: u64 = src.parse("http_max_connections", 0)?;
+            if n == 0 {
+                return Err(src.invalid("http_max_connections", "must be at least 1"));
+            }
+            if n > room {
+                return Err(src.invalid(
+                    "http_max_connections",
+                    format!(
+                        "{n} does not fit the descriptor limit: at most RLIMIT_NOFILE ({nofile_soft}) - {} = {room}; raise LimitNOFILE= or lower it",
+                        crate::listener::FD_RESERVE
+                    ),
+                ));
+            }
+            usize::try_from(n).map_err(|_| src.invalid("http_max_connections", "is too large"))?
+        }
+    };
+    let body_budget_bytes: usize = src.parse("http_body_budget_bytes", 16 << 20)?;
+    if body_budget_bytes < max_body_bytes || body_budget_bytes > MAX_BODY_BUDGET {
+        return Err(src.invalid(
+            "http_body_budget_bytes",
+            format!("must be between INGEST_MAX_BODY_BYTES ({max_body_bytes}) and {MAX_BODY_BUDGET}"),
+        ));
+    }
+    Ok(crate::listener::Limits { header_timeout, body_timeout, idle_timeout, max_connections, body_budget_bytes })
 }
 
 /// Probes used when `INGEST_INTERNET_PROBES` is not set: Wix itself, and an address that needs
@@ -330,6 +433,33 @@ mod tests {
         let env: std::collections::HashMap<String, String> =
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Source::load_with(KEYS, None, |k| env.get(k).cloned()).unwrap()
+    }
+
+    #[test]
+    fn listener_limits_have_defaults_follow_the_descriptor_limit_and_refuse_bad_values() {
+        let l = listener_limits(&source(&[]), 1 << 20, 1024).unwrap();
+        assert_eq!(
+            (l.header_timeout, l.body_timeout, l.idle_timeout),
+            (Duration::from_secs(10), Duration::from_secs(10), Duration::from_secs(30))
+        );
+        assert_eq!((l.max_connections, l.body_budget_bytes), (896, 16 << 20));
+        assert_eq!(listener_limits(&source(&[]), 1 << 20, 65_536).unwrap().max_connections, 1024);
+        let l = listener_limits(&source(&[("INGEST_HTTP_MAX_CONNECTIONS", "50")]), 1 << 20, 1024).unwrap();
+        assert_eq!(l.max_connections, 50);
+        for (env, nofile) in [
+            (("INGEST_HTTP_MAX_CONNECTIONS", "0"), 1024),
+            (("INGEST_HTTP_MAX_CONNECTIONS", "1000"), 1024),
+            (("INGEST_HTTP_MAX_CONNECTIONS", "lots"), 1024),
+            (("INGEST_HTTP_HEADER_TIMEOUT_MS", "0"), 1024),
+            (("INGEST_HTTP_IDLE_TIMEOUT_MS", "3600001"), 1024),
+            (("INGEST_HTTP_BODY_BUDGET_BYTES", "1000"), 1024),
+            (("INGEST_HTTP_BODY_TIMEOUT_MS", "x"), 1024),
+        ] {
+            let err = listener_limits(&source(&[env]), 1 << 20, nofile).unwrap_err().to_string();
+            assert!(err.contains(env.0), "{env:?}: {err}");
+        }
+        let err = listener_limits(&source(&[]), 1 << 20, 100).unwrap_err().to_string();
+        assert!(err.contains("INGEST_HTTP_MAX_CONNECTIONS") && err.contains("LimitNOFILE"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod config;
 pub mod internet;
+pub mod listener;
 pub mod outbox;
 pub mod reactions;
 pub mod store;
@@ -60,16 +61,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         outbox_wake: wake.clone(),
         max_body_bytes: config.max_body_bytes,
+        body_timeout: config.listener.body_timeout,
+        body_budget: Arc::new(tokio::sync::Semaphore::new(config.listener.body_budget_bytes)),
         reorder_window_ms: config.reorder_window_ms,
     });
-    let http_shutdown = shutdown.clone();
-    tracker.spawn(async move {
-        let served =
-            axum::serve(http, app).with_graceful_shutdown(async move { http_shutdown.cancelled().await }).await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "webhook server failed");
-        }
-    });
+    tracing::info!(limits = ?config.listener, "webhook listener limits");
+    tracker.spawn(listener::serve(http, app, config.listener.clone(), shutdown.clone()));
 
     let sync_handle = match &config.sync {
         None => sync::SyncHandle::off("order sync is off: set WIX_API_KEY_FILE and WIX_SITE_ID to turn it on"),
@@ -132,6 +129,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         wake,
         flush: outbox_flush,
         backoff: config.outbox_backoff,
+        dead_after: config.outbox_dead_after,
         batch: 64,
         reorder_window: std::time::Duration::from_millis(u64::try_from(config.reorder_window_ms).unwrap_or(0)),
     };

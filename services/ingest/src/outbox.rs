@@ -1,9 +1,15 @@
 //! The outbox forwarder: hands every stored order version to wix-print with `SubmitOrder`,
 //! in outbox order, until wix-print acknowledges it.
 //!
-//! Invariant: a row leaves `pending` only on wix-print's answer (delivered), or on a
-//! permanent refusal (rejected, kept for the operator). Transport errors keep it pending and
-//! back off; nothing is ever dropped. Delivery is at-least-once; wix-print makes it
+//! Invariant: a row leaves `pending` only on wix-print's answer (delivered), on a permanent
+//! refusal (rejected, kept for the operator), or after `dead_after` non-permanent refusals
+//! (dead, listed by `ListDeadLetters`, retried by `RequeueOutbox`). Nothing is ever dropped.
+//!
+//! Invariant: no row blocks the queue. A row wix-print answers with a non-permanent refusal
+//! backs off on its own (its refusals count its backoff) and the forwarder goes on with the
+//! next row at once. Only a transport failure (wix-print unreachable, no answer in time) pauses
+//! the whole forwarder: every row would fail the same way. Transport failures never count
+//! towards `dead_after`. Delivery is at-least-once; wix-print makes it
 //! exactly-once in effect with its UNIQUE (order id, version).
 //!
 //! Two signals shorten its waits: `wake` (a new row was stored) ends an idle wait but never a
@@ -73,6 +79,8 @@ pub struct Forwarder {
     /// wix-print is back: ends any wait, resets the backoff, makes pending rows due now.
     pub flush: Arc<Notify>,
     pub backoff: Backoff,
+    /// Non-permanent refusals after which a row becomes a dead letter.
+    pub dead_after: u32,
     pub batch: usize,
     /// How long an event that arrived after a gap in Wix's sequence is held (monotonic).
     pub reorder_window: Duration,
@@ -145,6 +153,27 @@ impl Forwarder {
                             "wix-print rejected the order version; kept as rejected");
                         self.store.mark_rejected(row.id, status.to_string()).await
                     }
+                    Err(status) if !is_transport(&status) => {
+                        // wix-print answered: this row backs off alone, the next rows go on.
+                        pace.succeeded();
+                        let refusals = row.refusals.saturating_add(1);
+                        let delay = self.backoff.delay(refusals);
+                        let error = format!("{}: {}", status.code(), status.message());
+                        let next = now_ms() + delay.as_millis() as i64;
+                        match self.store.mark_refused(row.id, error, next, self.dead_after).await {
+                            Ok(crate::store::OutboxState::Dead) => {
+                                tracing::error!(order_id = %row.order_id, version = row.version, refusals, %status,
+                                    "wix-print keeps refusing the order version; it is a dead letter now (IngestAdmin/ListDeadLetters, RequeueOutbox)");
+                                Ok(())
+                            }
+                            Ok(_) => {
+                                tracing::warn!(order_id = %row.order_id, version = row.version, refusals,
+                                    retry_in_ms = delay.as_millis() as u64, %status, "wix-print refused the order version; it backs off, later orders go on");
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                     Err(status) => {
                         let delay = pace.failed(&self.backoff);
                         tracing::warn!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
@@ -160,7 +189,7 @@ impl Forwarder {
                         if let Err(e) = r {
                             tracing::error!(error = format!("{e:#}"), "recording the outbox failure failed");
                         }
-                        // Keep order: do not try later rows while wix-print is down. New
+                        // Keep order: do not try later rows while wix-print is unreachable. New
                         // webhooks do not cut this wait short, or a busy evening would
                         // hammer a wix-print that is down; wix-print arriving on the bus does.
                         tokio::select! {
@@ -200,6 +229,15 @@ impl Forwarder {
     }
 }
 
+/// wix-print was not reached or did not answer in time: the channel's own error (it carries a
+/// transport source), a deadline, a cancellation. Every row would fail alike, so the whole
+/// forwarder pauses and nothing counts towards a dead letter. A status wix-print sent back has
+/// no source.
+fn is_transport(status: &tonic::Status) -> bool {
+    use std::error::Error;
+    status.source().is_some() || matches!(status.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled)
+}
+
 /// Errors that retrying cannot fix: wix-print looked at the request and refused it.
 fn is_permanent(status: &tonic::Status) -> bool {
     matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange)
@@ -208,6 +246,15 @@ fn is_permanent(status: &tonic::Status) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_status_without_a_transport_source_is_a_refusal() {
+        assert!(!is_transport(&tonic::Status::unavailable("database is locked")), "wix-print answered");
+        assert!(!is_transport(&tonic::Status::internal("boom")));
+        assert!(is_transport(&tonic::Status::deadline_exceeded("timeout")));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(is_transport(&tonic::Status::from_error(Box::new(io))));
+    }
 
     #[test]
     fn pace_backs_off_and_a_flush_resets_it_and_retries_quickly_for_a_while() {

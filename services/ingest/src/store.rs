@@ -125,6 +125,11 @@ CREATE TRIGGER outbox_count_upd AFTER UPDATE OF state ON outbox WHEN OLD.state I
   UPDATE row_counts SET n = n + 1 WHERE name = 'outbox:' || NEW.state;
 END;
 "#,
+    // Refusals by wix-print (answers, not transport failures): a row refused
+    // `outbox_dead_after` times becomes `dead` (issue 10 §6).
+    r#"
+ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// What one retention pass deleted.
@@ -173,16 +178,21 @@ pub enum OutboxState {
     Delivered,
     /// wix-print refused it as invalid: kept, not retried.
     Rejected,
+    /// wix-print refused it (not as invalid) `outbox_dead_after` times: a dead letter, not
+    /// retried until an operator requeues it (`IngestAdmin/RequeueOutbox`).
+    Dead,
 }
 
 impl OutboxState {
-    pub const ALL: [OutboxState; 3] = [OutboxState::Pending, OutboxState::Delivered, OutboxState::Rejected];
+    pub const ALL: [OutboxState; 4] =
+        [OutboxState::Pending, OutboxState::Delivered, OutboxState::Rejected, OutboxState::Dead];
 
     pub fn as_sql(self) -> &'static str {
         match self {
             OutboxState::Pending => "pending",
             OutboxState::Delivered => "delivered",
             OutboxState::Rejected => "rejected",
+            OutboxState::Dead => "dead",
         }
     }
 
@@ -199,6 +209,9 @@ pub struct Counts {
     pub outbox_pending: u64,
     pub outbox_delivered: u64,
     pub outbox_rejected: u64,
+    /// Dead letters: rows refused `outbox_dead_after` times, and the oldest one's creation.
+    pub outbox_dead: u64,
+    pub outbox_oldest_dead_ms: Option<i64>,
     pub held_events: u64,
     /// Creation time of the oldest pending outbox row.
     pub outbox_oldest_pending_ms: Option<i64>,
@@ -260,6 +273,8 @@ pub struct OutboxRow {
     pub order_id: String,
     pub version: i64,
     pub attempts: u32,
+    /// Times wix-print answered with a (non-permanent) refusal.
+    pub refusals: u32,
     pub request: SubmitOrderRequest,
 }
 
@@ -467,20 +482,20 @@ impl Store {
         self.db
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT id, order_id, version, attempts, request_pb FROM outbox
+                    "SELECT id, order_id, version, attempts, request_pb, refusals FROM outbox
                      WHERE state = ?4 AND (next_attempt_ms <= ?1 OR next_attempt_ms > ?1 + ?3)
                      ORDER BY id LIMIT ?2",
                 )?;
                 let rows = stmt
                     .query_map(params![now_ms(), limit as i64, max_ms, OutboxState::Pending.as_sql()], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?, r.get(5)?))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows.into_iter()
-                    .map(|(id, order_id, version, attempts, pb)| {
+                    .map(|(id, order_id, version, attempts, pb, refusals)| {
                         let request = SubmitOrderRequest::decode(pb.as_slice())
                             .with_context(|| format!("outbox row {id} holds an undecodable request"))?;
-                        Ok(OutboxRow { id, order_id, version, attempts, request })
+                        Ok(OutboxRow { id, order_id, version, attempts, refusals, request })
                     })
                     .collect()
             })
@@ -672,6 +687,12 @@ impl Store {
                     outbox_pending: outbox(OutboxState::Pending)?,
                     outbox_delivered: outbox(OutboxState::Delivered)?,
                     outbox_rejected: outbox(OutboxState::Rejected)?,
+                    outbox_dead: outbox(OutboxState::Dead)?,
+                    outbox_oldest_dead_ms: conn.row(
+                        "SELECT min(created_ms) FROM outbox WHERE state = ?1",
+                        [OutboxState::Dead.as_sql()],
+                        |r| r.get(0),
+                    )?,
                     held_events: count("held_events")?,
                     outbox_oldest_pending_ms: conn.row(
                         "SELECT min(created_ms) FROM outbox WHERE state = ?1",
@@ -761,6 +782,108 @@ impl Store {
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(Some(OrderDetail { summary, order, outbox, events }))
+            })
+            .await
+    }
+}
+
+/// A dead letter as `IngestAdmin/ListDeadLetters` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub order_id: String,
+    pub version: i64,
+    pub attempts: u32,
+    pub refusals: u32,
+    pub last_error: Option<String>,
+    pub created_ms: Option<i64>,
+}
+
+/// What `requeue_outbox` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Requeue {
+    /// The dead row is pending again, due now, its refusals forgotten.
+    Requeued {
+        order_id: String,
+        version: i64,
+    },
+    NotFound,
+    /// Only dead rows are requeued; this one is in another state (nothing changed).
+    NotDead(OutboxState),
+}
+
+/// Dead letters: rows wix-print kept refusing (issue 10 §6).
+impl Store {
+    /// wix-print answered the row with a non-permanent refusal: counted, retried at
+    /// `next_attempt_ms`, or `dead` once refused `dead_after` times. Returns the row's state.
+    pub async fn mark_refused(
+        &self,
+        id: i64,
+        error: String,
+        next_attempt_ms: i64,
+        dead_after: u32,
+    ) -> anyhow::Result<OutboxState> {
+        let state: String = self
+            .db
+            .write(move |conn| {
+                Ok(conn.query_row(
+                    "UPDATE outbox SET attempts = attempts + 1, refusals = refusals + 1, last_error = ?2,
+                       next_attempt_ms = ?3, state = CASE WHEN refusals + 1 >= ?4 THEN ?5 ELSE state END
+                     WHERE id = ?1 RETURNING state",
+                    params![id, error, next_attempt_ms, dead_after, OutboxState::Dead.as_sql()],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        OutboxState::from_sql(&state).with_context(|| format!("outbox row {id}: unknown state {state:?}"))
+    }
+
+    /// Dead letters, oldest first.
+    pub async fn list_dead_letters(&self, limit: u32) -> anyhow::Result<Vec<DeadLetter>> {
+        self.db
+            .call(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, order_id, version, attempts, refusals, last_error, created_ms FROM outbox
+                     WHERE state = ?1 ORDER BY id LIMIT ?2",
+                )?;
+                let rows = stmt
+                    .query_map(params![OutboxState::Dead.as_sql(), limit], |r| {
+                        Ok(DeadLetter {
+                            id: r.get(0)?,
+                            order_id: r.get(1)?,
+                            version: r.get(2)?,
+                            attempts: r.get(3)?,
+                            refusals: r.get(4)?,
+                            last_error: r.get(5)?,
+                            created_ms: r.get(6)?,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    /// Makes a dead row pending and due now (refusals forgotten); any other row is left alone.
+    pub async fn requeue_outbox(&self, id: i64) -> anyhow::Result<Requeue> {
+        self.db
+            .write(move |conn| {
+                let row: Option<(String, String, i64)> = conn
+                    .query_row("SELECT state, order_id, version FROM outbox WHERE id = ?1", [id], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()?;
+                let Some((state, order_id, version)) = row else { return Ok(Requeue::NotFound) };
+                let state = OutboxState::from_sql(&state)
+                    .with_context(|| format!("outbox row {id}: unknown state {state:?}"))?;
+                if state != OutboxState::Dead {
+                    return Ok(Requeue::NotDead(state));
+                }
+                conn.exec(
+                    "UPDATE outbox SET state = ?2, refusals = 0, next_attempt_ms = ?3 WHERE id = ?1",
+                    params![id, OutboxState::Pending.as_sql(), now_ms()],
+                )?;
+                Ok(Requeue::Requeued { order_id, version })
             })
             .await
     }
@@ -944,5 +1067,48 @@ mod tests {
         tokio::time::sleep_until(at).await;
         assert_eq!(store.release_due_events(window).await.unwrap(), 1);
         assert_eq!(store.next_release().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_row_refused_n_times_is_dead_leaves_the_queue_and_is_requeued_only_when_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ingest.db"), Duration::from_secs(5)).unwrap();
+        let order = Order {
+            line_items: vec![wixprint_shared::proto::order::LineItem {
+                name: "Pad Thai".into(),
+                quantity: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store.record_local_order(order.clone(), "20260101".into()).await.unwrap();
+        store.record_local_order(order, "20260101".into()).await.unwrap();
+        let max = Duration::from_secs(30);
+        let rows = store.due_outbox(10, max).await.unwrap();
+        let (first, second) = (rows[0].id, rows[1].id);
+        assert_eq!(
+            store.mark_refused(first, "Unavailable: busy".into(), now_ms() + 20_000, 2).await.unwrap(),
+            OutboxState::Pending
+        );
+        let due: Vec<i64> = store.due_outbox(10, max).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(due, vec![second], "the refused row backs off alone");
+        assert_eq!(
+            store.mark_refused(first, "Unavailable: busy".into(), now_ms(), 2).await.unwrap(),
+            OutboxState::Dead
+        );
+        let due: Vec<i64> = store.due_outbox(10, max).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(due, vec![second], "a dead row is not retried");
+        let dead = store.list_dead_letters(10).await.unwrap();
+        assert_eq!((dead.len(), dead[0].id, dead[0].refusals, dead[0].attempts), (1, first, 2, 2));
+        let c = store.counts().await.unwrap();
+        assert_eq!((c.outbox_dead, c.outbox_pending), (1, 1));
+        assert!(c.outbox_oldest_dead_ms.is_some());
+
+        assert_eq!(store.requeue_outbox(second).await.unwrap(), Requeue::NotDead(OutboxState::Pending));
+        assert_eq!(store.requeue_outbox(999).await.unwrap(), Requeue::NotFound);
+        assert!(matches!(store.requeue_outbox(first).await.unwrap(), Requeue::Requeued { .. }));
+        let due = store.due_outbox(10, max).await.unwrap();
+        assert_eq!(due.iter().map(|r| (r.id, r.refusals)).collect::<Vec<_>>(), vec![(first, 0), (second, 0)]);
+        assert_eq!(store.counts().await.unwrap().outbox_dead, 0);
     }
 }

@@ -1,9 +1,11 @@
 //! `POST /webhooks/wix`: the only door Wix knocks on.
 //!
-//! Order of work, each step a reason to refuse: size (413) → verify and unwrap (401/400) →
+//! Order of work, each step a reason to refuse: size (413), time (408), completeness (400),
+//! the in-flight body budget (503) → verify and unwrap (401/400) →
 //! commit (503 on failure) → 200. A refusal stores nothing; a 200 means the order is on disk.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -12,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use wixprint_shared::proto::order::OrderSource;
 
@@ -26,6 +28,10 @@ pub struct WebhookState {
     /// Wakes the outbox forwarder when a new version is committed.
     pub outbox_wake: Arc<Notify>,
     pub max_body_bytes: usize,
+    /// A body not complete within this is answered 408.
+    pub body_timeout: Duration,
+    /// Bytes of bodies held at once across all requests (one permit per byte).
+    pub body_budget: Arc<Semaphore>,
     /// How long an order event after a sequence gap waits for the events before it.
     pub reorder_window_ms: i64,
 }
@@ -35,12 +41,26 @@ pub fn router(state: WebhookState) -> Router {
 }
 
 async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
-    let bytes = match read_body(body, state.max_body_bytes).await {
+    // Held until the answer: the body's bytes count against the global budget meanwhile.
+    let (bytes, _budget) = match read_body(body, state.max_body_bytes, state.body_timeout, &state.body_budget).await {
         Ok(b) => b,
-        Err(seen) => {
+        Err(BodyError::TooLarge(seen)) => {
             return refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body is larger than {} bytes ({seen} bytes or more received)", state.max_body_bytes),
+            );
+        }
+        Err(BodyError::TimedOut(seen)) => {
+            return refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("body not complete within {} ms ({seen} bytes received)", state.body_timeout.as_millis()),
+            );
+        }
+        Err(BodyError::Incomplete(e)) => return refuse(StatusCode::BAD_REQUEST, format!("body incomplete: {e}")),
+        Err(BodyError::Busy) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many webhook bodies in flight; retry later".to_owned(),
             );
         }
     };
@@ -79,27 +99,59 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
     }
 }
 
-/// Reads at most `limit` bytes. A larger body is read on and discarded (up to 16 × `limit`,
-/// for at most 10 s) so the sender gets its 413 instead of a broken pipe; `Err` carries how
-/// much arrived.
-async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, usize> {
+/// Why a body was not read.
+#[derive(Debug)]
+enum BodyError {
+    /// Larger than the limit (how much arrived).
+    TooLarge(usize),
+    /// Not complete within the body timeout (how much arrived): 408, Wix retries.
+    TimedOut(usize),
+    /// The stream broke, e.g. the connection closed before `Content-Length` bytes arrived.
+    Incomplete(String),
+    /// The global in-flight body budget is spent: 503, Wix retries.
+    Busy,
+}
+
+/// Reads at most `limit` bytes within `timeout`, each byte counted against `budget` until
+/// the returned permit is dropped. A larger body is read on and discarded (up to 16 ×
+/// `limit`, within the same timeout) so the sender gets its 413 instead of a broken pipe.
+/// A body that ends early (fewer bytes than its `Content-Length`) is never returned.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+    budget: &Arc<Semaphore>,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), BodyError> {
     use tokio_stream::StreamExt;
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
     let mut total = 0usize;
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let drain_cap = limit.saturating_mul(16);
     let read = async {
-        while let Some(Ok(chunk)) = stream.next().await {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Incomplete(e.to_string()))?;
             total += chunk.len();
             if total <= limit {
+                let n = u32::try_from(chunk.len()).map_err(|_| BodyError::TooLarge(total))?;
+                let permit = budget.clone().try_acquire_many_owned(n).map_err(|_| BodyError::Busy)?;
+                match held.as_mut() {
+                    Some(h) => h.merge(permit),
+                    None => held = Some(permit),
+                }
                 buf.extend_from_slice(&chunk);
             } else if total > drain_cap {
                 break;
             }
         }
+        Ok(())
     };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), read).await;
-    if total > limit { Err(total) } else { Ok(buf) }
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Err(e)) => Err(e),
+        _ if total > limit => Err(BodyError::TooLarge(total)),
+        Err(_) => Err(BodyError::TimedOut(total)),
+        Ok(Ok(())) => Ok((buf, held)),
+    }
 }
 
 fn refuse(status: StatusCode, reason: String) -> Response {

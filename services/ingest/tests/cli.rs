@@ -39,7 +39,7 @@ fn unreadable_or_invalid_key_and_bad_addresses_exit_78() {
 }
 
 #[test]
-fn bad_connectivity_settings_exit_78_naming_the_variable() {
+fn bad_connectivity_listener_and_outbox_settings_exit_78_naming_the_variable() {
     use rsa::pkcs8::{EncodePublicKey, LineEnding};
     let dir = tempfile::tempdir().unwrap();
     let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
@@ -57,6 +57,14 @@ fn bad_connectivity_settings_exit_78_naming_the_variable() {
         ("INGEST_PUB_ADDR", "localhost"),
         ("PRINT_PUB_ADDR", "tcp://127.0.0.1:5561"),
         ("BUS_STALE_MS", "500"),
+        ("INGEST_HTTP_MAX_CONNECTIONS", "0"),
+        ("INGEST_HTTP_MAX_CONNECTIONS", "100000000"),
+        ("INGEST_HTTP_HEADER_TIMEOUT_MS", "0"),
+        ("INGEST_HTTP_BODY_TIMEOUT_MS", "slow"),
+        ("INGEST_HTTP_IDLE_TIMEOUT_MS", "99999999"),
+        ("INGEST_HTTP_BODY_BUDGET_BYTES", "10"),
+        ("INGEST_OUTBOX_DEAD_AFTER", "0"),
+        ("INGEST_OUTBOX_DEAD_AFTER", "many"),
     ] {
         let (code, err) = run(&[("WIX_WEBHOOK_PUBLIC_KEY_FILE", key), (var, value)]);
         assert_eq!(code, 78, "{var}={value}: {err}");
