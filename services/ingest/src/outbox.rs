@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use wixprint_shared::auth::{ClientAuth, Secret};
 use wixprint_shared::backoff::Backoff;
 use wixprint_shared::proto::print::print_service_client::PrintServiceClient;
 use wixprint_shared::time::now_ms;
@@ -67,7 +69,7 @@ impl Pace {
 
 pub struct Forwarder {
     pub store: Store,
-    pub client: PrintServiceClient<Channel>,
+    pub client: SubmitClient,
     /// A new row is waiting: ends an idle wait (not a backoff).
     pub wake: Arc<Notify>,
     /// wix-print is back: ends any wait, resets the backoff, makes pending rows due now.
@@ -81,14 +83,17 @@ pub struct Forwarder {
 /// Longest idle wait: a new row or a flush ends it sooner.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
+/// wix-print's `PrintService`, with the submit token (`PRINT_SUBMIT_TOKEN_FILE`) on every call.
+pub type SubmitClient = PrintServiceClient<InterceptedService<Channel, ClientAuth>>;
+
 impl Forwarder {
     /// A lazily connecting client: creating it never waits for wix-print.
-    pub fn client(url: &str, rpc_timeout: Duration) -> anyhow::Result<PrintServiceClient<Channel>> {
+    pub fn client(url: &str, rpc_timeout: Duration, token: Option<&Secret>) -> anyhow::Result<SubmitClient> {
         let channel = Channel::from_shared(url.to_owned())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(rpc_timeout)
             .connect_lazy();
-        Ok(PrintServiceClient::new(channel))
+        Ok(PrintServiceClient::with_interceptor(channel, ClientAuth::new(token)))
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {

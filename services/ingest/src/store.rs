@@ -88,6 +88,14 @@ CREATE INDEX held_events_order ON held_events(order_id, sequence);
 CREATE INDEX held_events_release ON held_events(release_ms);
 "#,
     connectivity::CONNECTIVITY_MIGRATION,
+    r#"
+CREATE TABLE local_requests (
+    request_id  TEXT PRIMARY KEY,
+    order_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// What storing a webhook did.
@@ -365,9 +373,28 @@ impl Store {
     }
 
     /// Stores a phone order as version 1 with the next number of `day` (`L-<day>-<n>`).
-    pub async fn record_local_order(&self, mut order: Order, day: String) -> anyhow::Result<(String, i64)> {
+    /// With a `request_id` seen before, stores nothing and returns the order that request
+    /// stored (a retried call never makes a second order).
+    pub async fn record_local_order(
+        &self,
+        mut order: Order,
+        day: String,
+        request_id: Option<String>,
+    ) -> anyhow::Result<(String, i64)> {
         self.db
             .write(move |tx| {
+                if let Some(rid) = &request_id {
+                    let earlier: Option<(String, i64)> = tx
+                        .query_row(
+                            "SELECT order_id, version FROM local_requests WHERE request_id = ?1",
+                            params![rid],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some(earlier) = earlier {
+                        return Ok(earlier);
+                    }
+                }
                 let n: i64 = tx.row(
                     "INSERT INTO local_counters (day, n) VALUES (?1, 1)
                      ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n",
@@ -379,7 +406,15 @@ impl Store {
                 order.number = id.clone();
                 order.source = OrderSource::Local as i32;
                 match upsert_order(tx, order, now_ms())? {
-                    Recorded::Applied { version, .. } => Ok((id, version)),
+                    Recorded::Applied { version, .. } => {
+                        if let Some(rid) = &request_id {
+                            tx.exec(
+                                "INSERT INTO local_requests (request_id, order_id, version, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                                params![rid, id, version, now_ms()],
+                            )?;
+                        }
+                        Ok((id, version))
+                    }
                     other => anyhow::bail!("local order {id} was not stored as new: {other:?}"),
                 }
             })
@@ -718,6 +753,31 @@ fn release_held(tx: &Connection, order_id: &str, now: i64, all: bool) -> anyhow:
     Ok(applied)
 }
 
+/// The largest `entityEventSequence` that fits in a version's last three digits.
+const SEQUENCE_SLOTS: i64 = 1000;
+
+/// The version number wix-print keys `(order_id, version)` on. For Wix orders it is derived
+/// from Wix's own ordering, so it means the same after ingest.db is lost and rebuilt:
+/// `updatedDate` in milliseconds × 1000 + `entityEventSequence` (capped at 999; 0 when the
+/// search API carries none). Wix moves `updatedDate` on every change and the sequence breaks
+/// ties within one millisecond, so a later state of an order always has a larger version,
+/// whichever way (webhook or sync) it arrived. Only if Wix's own two orders disagreed would the
+/// derived number not grow; then it is `previous + 1`, never a step back. An order without
+/// `updatedDate` falls back to its sequence. Local (phone) orders keep their own scheme: version
+/// 1, then `previous + 1`.
+pub fn next_version(source: i32, updated_ms: i64, sequence: i64, previous: Option<i64>) -> i64 {
+    let floor = previous.map_or(1, |p| p.saturating_add(1));
+    if source == OrderSource::Local as i32 {
+        return floor;
+    }
+    let derived = if updated_ms > 0 {
+        updated_ms.min(i64::MAX / SEQUENCE_SLOTS - 1) * SEQUENCE_SLOTS + sequence.clamp(0, SEQUENCE_SLOTS - 1)
+    } else {
+        sequence.max(0)
+    };
+    derived.max(floor)
+}
+
 /// Stores `order` as the next version unless it is older than (or identical to) what we have.
 fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recorded> {
     let updated_ms = order.updated_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(0);
@@ -732,7 +792,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
         )
         .optional()?;
     let version = match existing {
-        None => 1,
+        None => next_version(order.source, updated_ms, sequence, None),
         Some((version, old_seq, old_updated, old_pb)) => {
             // Wix's per-entity sequence orders events exactly; without it, updatedDate does.
             // Wix's per-entity sequence orders events exactly. Without it on both sides (the
@@ -746,7 +806,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
             if stale {
                 return Ok(Recorded::Stale { order_id: order.id });
             }
-            version + 1
+            next_version(order.source, updated_ms, sequence, Some(version))
         }
     };
     tx.exec(
