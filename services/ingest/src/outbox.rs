@@ -152,8 +152,15 @@ impl Forwarder {
                     }
                     Err(status) => {
                         let delay = pace.failed(&self.backoff);
-                        tracing::warn!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
-                            retry_in_ms = delay.as_millis() as u64, error = %status.message(), "wix-print unavailable; will retry");
+                        if status.code() == tonic::Code::Unauthenticated {
+                            // A configuration error the operator must fix; kept pending, retried.
+                            tracing::error!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
+                                retry_in_ms = delay.as_millis() as u64, error = %status.message(),
+                                "wix-print refused the submit token (PRINT_SUBMIT_TOKEN_FILE); will retry");
+                        } else {
+                            tracing::warn!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
+                                retry_in_ms = delay.as_millis() as u64, error = %status.message(), "wix-print unavailable; will retry");
+                        }
                         let r = self
                             .store
                             .mark_failed(
