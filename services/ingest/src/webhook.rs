@@ -60,7 +60,7 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
         Err(WebhookError::BadRequest(reason)) => return refuse(&state, StatusCode::BAD_REQUEST, reason),
     };
     // Signed by Wix for this app, but possibly for another site (app instance): not ours.
-    if !state.instance_ids.is_empty() && !state.instance_ids.iter().any(|id| *id == event.instance_id) {
+    if !state.instance_ids.is_empty() && !state.instance_ids.contains(&event.instance_id) {
         let reason = format!("app instance {:?} is not in WIX_INSTANCE_ID", event.instance_id);
         return refuse(&state, StatusCode::UNAUTHORIZED, reason);
     }
