@@ -340,16 +340,17 @@ async fn a_rebuilt_ingest_db_keeps_the_meaning_of_versions() {
         let _ = std::fs::remove_file(stack.dir.path().join(format!("ingest.db{suffix}")));
     }
     stack.ingest.start().await.unwrap();
-    // Wix redelivers the created event (new event id: the old one is forgotten anyway).
-    let mut again = fixture(CREATED);
-    again["id"] = json!("a0a0a0a0-0000-4000-8000-00000000a0a0");
-    stack.send_event(&again).await.unwrap();
-    settle(&stack, 3).await;
-
+    // The rebuilt wix-ingest first hears of the order through its next event: it is not
+    // version 1 (which wix-print already has, so it would be a duplicate and never print).
     stack.send_event(&fixture(UPDATED)).await.unwrap();
     let t = tickets(&stack, 4).await;
     settle(&stack, 4).await;
     assert!(t[3].text.contains("ÄNDERUNG") && t[3].text.contains("Som Tam 3 -> 4"), "change slip:\n{}", t[3].text);
+    // Wix then redelivers the created event (a retry): older, nothing prints.
+    let mut again = fixture(CREATED);
+    again["id"] = json!("a0a0a0a0-0000-4000-8000-00000000a0a0");
+    stack.send_event(&again).await.unwrap();
+    settle(&stack, 4).await;
     let kinds: Vec<String> = stack.jobs().await.unwrap().into_iter().map(|j| j.kind).collect();
     assert_eq!(kinds, ["ticket", "ticket", "ticket", "change"]);
 }

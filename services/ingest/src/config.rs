@@ -385,6 +385,17 @@ mod tests {
     }
 
     #[test]
+    fn instance_ids_and_the_loopback_rule_for_tokens() {
+        let ids = instance_ids(&source(&[("WIX_INSTANCE_ID", " a-1 , b-2 ,")])).unwrap();
+        assert_eq!(ids, ["a-1", "b-2"]);
+        assert!(instance_ids(&source(&[])).unwrap().is_empty());
+        let err = instance_ids(&source(&[("WIX_INSTANCE_ID", "a b")])).unwrap_err().to_string();
+        assert!(err.contains("WIX_INSTANCE_ID"), "{err}");
+        let err = instance_ids(&source(&[("WIX_INSTANCE_ID", " , ")])).unwrap_err().to_string();
+        assert!(err.contains("WIX_INSTANCE_ID"), "{err}");
+    }
+
+    #[test]
     fn connectivity_defaults() {
         let src = source(&[]);
         let internet = internet_settings(&src).unwrap();

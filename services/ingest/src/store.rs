@@ -831,6 +831,43 @@ mod tests {
     const HOUR_MS: i64 = 3_600_000;
 
     #[test]
+    fn versions_follow_wix_and_never_step_back() {
+        let wix = OrderSource::WixWebhook as i32;
+        let t = 1_758_736_405_532;
+        // Derived from Wix alone: the same with or without a previous version (a rebuilt db).
+        assert_eq!(next_version(wix, t, 1, None), t * 1000 + 1);
+        assert_eq!(next_version(wix, t, 2, Some(t * 1000 + 1)), t * 1000 + 2);
+        // The sync (no sequence) then a webhook of the same moment: still newer.
+        assert_eq!(next_version(OrderSource::WixSync as i32, t, 0, None), t * 1000);
+        assert_eq!(next_version(wix, t + 5, 3, Some(t * 1000)), (t + 5) * 1000 + 3);
+        // Wix's two orders disagreeing: one more than before, never a step back.
+        assert_eq!(next_version(wix, t - 10, 4, Some(t * 1000 + 3)), t * 1000 + 4);
+        // No updatedDate: the sequence; nothing at all: a counter.
+        assert_eq!(next_version(wix, 0, 7, None), 7);
+        assert_eq!(next_version(wix, 0, 0, None), 1);
+        assert_eq!(next_version(wix, i64::MAX, 999_999, None), (i64::MAX / 1000 - 1) * 1000 + 999);
+        // Phone orders keep their own scheme.
+        assert_eq!(next_version(OrderSource::Local as i32, t, 0, None), 1);
+        assert_eq!(next_version(OrderSource::Local as i32, t, 0, Some(1)), 2);
+    }
+
+    #[tokio::test]
+    async fn a_local_order_retried_with_its_request_id_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
+        let order = || Order { line_items: vec![Default::default()], ..Default::default() };
+        let first = store.record_local_order(order(), "20260101".into(), Some("r-1".into())).await.unwrap();
+        let retry = store.record_local_order(order(), "20260101".into(), Some("r-1".into())).await.unwrap();
+        let other = store.record_local_order(order(), "20260101".into(), Some("r-2".into())).await.unwrap();
+        let plain = store.record_local_order(order(), "20260101".into(), None).await.unwrap();
+        assert_eq!(first, ("L-20260101-1".to_owned(), 1));
+        assert_eq!(retry, first);
+        assert_eq!(other.0, "L-20260101-2");
+        assert_eq!(plain.0, "L-20260101-3");
+        assert_eq!(store.counts().await.unwrap().outbox_pending, 3);
+    }
+
+    #[test]
     fn a_stored_release_time_is_a_hint_clamped_to_the_window() {
         let now = Instant::now();
         let window = Duration::from_secs(2);

@@ -590,6 +590,27 @@ mod tests {
     }
 
     #[test]
+    fn tokens_are_required_off_loopback_and_read_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).unwrap();
+            dir.path().join(name).display().to_string()
+        };
+        let (admin, submit) = (file("a", "admin-token-0123456789\n"), file("s", " submit-token-0123456789 "));
+        let url = ("PRINTER_URL", "tcp://10.0.0.5:9100");
+        let open = config(&[url]).unwrap();
+        assert!(open.admin_token.is_none() && open.submit_token.is_none(), "loopback may run open");
+        let lan = ("PRINT_GRPC_ADDR", "0.0.0.0:50052");
+        assert!(err(&[url, lan]).contains("PRINT_ADMIN_TOKEN_FILE"));
+        assert!(err(&[url, lan, ("PRINT_ADMIN_TOKEN_FILE", &admin)]).contains("PRINT_SUBMIT_TOKEN_FILE"));
+        let c = config(&[url, lan, ("PRINT_ADMIN_TOKEN_FILE", &admin), ("PRINT_SUBMIT_TOKEN_FILE", &submit)]).unwrap();
+        assert!(c.submit_token.unwrap().matches(b"submit-token-0123456789"));
+        assert!(!format!("{:?}", c.admin_token).contains("admin-token"), "a token in Debug output");
+        let empty = file("e", "\n");
+        assert!(err(&[url, ("PRINT_ADMIN_TOKEN_FILE", &empty)]).contains("PRINT_ADMIN_TOKEN_FILE"));
+    }
+
+    #[test]
     fn confirm_mode_defaults_to_auto_and_keeps_the_fixed_modes() {
         let url = ("PRINTER_URL", "tcp://10.0.0.5:9100");
         assert_eq!(config(&[url]).unwrap().confirm_mode, ConfirmMode::Auto);
