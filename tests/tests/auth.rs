@@ -321,6 +321,11 @@ async fn a_retried_local_order_is_one_order() {
     assert_ne!(other.id, first.id);
     tickets(&stack, 6).await;
     settle(&stack, 6).await;
+    let mut changed = req("phone-7f3a");
+    changed.order.as_mut().unwrap().buyer_note = "a different order".into();
+    let err = ingest.submit_local_order(changed).await.unwrap_err();
+    assert!(err.code() == Code::AlreadyExists && err.message().contains("phone-7f3a"), "{err:?}");
+    settle(&stack, 6).await;
     let err = ingest.submit_local_order(req("has spaces")).await.unwrap_err();
     assert!(err.code() == Code::InvalidArgument && err.message().contains("client_request_id"), "{err:?}");
 }

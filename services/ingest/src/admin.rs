@@ -219,7 +219,12 @@ impl IngestAdmin for Admin {
         let order = req.order.ok_or_else(|| Status::invalid_argument("order is required"))?;
         let order = local_order(order)?;
         let day = jiff::Timestamp::now().to_zoned(self.time_zone.clone()).strftime("%Y%m%d").to_string();
-        let (id, version) = self.store.record_local_order(order, day, request_id).await.map_err(internal)?;
+        let (id, version) = self.store.record_local_order(order, day, request_id).await.map_err(|e| {
+            match e.downcast_ref::<store::RequestIdReused>() {
+                Some(reused) => Status::already_exists(reused.to_string()),
+                None => internal(e),
+            }
+        })?;
         self.outbox_wake.notify_one();
         tracing::info!(order_id = %id, "local order stored");
         Ok(Response::new(SubmitLocalOrderResponse { number: id.clone(), id, version }))

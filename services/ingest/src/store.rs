@@ -384,15 +384,20 @@ impl Store {
         self.db
             .write(move |tx| {
                 if let Some(rid) = &request_id {
-                    let earlier: Option<(String, i64)> = tx
+                    let earlier: Option<(String, i64, Vec<u8>)> = tx
                         .query_row(
-                            "SELECT order_id, version FROM local_requests WHERE request_id = ?1",
+                            "SELECT r.order_id, r.version, o.order_pb FROM local_requests r
+                             JOIN orders o ON o.order_id = r.order_id WHERE r.request_id = ?1",
                             params![rid],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                         )
                         .optional()?;
-                    if let Some(earlier) = earlier {
-                        return Ok(earlier);
+                    if let Some((id, version, pb)) = earlier {
+                        let stored = Order::decode(pb.as_slice()).context("stored local order is undecodable")?;
+                        if local_content(stored) != local_content(order) {
+                            return Err(RequestIdReused { request_id: rid.clone(), order_id: id }.into());
+                        }
+                        return Ok((id, version));
                     }
                 }
                 let n: i64 = tx.row(
@@ -753,6 +758,24 @@ fn release_held(tx: &Connection, order_id: &str, now: i64, all: bool) -> anyhow:
     Ok(applied)
 }
 
+/// A `client_request_id` used before for a different phone order.
+#[derive(Debug, thiserror::Error)]
+#[error("client_request_id {request_id:?} was used for order {order_id} with different content")]
+pub struct RequestIdReused {
+    pub request_id: String,
+    pub order_id: String,
+}
+
+/// What a phone order says, without what the service assigns (id, number, source, times).
+fn local_content(mut o: Order) -> Vec<u8> {
+    o.id.clear();
+    o.number.clear();
+    o.source = 0;
+    o.created_at = None;
+    o.updated_at = None;
+    o.encode_to_vec()
+}
+
 /// The largest `entityEventSequence` that fits in a version's last three digits.
 const SEQUENCE_SLOTS: i64 = 1000;
 
@@ -865,6 +888,10 @@ mod tests {
         assert_eq!(other.0, "L-20260101-2");
         assert_eq!(plain.0, "L-20260101-3");
         assert_eq!(store.counts().await.unwrap().outbox_pending, 3);
+        let mut changed = order();
+        changed.buyer_note = "another order".into();
+        let err = store.record_local_order(changed, "20260101".into(), Some("r-1".into())).await.unwrap_err();
+        assert!(err.downcast_ref::<RequestIdReused>().is_some(), "{err:#}");
     }
 
     #[test]
