@@ -1,7 +1,8 @@
 //! `POST /webhooks/wix`: the only door Wix knocks on.
 //!
 //! Order of work, each step a reason to refuse: size (413) → verify and unwrap (401/400) →
-//! commit (503 on failure) → 200. A refusal stores nothing; a 200 means the order is on disk.
+//! app instance (`WIX_INSTANCE_ID`, 401) → commit (503 on failure) → 200. Refusals a forger can
+//! provoke (4xx) are logged at a bounded rate. A refusal stores nothing; a 200 means the order is on disk.
 
 use std::sync::Arc;
 
@@ -61,7 +62,8 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
     };
     // Signed by Wix for this app, but possibly for another site (app instance): not ours.
     if !state.instance_ids.is_empty() && !state.instance_ids.contains(&event.instance_id) {
-        let reason = format!("app instance {:?} is not in WIX_INSTANCE_ID", event.instance_id);
+        let shown: String = event.instance_id.chars().take(100).collect();
+        let reason = format!("app instance {shown:?} is not in WIX_INSTANCE_ID");
         return refuse(&state, StatusCode::UNAUTHORIZED, reason);
     }
     let verified = started.elapsed();
