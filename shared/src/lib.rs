@@ -7,6 +7,7 @@
 //! Must never: know Wix JSON, know receipt layouts, or open another service's database.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod backoff;
 pub mod bus;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod logging;
 pub mod money;
 pub mod notify;
 pub mod proto;
+pub mod ratelimit;
 pub mod retention;
 pub mod shutdown;
 pub mod time;

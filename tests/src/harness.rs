@@ -8,6 +8,10 @@
 //! and its own "internet": a local TCP listener that wix-ingest's internet monitor probes,
 //! which a test can cut and restore ([`Stack::cut_internet`], [`Stack::restore_internet`]).
 //!
+//! Tokens: by default both services run with their bearer tokens (`INGEST_ADMIN_TOKEN_FILE`,
+//! `PRINT_ADMIN_TOKEN_FILE`, `PRINT_SUBMIT_TOKEN_FILE`, files in the stack's directory), and the
+//! harness's admin clients send them; [`StackOptions::without_tokens`] runs both open (loopback).
+//!
 //! A moveable wall clock: [`StackOptions::fake_clock`] starts the named services under
 //! libfaketime (Debian package `faketime`, installed by `scripts/install-deps.sh`) with the
 //! monotonic clock left real, and [`Stack::step_clock`] steps their wall clock at run time, as
@@ -23,7 +27,11 @@ use anyhow::{Context, bail};
 use tokio::net::{TcpListener, UnixDatagram};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use wixprint_shared::auth::{ClientAuth, Secret};
+use wixprint_shared::proto::print::print_service_client::PrintServiceClient;
 
 use wixprint_shared::proto::ingest::ingest_admin_client::IngestAdminClient;
 use wixprint_shared::proto::print::print_admin_client::PrintAdminClient;
@@ -358,9 +366,36 @@ impl Service {
     }
 }
 
+/// An admin or submit client of the stack, sending its token when the stack has tokens.
+pub type IngestAdmin = IngestAdminClient<InterceptedService<Channel, ClientAuth>>;
+pub type PrintAdmin = PrintAdminClient<InterceptedService<Channel, ClientAuth>>;
+pub type PrintSubmit = PrintServiceClient<InterceptedService<Channel, ClientAuth>>;
+
+/// The three bearer tokens of a stack (each also in a file in the stack's directory).
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub ingest_admin: String,
+    pub print_admin: String,
+    pub submit: String,
+}
+
+impl Tokens {
+    fn generate() -> Tokens {
+        let token = |what: &str| format!("{what}-{:032x}", rand::random::<u128>());
+        Tokens { ingest_admin: token("ingest-admin"), print_admin: token("print-admin"), submit: token("submit") }
+    }
+}
+
+/// A client that sends `authorization: Bearer <token>` (none when `token` is `None`).
+pub fn client_auth(token: Option<&str>) -> ClientAuth {
+    ClientAuth::new(token.map(|t| Secret::new(t).expect("a valid test token")).as_ref())
+}
+
 /// Options for [`Stack::start`].
 #[derive(Default, Clone)]
 pub struct StackOptions {
+    /// Run both services without tokens (open gRPC on loopback).
+    pub no_tokens: bool,
     /// Extra environment for wix-print.
     pub print_env: Vec<(String, String)>,
     /// Extra environment for wix-ingest.
@@ -383,6 +418,11 @@ impl StackOptions {
     }
     pub fn ingest_env(mut self, k: &str, v: impl Into<String>) -> Self {
         self.ingest_env.push((k.into(), v.into()));
+        self
+    }
+    /// Both services without tokens: their gRPC services are open (loopback only).
+    pub fn without_tokens(mut self) -> Self {
+        self.no_tokens = true;
         self
     }
     pub fn print_stopped(mut self) -> Self {
@@ -424,6 +464,8 @@ pub struct Stack {
     pub internet: FakeInternet,
     /// The wall clock of the services in [`StackOptions::fake_clock`], if any.
     pub clock: Option<FakeClock>,
+    /// The bearer tokens both services run with (`None` with [`StackOptions::without_tokens`]).
+    pub tokens: Option<Tokens>,
     http: reqwest::Client,
 }
 
@@ -494,6 +536,25 @@ impl Stack {
         }
         ienv.extend(opts.ingest_env);
 
+        let tokens = (!opts.no_tokens).then(Tokens::generate);
+        if let Some(t) = &tokens {
+            let write = |name: &str, token: &str| -> anyhow::Result<String> {
+                let path = dir.path().join(name);
+                // Trailing newline on purpose: token files are trimmed.
+                std::fs::write(&path, format!("{token}\n"))?;
+                Ok(path.display().to_string())
+            };
+            let (ingest_admin, print_admin, submit) = (
+                write("ingest-admin.token", &t.ingest_admin)?,
+                write("print-admin.token", &t.print_admin)?,
+                write("print-submit.token", &t.submit)?,
+            );
+            // Explicit test settings win (`or_insert`).
+            ienv.entry("INGEST_ADMIN_TOKEN_FILE".into()).or_insert(ingest_admin);
+            ienv.entry("PRINT_SUBMIT_TOKEN_FILE".into()).or_insert(submit.clone());
+            penv.entry("PRINT_ADMIN_TOKEN_FILE".into()).or_insert(print_admin);
+            penv.entry("PRINT_SUBMIT_TOKEN_FILE".into()).or_insert(submit);
+        }
         let clock = if opts.fake_clock.is_empty() { None } else { Some(FakeClock::new(dir.path())?) };
         if let Some(clock) = &clock {
             for (name, env) in [("wix-print", &mut penv), ("wix-ingest", &mut ienv)] {
@@ -524,6 +585,7 @@ impl Stack {
             print_pub_addr,
             internet,
             clock,
+            tokens,
             http: reqwest::Client::new(),
         })
     }
@@ -561,12 +623,36 @@ impl Stack {
         Ok(body)
     }
 
-    pub async fn print_admin(&self) -> anyhow::Result<PrintAdminClient<Channel>> {
-        Ok(PrintAdminClient::connect(format!("http://{}", self.print_grpc)).await?)
+    /// A connected channel to `addr` (`host:port`).
+    pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
+        Ok(Channel::from_shared(format!("http://{addr}"))?.connect().await?)
     }
 
-    pub async fn ingest_admin(&self) -> anyhow::Result<IngestAdminClient<Channel>> {
-        Ok(IngestAdminClient::connect(format!("http://{}", self.ingest_grpc)).await?)
+    /// wix-print's admin service, with the stack's admin token.
+    pub async fn print_admin(&self) -> anyhow::Result<PrintAdmin> {
+        let token = self.tokens.as_ref().map(|t| t.print_admin.as_str());
+        Ok(PrintAdminClient::with_interceptor(Self::channel(&self.print_grpc).await?, client_auth(token)))
+    }
+
+    /// wix-ingest's admin service, with the stack's admin token.
+    pub async fn ingest_admin(&self) -> anyhow::Result<IngestAdmin> {
+        let token = self.tokens.as_ref().map(|t| t.ingest_admin.as_str());
+        Ok(IngestAdminClient::with_interceptor(Self::channel(&self.ingest_grpc).await?, client_auth(token)))
+    }
+
+    /// wix-print's `PrintService` as wix-ingest calls it, with the submit token.
+    pub async fn print_submit(&self) -> anyhow::Result<PrintSubmit> {
+        let token = self.tokens.as_ref().map(|t| t.submit.as_str());
+        Ok(PrintServiceClient::with_interceptor(Self::channel(&self.print_grpc).await?, client_auth(token)))
+    }
+
+    /// grpcurl's `-H` arguments for `service` ("ingest" or "print" admin), empty without tokens.
+    pub fn grpcurl_auth(&self, service: &str) -> Vec<String> {
+        match (&self.tokens, service) {
+            (Some(t), "ingest") => vec!["-H".into(), format!("authorization: Bearer {}", t.ingest_admin)],
+            (Some(t), _) => vec!["-H".into(), format!("authorization: Bearer {}", t.print_admin)],
+            (None, _) => Vec::new(),
+        }
     }
 
     /// Jobs in wix-print (all states).

@@ -9,7 +9,6 @@
 use std::time::{Duration, Instant};
 
 use wixprint_shared::proto::order::{Fulfillment, LineItem, Order, PriceSummary};
-use wixprint_shared::proto::print::print_service_client::PrintServiceClient;
 use wixprint_shared::proto::print::{GetStatusRequest, SubmitOrderRequest};
 use wixprint_tests::harness::{Stack, StackOptions};
 
@@ -37,7 +36,7 @@ fn order(id: &str) -> Order {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_order_refuses_what_the_webhook_refuses_and_stores_nothing() {
     let stack = Stack::start(StackOptions::default()).await.unwrap();
-    let mut client = PrintServiceClient::connect(format!("http://{}", stack.print_grpc)).await.unwrap();
+    let mut client = stack.print_submit().await.unwrap();
     let with = |f: &dyn Fn(&mut Order)| {
         let mut o = order("bad-1");
         f(&mut o);

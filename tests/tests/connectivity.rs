@@ -7,9 +7,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tonic::transport::Channel;
 use wixprint_shared::proto::events::ConnectivityEvent;
-use wixprint_shared::proto::ingest::ingest_admin_client::IngestAdminClient;
 use wixprint_shared::proto::ingest::{
     CheckConnectivityRequest, GetConnectivityRequest, GetConnectivityResponse, GetStatusRequest,
     ListConnectivityEventsRequest,
@@ -29,7 +27,7 @@ async fn stack(opts: StackOptions) -> Stack {
     Stack::start(opts).await.expect("stack starts")
 }
 
-async fn connectivity(ingest: &mut IngestAdminClient<Channel>) -> anyhow::Result<GetConnectivityResponse> {
+async fn connectivity(ingest: &mut wixprint_tests::harness::IngestAdmin) -> anyhow::Result<GetConnectivityResponse> {
     Ok(ingest.get_connectivity(GetConnectivityRequest {}).await?.into_inner())
 }
 
@@ -61,12 +59,12 @@ async fn wait_connectivity(
     (took, connectivity(&mut ingest.clone()).await.unwrap())
 }
 
-async fn internet_events(ingest: &mut IngestAdminClient<Channel>) -> Vec<ConnectivityEvent> {
+async fn internet_events(ingest: &mut wixprint_tests::harness::IngestAdmin) -> Vec<ConnectivityEvent> {
     let req = ListConnectivityEventsRequest { kind: "internet".into(), name: "internet".into(), limit: 10 };
     ingest.list_connectivity_events(req).await.unwrap().into_inner().events
 }
 
-async fn sync_runs(ingest: &mut IngestAdminClient<Channel>) -> anyhow::Result<(u64, String)> {
+async fn sync_runs(ingest: &mut wixprint_tests::harness::IngestAdmin) -> anyhow::Result<(u64, String)> {
     let sync = ingest.get_status(GetStatusRequest {}).await?.into_inner().sync.unwrap_or_default();
     Ok((sync.runs, sync.state))
 }

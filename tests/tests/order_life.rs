@@ -141,10 +141,16 @@ async fn local_phone_orders_are_numbered_per_day_and_print_like_wix_orders() {
         }),
         ..Default::default()
     };
-    let first =
-        ingest.submit_local_order(SubmitLocalOrderRequest { order: Some(order.clone()) }).await.unwrap().into_inner();
-    let second =
-        ingest.submit_local_order(SubmitLocalOrderRequest { order: Some(order.clone()) }).await.unwrap().into_inner();
+    let first = ingest
+        .submit_local_order(SubmitLocalOrderRequest { order: Some(order.clone()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let second = ingest
+        .submit_local_order(SubmitLocalOrderRequest { order: Some(order.clone()), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
     let today = jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::get("Europe/Zurich").unwrap())
         .strftime("%Y%m%d")
@@ -192,7 +198,10 @@ async fn local_phone_orders_are_numbered_per_day_and_print_like_wix_orders() {
             },
         ),
     ] {
-        let err = ingest.submit_local_order(SubmitLocalOrderRequest { order: Some(bad) }).await.unwrap_err();
+        let err = ingest
+            .submit_local_order(SubmitLocalOrderRequest { order: Some(bad), ..Default::default() })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
         assert!(err.message().contains("line_items"), "{what}: {}", err.message());
     }

@@ -42,7 +42,13 @@ impl PrintService for Proxy {
             return Err(Status::unavailable("print.db is busy (refused by the test proxy)"));
         }
         let mut upstream = self.upstream.get().ok_or_else(|| Status::internal("test proxy has no upstream"))?.clone();
-        upstream.submit_order(req.into_inner()).await
+        // Pass wix-ingest's submit token on: the proxy is transparent.
+        let auth = req.metadata().get("authorization").cloned();
+        let mut forwarded = Request::new(req.into_inner());
+        if let Some(auth) = auth {
+            forwarded.metadata_mut().insert("authorization", auth);
+        }
+        upstream.submit_order(forwarded).await
     }
 }
 

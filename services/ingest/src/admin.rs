@@ -155,6 +155,23 @@ fn local_order(mut o: Order) -> Result<Order, Status> {
     Ok(o)
 }
 
+/// Longest `client_request_id`.
+const MAX_REQUEST_ID: usize = 100;
+
+/// `client_request_id`: optional; printable ASCII, at most [`MAX_REQUEST_ID`] characters.
+fn request_id(raw: &str) -> Result<Option<String>, Status> {
+    let id = raw.trim();
+    if id.is_empty() {
+        return Ok(None);
+    }
+    if id.len() > MAX_REQUEST_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Status::invalid_argument(format!(
+            "client_request_id must be at most {MAX_REQUEST_ID} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(Some(id.to_owned()))
+}
+
 fn internal(e: anyhow::Error) -> Status {
     Status::internal(format!("{e:#}"))
 }
@@ -199,10 +216,17 @@ impl IngestAdmin for Admin {
         &self,
         req: Request<SubmitLocalOrderRequest>,
     ) -> Result<Response<SubmitLocalOrderResponse>, Status> {
-        let order = req.into_inner().order.ok_or_else(|| Status::invalid_argument("order is required"))?;
+        let req = req.into_inner();
+        let request_id = request_id(&req.client_request_id)?;
+        let order = req.order.ok_or_else(|| Status::invalid_argument("order is required"))?;
         let order = local_order(order)?;
         let day = jiff::Timestamp::now().to_zoned(self.time_zone.clone()).strftime("%Y%m%d").to_string();
-        let (id, version) = self.store.record_local_order(order, day).await.map_err(internal)?;
+        let (id, version) = self.store.record_local_order(order, day, request_id).await.map_err(|e| {
+            match e.downcast_ref::<store::RequestIdReused>() {
+                Some(reused) => Status::already_exists(reused.to_string()),
+                None => internal(e),
+            }
+        })?;
         self.outbox_wake.notify_one();
         tracing::info!(order_id = %id, "local order stored");
         Ok(Response::new(SubmitLocalOrderResponse { number: id.clone(), id, version }))

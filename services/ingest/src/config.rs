@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wixprint_shared::auth::{self, Secret};
 use wixprint_shared::backoff::Backoff;
 use wixprint_shared::bus::{self, BusConfig};
 use wixprint_shared::config::{ConfigError, Key, Source};
@@ -12,6 +13,21 @@ use wixprint_shared::config::{ConfigError, Key, Source};
 pub static KEYS: &[Key] = &[
     Key { name: "http_addr", env: "INGEST_HTTP_ADDR", help: "webhook listener (default 0.0.0.0:8080)" },
     Key { name: "grpc_addr", env: "INGEST_GRPC_ADDR", help: "admin gRPC listener (default 127.0.0.1:50051)" },
+    Key {
+        name: "admin_token_file",
+        env: "INGEST_ADMIN_TOKEN_FILE",
+        help: "bearer token of IngestAdmin (required unless INGEST_GRPC_ADDR is loopback; %d/<name> = systemd credential)",
+    },
+    Key {
+        name: "print_submit_token_file",
+        env: "PRINT_SUBMIT_TOKEN_FILE",
+        help: "bearer token sent with SubmitOrder to wix-print (required unless PRINT_SERVICE_URL is loopback)",
+    },
+    Key {
+        name: "wix_instance_id",
+        env: "WIX_INSTANCE_ID",
+        help: "comma-separated Wix app instance ids accepted; webhooks of other instances get 401 (default: any)",
+    },
     Key { name: "db_path", env: "INGEST_DB_PATH", help: "SQLite file (default ./ingest.db)" },
     Key {
         name: "webhook_public_key_file",
@@ -174,6 +190,12 @@ pub struct Config {
     pub webhook_public_key_pem: Vec<u8>,
     pub webhook_public_key_file: PathBuf,
     pub print_service_url: String,
+    /// Bearer token of `IngestAdmin`; `None` (open) only on a loopback `grpc_addr`.
+    pub admin_token: Option<Secret>,
+    /// Bearer token sent with `SubmitOrder`; `None` only for a loopback `print_service_url`.
+    pub submit_token: Option<Secret>,
+    /// Wix app instance ids whose webhooks are accepted; empty = any.
+    pub wix_instance_ids: Vec<String>,
     pub max_body_bytes: usize,
     /// The webhook listener's timeouts, connection cap and body budget.
     pub listener: crate::listener::Limits,
@@ -276,13 +298,35 @@ impl Config {
         let listener = listener_limits(src, max_body_bytes, nofile_soft_limit())?;
         let internet = internet_settings(src)?;
         let bus = bus_config(src)?;
+        let grpc_addr: SocketAddr = src.parse("grpc_addr", "127.0.0.1:50051".parse().expect("literal"))?;
+        let admin_token = auth::token_from_source(src, "admin_token_file")?;
+        auth::require_unless_loopback(
+            src,
+            "admin_token_file",
+            &admin_token,
+            auth::is_loopback(&grpc_addr),
+            &format!("INGEST_GRPC_ADDR {grpc_addr}"),
+        )?;
+        let submit_token = auth::token_from_source(src, "print_submit_token_file")?;
+        auth::require_unless_loopback(
+            src,
+            "print_submit_token_file",
+            &submit_token,
+            auth::url_is_loopback(&print_service_url),
+            &format!("PRINT_SERVICE_URL {print_service_url}"),
+        )?;
+        auth::require_distinct(src, "admin_token_file", &admin_token, "PRINT_SUBMIT_TOKEN_FILE", &submit_token)?;
+        let wix_instance_ids = instance_ids(src)?;
         Ok(Self {
+            admin_token,
+            submit_token,
+            wix_instance_ids,
             sync,
             time_zone,
             internet,
             bus,
             http_addr: src.parse("http_addr", "0.0.0.0:8080".parse().expect("literal"))?,
-            grpc_addr: src.parse("grpc_addr", "127.0.0.1:50051".parse().expect("literal"))?,
+            grpc_addr,
             db_path: src.path("db_path").unwrap_or_else(|| "ingest.db".into()),
             db_busy_timeout: src.millis("db_busy_timeout_ms", 5_000)?,
             webhook_public_key_pem: pem,
@@ -360,6 +404,22 @@ fn listener_limits(
         ));
     }
     Ok(crate::listener::Limits { header_timeout, body_timeout, idle_timeout, max_connections, body_budget_bytes })
+}
+
+/// `WIX_INSTANCE_ID`: comma-separated, each a plausible id (no spaces or control characters).
+fn instance_ids(src: &Source) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = src.get("wix_instance_id") else { return Ok(Vec::new()) };
+    let mut ids = Vec::new();
+    for id in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if id.len() > 100 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(src.invalid("wix_instance_id", format!("{id:?} is not an app instance id")));
+        }
+        ids.push(id.to_owned());
+    }
+    if ids.is_empty() {
+        return Err(src.invalid("wix_instance_id", "lists no instance id"));
+    }
+    Ok(ids)
 }
 
 /// Probes used when `INGEST_INTERNET_PROBES` is not set: Wix itself, and an address that needs
@@ -460,6 +520,17 @@ mod tests {
         }
         let err = listener_limits(&source(&[]), 1 << 20, 100).unwrap_err().to_string();
         assert!(err.contains("INGEST_HTTP_MAX_CONNECTIONS") && err.contains("LimitNOFILE"), "{err}");
+    }
+
+    #[test]
+    fn instance_ids_and_the_loopback_rule_for_tokens() {
+        let ids = instance_ids(&source(&[("WIX_INSTANCE_ID", " a-1 , b-2 ,")])).unwrap();
+        assert_eq!(ids, ["a-1", "b-2"]);
+        assert!(instance_ids(&source(&[])).unwrap().is_empty());
+        let err = instance_ids(&source(&[("WIX_INSTANCE_ID", "a b")])).unwrap_err().to_string();
+        assert!(err.contains("WIX_INSTANCE_ID"), "{err}");
+        let err = instance_ids(&source(&[("WIX_INSTANCE_ID", " , ")])).unwrap_err().to_string();
+        assert!(err.contains("WIX_INSTANCE_ID"), "{err}");
     }
 
     #[test]

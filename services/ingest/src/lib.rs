@@ -64,6 +64,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         body_timeout: config.listener.body_timeout,
         body_budget: Arc::new(tokio::sync::Semaphore::new(config.listener.body_budget_bytes)),
         reorder_window_ms: config.reorder_window_ms,
+        instance_ids: Arc::new(config.wix_instance_ids.clone()),
+        refusal_log: Arc::new(wixprint_shared::ratelimit::LogLimiter::per_minute(
+            webhook::REFUSAL_LOG_LINES_PER_MINUTE,
+        )),
     });
     tracing::info!(limits = ?config.listener, "webhook listener limits");
     tracker.spawn(listener::serve(http, app, config.listener.clone(), shutdown.clone()));
@@ -93,16 +97,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         .run(shutdown.clone()),
     );
-    let routes = tonic::service::Routes::new(IngestAdminServer::new(admin::Admin {
-        store: store.clone(),
-        print_service_url: config.print_service_url.clone(),
-        started_ms,
-        sync: sync_handle,
-        outbox_wake: wake.clone(),
-        time_zone: config.time_zone.clone(),
-        internet,
-        peer: bus.watch_peer(),
-    }));
+    let admin_auth = wixprint_shared::auth::ServerAuth::new("IngestAdmin", config.admin_token.clone());
+    let routes = tonic::service::Routes::new(IngestAdminServer::with_interceptor(
+        admin::Admin {
+            store: store.clone(),
+            print_service_url: config.print_service_url.clone(),
+            started_ms,
+            sync: sync_handle,
+            outbox_wake: wake.clone(),
+            time_zone: config.time_zone.clone(),
+            internet,
+            peer: bus.watch_peer(),
+        },
+        admin_auth,
+    ));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<IngestAdminServer<admin::Admin>>().await;
     {
@@ -125,7 +133,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let forwarder = outbox::Forwarder {
         store: store.clone(),
-        client: outbox::Forwarder::client(&config.print_service_url, config.outbox_rpc_timeout)?,
+        client: outbox::Forwarder::client(
+            &config.print_service_url,
+            config.outbox_rpc_timeout,
+            config.submit_token.as_ref(),
+        )?,
         wake,
         flush: outbox_flush,
         backoff: config.outbox_backoff,

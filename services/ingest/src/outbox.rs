@@ -27,8 +27,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use wixprint_shared::auth::{ClientAuth, Secret};
 use wixprint_shared::backoff::Backoff;
 use wixprint_shared::proto::print::print_service_client::PrintServiceClient;
 use wixprint_shared::time::now_ms;
@@ -73,7 +75,7 @@ impl Pace {
 
 pub struct Forwarder {
     pub store: Store,
-    pub client: PrintServiceClient<Channel>,
+    pub client: SubmitClient,
     /// A new row is waiting: ends an idle wait (not a backoff).
     pub wake: Arc<Notify>,
     /// wix-print is back: ends any wait, resets the backoff, makes pending rows due now.
@@ -89,14 +91,17 @@ pub struct Forwarder {
 /// Longest idle wait: a new row or a flush ends it sooner.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
+/// wix-print's `PrintService`, with the submit token (`PRINT_SUBMIT_TOKEN_FILE`) on every call.
+pub type SubmitClient = PrintServiceClient<InterceptedService<Channel, ClientAuth>>;
+
 impl Forwarder {
     /// A lazily connecting client: creating it never waits for wix-print.
-    pub fn client(url: &str, rpc_timeout: Duration) -> anyhow::Result<PrintServiceClient<Channel>> {
+    pub fn client(url: &str, rpc_timeout: Duration, token: Option<&Secret>) -> anyhow::Result<SubmitClient> {
         let channel = Channel::from_shared(url.to_owned())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(rpc_timeout)
             .connect_lazy();
-        Ok(PrintServiceClient::new(channel))
+        Ok(PrintServiceClient::with_interceptor(channel, ClientAuth::new(token)))
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -176,8 +181,15 @@ impl Forwarder {
                     }
                     Err(status) => {
                         let delay = pace.failed(&self.backoff);
-                        tracing::warn!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
-                            retry_in_ms = delay.as_millis() as u64, error = %status.message(), "wix-print unavailable; will retry");
+                        if status.code() == tonic::Code::Unauthenticated {
+                            // A configuration error the operator must fix; kept pending, retried.
+                            tracing::error!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
+                                retry_in_ms = delay.as_millis() as u64, error = %status.message(),
+                                "wix-print refused the submit token (PRINT_SUBMIT_TOKEN_FILE); will retry");
+                        } else {
+                            tracing::warn!(order_id = %row.order_id, version = row.version, attempts = row.attempts + 1,
+                                retry_in_ms = delay.as_millis() as u64, error = %status.message(), "wix-print unavailable; will retry");
+                        }
                         let r = self
                             .store
                             .mark_failed(

@@ -130,6 +130,14 @@ END;
     r#"
 ALTER TABLE outbox ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+CREATE TABLE local_requests (
+    request_id  TEXT PRIMARY KEY,
+    order_id    TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// What one retention pass deleted.
@@ -430,9 +438,33 @@ impl Store {
     }
 
     /// Stores a phone order as version 1 with the next number of `day` (`L-<day>-<n>`).
-    pub async fn record_local_order(&self, mut order: Order, day: String) -> anyhow::Result<(String, i64)> {
+    /// With a `request_id` seen before, stores nothing and returns the order that request
+    /// stored (a retried call never makes a second order).
+    pub async fn record_local_order(
+        &self,
+        mut order: Order,
+        day: String,
+        request_id: Option<String>,
+    ) -> anyhow::Result<(String, i64)> {
         self.db
             .write(move |tx| {
+                if let Some(rid) = &request_id {
+                    let earlier: Option<(String, i64, Vec<u8>)> = tx
+                        .query_row(
+                            "SELECT r.order_id, r.version, o.order_pb FROM local_requests r
+                             JOIN orders o ON o.order_id = r.order_id WHERE r.request_id = ?1",
+                            params![rid],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )
+                        .optional()?;
+                    if let Some((id, version, pb)) = earlier {
+                        let stored = Order::decode(pb.as_slice()).context("stored local order is undecodable")?;
+                        if local_content(stored) != local_content(order) {
+                            return Err(RequestIdReused { request_id: rid.clone(), order_id: id }.into());
+                        }
+                        return Ok((id, version));
+                    }
+                }
                 let n: i64 = tx.row(
                     "INSERT INTO local_counters (day, n) VALUES (?1, 1)
                      ON CONFLICT(day) DO UPDATE SET n = n + 1 RETURNING n",
@@ -444,7 +476,15 @@ impl Store {
                 order.number = id.clone();
                 order.source = OrderSource::Local as i32;
                 match upsert_order(tx, order, now_ms())? {
-                    Recorded::Applied { version, .. } => Ok((id, version)),
+                    Recorded::Applied { version, .. } => {
+                        if let Some(rid) = &request_id {
+                            tx.exec(
+                                "INSERT INTO local_requests (request_id, order_id, version, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                                params![rid, id, version, now_ms()],
+                            )?;
+                        }
+                        Ok((id, version))
+                    }
                     other => anyhow::bail!("local order {id} was not stored as new: {other:?}"),
                 }
             })
@@ -958,6 +998,49 @@ fn release_held(tx: &Connection, order_id: &str, now: i64, all: bool) -> anyhow:
     Ok(applied)
 }
 
+/// A `client_request_id` used before for a different phone order.
+#[derive(Debug, thiserror::Error)]
+#[error("client_request_id {request_id:?} was used for order {order_id} with different content")]
+pub struct RequestIdReused {
+    pub request_id: String,
+    pub order_id: String,
+}
+
+/// What a phone order says, without what the service assigns (id, number, source, times).
+fn local_content(mut o: Order) -> Vec<u8> {
+    o.id.clear();
+    o.number.clear();
+    o.source = 0;
+    o.created_at = None;
+    o.updated_at = None;
+    o.encode_to_vec()
+}
+
+/// The largest `entityEventSequence` that fits in a version's last three digits.
+const SEQUENCE_SLOTS: i64 = 1000;
+
+/// The version number wix-print keys `(order_id, version)` on. For Wix orders it is derived
+/// from Wix's own ordering, so it means the same after ingest.db is lost and rebuilt:
+/// `updatedDate` in milliseconds × 1000 + `entityEventSequence` (capped at 999; 0 when the
+/// search API carries none). Wix moves `updatedDate` on every change and the sequence breaks
+/// ties within one millisecond, so a later state of an order always has a larger version,
+/// whichever way (webhook or sync) it arrived. Only if Wix's own two orders disagreed would the
+/// derived number not grow; then it is `previous + 1`, never a step back. An order without
+/// `updatedDate` falls back to its sequence. Local (phone) orders keep their own scheme: version
+/// 1, then `previous + 1`.
+pub fn next_version(source: i32, updated_ms: i64, sequence: i64, previous: Option<i64>) -> i64 {
+    let floor = previous.map_or(1, |p| p.saturating_add(1));
+    if source == OrderSource::Local as i32 {
+        return floor;
+    }
+    let derived = if updated_ms > 0 {
+        updated_ms.min(i64::MAX / SEQUENCE_SLOTS - 1) * SEQUENCE_SLOTS + sequence.clamp(0, SEQUENCE_SLOTS - 1)
+    } else {
+        sequence.max(0)
+    };
+    derived.max(floor)
+}
+
 /// Stores `order` as the next version unless it is older than (or identical to) what we have.
 fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recorded> {
     let updated_ms = order.updated_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(0);
@@ -973,7 +1056,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
         .optional()?;
     let previous_version = existing.as_ref().map_or(0, |e| e.0);
     let version = match existing {
-        None => 1,
+        None => next_version(order.source, updated_ms, sequence, None),
         Some((version, old_seq, old_updated, old_pb)) => {
             // Wix's per-entity sequence orders events exactly; without it, updatedDate does.
             // Wix's per-entity sequence orders events exactly. Without it on both sides (the
@@ -987,7 +1070,7 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
             if stale {
                 return Ok(Recorded::Stale { order_id: order.id });
             }
-            version + 1
+            next_version(order.source, updated_ms, sequence, Some(version))
         }
     };
     tx.exec(
@@ -1010,6 +1093,47 @@ mod tests {
     use super::*;
 
     const HOUR_MS: i64 = 3_600_000;
+
+    #[test]
+    fn versions_follow_wix_and_never_step_back() {
+        let wix = OrderSource::WixWebhook as i32;
+        let t = 1_758_736_405_532;
+        // Derived from Wix alone: the same with or without a previous version (a rebuilt db).
+        assert_eq!(next_version(wix, t, 1, None), t * 1000 + 1);
+        assert_eq!(next_version(wix, t, 2, Some(t * 1000 + 1)), t * 1000 + 2);
+        // The sync (no sequence) then a webhook of the same moment: still newer.
+        assert_eq!(next_version(OrderSource::WixSync as i32, t, 0, None), t * 1000);
+        assert_eq!(next_version(wix, t + 5, 3, Some(t * 1000)), (t + 5) * 1000 + 3);
+        // Wix's two orders disagreeing: one more than before, never a step back.
+        assert_eq!(next_version(wix, t - 10, 4, Some(t * 1000 + 3)), t * 1000 + 4);
+        // No updatedDate: the sequence; nothing at all: a counter.
+        assert_eq!(next_version(wix, 0, 7, None), 7);
+        assert_eq!(next_version(wix, 0, 0, None), 1);
+        assert_eq!(next_version(wix, i64::MAX, 999_999, None), (i64::MAX / 1000 - 1) * 1000 + 999);
+        // Phone orders keep their own scheme.
+        assert_eq!(next_version(OrderSource::Local as i32, t, 0, None), 1);
+        assert_eq!(next_version(OrderSource::Local as i32, t, 0, Some(1)), 2);
+    }
+
+    #[tokio::test]
+    async fn a_local_order_retried_with_its_request_id_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("i.db"), Duration::from_secs(5)).unwrap();
+        let order = || Order { line_items: vec![Default::default()], ..Default::default() };
+        let first = store.record_local_order(order(), "20260101".into(), Some("r-1".into())).await.unwrap();
+        let retry = store.record_local_order(order(), "20260101".into(), Some("r-1".into())).await.unwrap();
+        let other = store.record_local_order(order(), "20260101".into(), Some("r-2".into())).await.unwrap();
+        let plain = store.record_local_order(order(), "20260101".into(), None).await.unwrap();
+        assert_eq!(first, ("L-20260101-1".to_owned(), 1));
+        assert_eq!(retry, first);
+        assert_eq!(other.0, "L-20260101-2");
+        assert_eq!(plain.0, "L-20260101-3");
+        assert_eq!(store.counts().await.unwrap().outbox_pending, 3);
+        let mut changed = order();
+        changed.buyer_note = "another order".into();
+        let err = store.record_local_order(changed, "20260101".into(), Some("r-1".into())).await.unwrap_err();
+        assert!(err.downcast_ref::<RequestIdReused>().is_some(), "{err:#}");
+    }
 
     #[test]
     fn a_stored_release_time_is_a_hint_clamped_to_the_window() {
@@ -1081,8 +1205,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        store.record_local_order(order.clone(), "20260101".into()).await.unwrap();
-        store.record_local_order(order, "20260101".into()).await.unwrap();
+        store.record_local_order(order.clone(), "20260101".into(), None).await.unwrap();
+        store.record_local_order(order, "20260101".into(), None).await.unwrap();
         let max = Duration::from_secs(30);
         let rows = store.due_outbox(10, max).await.unwrap();
         let (first, second) = (rows[0].id, rows[1].id);

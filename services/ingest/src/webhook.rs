@@ -1,8 +1,9 @@
 //! `POST /webhooks/wix`: the only door Wix knocks on.
 //!
 //! Order of work, each step a reason to refuse: size (413), time (408), completeness (400),
-//! the in-flight body budget (503) → verify and unwrap (401/400) →
-//! commit (503 on failure) → 200. A refusal stores nothing; a 200 means the order is on disk.
+//! the in-flight body budget (503) → verify and unwrap (401/400) → app instance
+//! (`WIX_INSTANCE_ID`, 401) → commit (503 on failure) → 200. Refusals a forger can provoke
+//! (4xx) are logged at a bounded rate. A refusal stores nothing; a 200 means the order is on disk.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use serde_json::json;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use wixprint_shared::proto::order::OrderSource;
+use wixprint_shared::ratelimit::{LogDecision, LogLimiter};
 
 use crate::store::{Recorded, Store};
 use crate::wix::{WebhookError, WebhookVerifier};
@@ -34,7 +36,14 @@ pub struct WebhookState {
     pub body_budget: Arc<Semaphore>,
     /// How long an order event after a sequence gap waits for the events before it.
     pub reorder_window_ms: i64,
+    /// `WIX_INSTANCE_ID`: the app instances whose events are accepted (empty = any).
+    pub instance_ids: Arc<Vec<String>>,
+    /// Bounds the log lines of refused requests (anyone can send forged ones).
+    pub refusal_log: Arc<LogLimiter>,
 }
+
+/// At most this many log lines a minute for refused webhooks (4xx); the rest are counted.
+pub const REFUSAL_LOG_LINES_PER_MINUTE: u32 = 10;
 
 pub fn router(state: WebhookState) -> Router {
     Router::new().route("/webhooks/wix", post(receive)).route("/healthz", get(|| async { "ok\n" })).with_state(state)
@@ -46,19 +55,24 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
         Ok(b) => b,
         Err(BodyError::TooLarge(seen)) => {
             return refuse(
+                &state,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("body is larger than {} bytes ({seen} bytes or more received)", state.max_body_bytes),
             );
         }
         Err(BodyError::TimedOut(seen)) => {
             return refuse(
+                &state,
                 StatusCode::REQUEST_TIMEOUT,
                 format!("body not complete within {} ms ({seen} bytes received)", state.body_timeout.as_millis()),
             );
         }
-        Err(BodyError::Incomplete(e)) => return refuse(StatusCode::BAD_REQUEST, format!("body incomplete: {e}")),
+        Err(BodyError::Incomplete(e)) => {
+            return refuse(&state, StatusCode::BAD_REQUEST, format!("body incomplete: {e}"));
+        }
         Err(BodyError::Busy) => {
             return refuse(
+                &state,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many webhook bodies in flight; retry later".to_owned(),
             );
@@ -67,9 +81,15 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
     let started = std::time::Instant::now();
     let event = match state.verifier.verify(&bytes) {
         Ok(e) => e,
-        Err(WebhookError::Unauthorized(reason)) => return refuse(StatusCode::UNAUTHORIZED, reason),
-        Err(WebhookError::BadRequest(reason)) => return refuse(StatusCode::BAD_REQUEST, reason),
+        Err(WebhookError::Unauthorized(reason)) => return refuse(&state, StatusCode::UNAUTHORIZED, reason),
+        Err(WebhookError::BadRequest(reason)) => return refuse(&state, StatusCode::BAD_REQUEST, reason),
     };
+    // Signed by Wix for this app, but possibly for another site (app instance): not ours.
+    if !state.instance_ids.is_empty() && !state.instance_ids.contains(&event.instance_id) {
+        let shown: String = event.instance_id.chars().take(100).collect();
+        let reason = format!("app instance {shown:?} is not in WIX_INSTANCE_ID");
+        return refuse(&state, StatusCode::UNAUTHORIZED, reason);
+    }
     let verified = started.elapsed();
     let event_id = event.event_id.clone();
     let event_type = event.event_type.clone();
@@ -94,7 +114,7 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
         }
         Err(e) => {
             tracing::error!(%event_id, error = format!("{e:#}"), "could not store webhook; answering 503 so Wix retries");
-            refuse(StatusCode::SERVICE_UNAVAILABLE, format!("could not store the event: {e:#}"))
+            refuse(&state, StatusCode::SERVICE_UNAVAILABLE, format!("could not store the event: {e:#}"))
         }
     }
 }
@@ -154,11 +174,21 @@ async fn read_body(
     }
 }
 
-fn refuse(status: StatusCode, reason: String) -> Response {
+/// Answers a refusal. Client errors (what a forger can provoke at will) are logged at most
+/// [`REFUSAL_LOG_LINES_PER_MINUTE`] times a minute, with the count of the suppressed ones.
+fn refuse(state: &WebhookState, status: StatusCode, reason: String) -> Response {
     if status.is_server_error() {
         tracing::error!(%status, %reason, "webhook not accepted");
     } else {
-        tracing::warn!(%status, %reason, "webhook refused");
+        match state.refusal_log.check() {
+            LogDecision::Log { suppressed } => tracing::warn!(%status, %reason, suppressed, "webhook refused"),
+            LogDecision::LogLast => tracing::warn!(
+                %status,
+                %reason,
+                "webhook refused; further refusals are suppressed for this minute"
+            ),
+            LogDecision::Suppress => {}
+        }
     }
     (status, axum::Json(json!({ "error": reason }))).into_response()
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wixprint_shared::auth::{self, Secret};
 use wixprint_shared::backoff::Backoff;
 use wixprint_shared::codepage::CodePage;
 use wixprint_shared::config::{ConfigError, Key, Source};
@@ -17,6 +18,16 @@ pub static KEYS: &[Key] = &[
         name: "grpc_addr",
         env: "PRINT_GRPC_ADDR",
         help: "gRPC listener: SubmitOrder + admin (default 127.0.0.1:50052)",
+    },
+    Key {
+        name: "admin_token_file",
+        env: "PRINT_ADMIN_TOKEN_FILE",
+        help: "bearer token of PrintAdmin (required unless PRINT_GRPC_ADDR is loopback; %d/<name> = systemd credential)",
+    },
+    Key {
+        name: "submit_token_file",
+        env: "PRINT_SUBMIT_TOKEN_FILE",
+        help: "bearer token wix-ingest sends with SubmitOrder (required unless PRINT_GRPC_ADDR is loopback)",
     },
     Key { name: "db_path", env: "PRINT_DB_PATH", help: "SQLite file (default ./print.db)" },
     Key {
@@ -243,6 +254,10 @@ pub struct PrinterConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub grpc_addr: SocketAddr,
+    /// Bearer token of `PrintAdmin`; `None` (open) only on a loopback `grpc_addr`.
+    pub admin_token: Option<Secret>,
+    /// Bearer token of `PrintService` (SubmitOrder); `None` only on a loopback `grpc_addr`.
+    pub submit_token: Option<Secret>,
     pub db_path: PathBuf,
     /// At least one; names are unique.
     pub printers: Vec<PrinterConfig>,
@@ -369,8 +384,18 @@ impl Config {
             return Err(src.invalid("recovery_rate", format!("{rate} must be 0 (unlimited) or a positive number")));
         }
         let recovery_rate = (rate > 0.0).then_some(rate);
+        let grpc_addr: SocketAddr = src.parse("grpc_addr", "127.0.0.1:50052".parse().expect("literal"))?;
+        let loopback = auth::is_loopback(&grpc_addr);
+        let admin_token = auth::token_from_source(src, "admin_token_file")?;
+        let submit_token = auth::token_from_source(src, "submit_token_file")?;
+        let why = format!("PRINT_GRPC_ADDR {grpc_addr}");
+        auth::require_unless_loopback(src, "admin_token_file", &admin_token, loopback, &why)?;
+        auth::require_unless_loopback(src, "submit_token_file", &submit_token, loopback, &why)?;
+        auth::require_distinct(src, "admin_token_file", &admin_token, "PRINT_SUBMIT_TOKEN_FILE", &submit_token)?;
         Ok(Self {
-            grpc_addr: src.parse("grpc_addr", "127.0.0.1:50052".parse().expect("literal"))?,
+            grpc_addr,
+            admin_token,
+            submit_token,
             db_path: src.path("db_path").unwrap_or_else(|| "print.db".into()),
             printers,
             routes,
@@ -578,6 +603,27 @@ mod tests {
             assert_eq!(c.printer_for(t), "front");
         }
         assert!(err(&[]).contains("PRINTER_URL"));
+    }
+
+    #[test]
+    fn tokens_are_required_off_loopback_and_read_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).unwrap();
+            dir.path().join(name).display().to_string()
+        };
+        let (admin, submit) = (file("a", "admin-token-0123456789\n"), file("s", " submit-token-0123456789 "));
+        let url = ("PRINTER_URL", "tcp://10.0.0.5:9100");
+        let open = config(&[url]).unwrap();
+        assert!(open.admin_token.is_none() && open.submit_token.is_none(), "loopback may run open");
+        let lan = ("PRINT_GRPC_ADDR", "0.0.0.0:50052");
+        assert!(err(&[url, lan]).contains("PRINT_ADMIN_TOKEN_FILE"));
+        assert!(err(&[url, lan, ("PRINT_ADMIN_TOKEN_FILE", &admin)]).contains("PRINT_SUBMIT_TOKEN_FILE"));
+        let c = config(&[url, lan, ("PRINT_ADMIN_TOKEN_FILE", &admin), ("PRINT_SUBMIT_TOKEN_FILE", &submit)]).unwrap();
+        assert!(c.submit_token.unwrap().matches(b"submit-token-0123456789"));
+        assert!(!format!("{:?}", c.admin_token).contains("admin-token"), "a token in Debug output");
+        let empty = file("e", "\n");
+        assert!(err(&[url, ("PRINT_ADMIN_TOKEN_FILE", &empty)]).contains("PRINT_ADMIN_TOKEN_FILE"));
     }
 
     #[test]

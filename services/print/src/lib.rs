@@ -133,19 +133,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         .run(changes.subscribe(), shutdown.clone()),
     );
-    let routes = tonic::service::Routes::new(PrintServiceServer::new(service::Printing {
-        store: store.clone(),
-        policy: policy.clone(),
-        printers: printers.clone(),
-    }))
-    .add_service(PrintAdminServer::new(service::Admin {
-        store: store.clone(),
-        printers: printers.clone(),
-        policy: policy.clone(),
-        bus: bus.clone(),
-        timeouts,
-        started_ms,
-    }));
+    // SubmitOrder and the admin service each want their own token (open without one, which
+    // the config allows only on loopback); health and reflection are never guarded.
+    use wixprint_shared::auth::ServerAuth;
+    let routes = tonic::service::Routes::new(PrintServiceServer::with_interceptor(
+        service::Printing { store: store.clone(), policy: policy.clone(), printers: printers.clone() },
+        ServerAuth::new("PrintService", config.submit_token.clone()),
+    ))
+    .add_service(PrintAdminServer::with_interceptor(
+        service::Admin {
+            store: store.clone(),
+            printers: printers.clone(),
+            policy: policy.clone(),
+            bus: bus.clone(),
+            timeouts,
+            started_ms,
+        },
+        ServerAuth::new("PrintAdmin", config.admin_token.clone()),
+    ));
     let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
     health.set_serving::<PrintServiceServer<service::Printing>>().await;
     health.set_serving::<PrintAdminServer<service::Admin>>().await;

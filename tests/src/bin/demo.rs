@@ -73,8 +73,12 @@ async fn main() -> anyhow::Result<()> {
     }
     println!();
     if keep {
+        // The stack runs with bearer tokens: the admin calls carry them.
+        let header =
+            |service: &str| stack.grpcurl_auth(service).get(1).map(|h| format!("-H '{h}' ")).unwrap_or_default();
+        let (p, i) = (header("print"), header("ingest"));
         println!(
-            "Running until Ctrl-C. Try:\n  grpcurl -plaintext {} wixprint.print.v1.PrintAdmin/GetStatus\n  grpcurl -plaintext -d '{{\"state\":\"JOB_STATE_PRINTED\"}}' {} wixprint.print.v1.PrintAdmin/ListJobs\n  grpcurl -plaintext {} wixprint.ingest.v1.IngestAdmin/ListOrders",
+            "Running until Ctrl-C. Try:\n  grpcurl -plaintext {p}{} wixprint.print.v1.PrintAdmin/GetStatus\n  grpcurl -plaintext {p}-d '{{\"state\":\"JOB_STATE_PRINTED\"}}' {} wixprint.print.v1.PrintAdmin/ListJobs\n  grpcurl -plaintext {i}{} wixprint.ingest.v1.IngestAdmin/ListOrders",
             stack.print_grpc, stack.print_grpc, stack.ingest_grpc
         );
         tokio::signal::ctrl_c().await?;
