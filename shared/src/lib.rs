@@ -23,6 +23,7 @@ pub mod proto;
 pub mod shutdown;
 pub mod time;
 pub mod validate;
+pub mod zmtp;
 
 /// Version string both services report in `GetStatus`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
