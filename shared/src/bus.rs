@@ -142,6 +142,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// When the state is re-sent after a subscription arrives (subscriptions arriving meanwhile
 /// share the re-send, so a subscription flood cannot make us send more than this allows).
 const RESEND_AFTER_SUBSCRIBE: Duration = Duration::from_millis(20);
+/// Most messages a second taken from the peer (it sends one per heartbeat plus one per change):
+/// a peer sending more is dropped for [`VIOLATION_PAUSE`], so a flood costs little CPU.
+const MAX_MESSAGES_PER_SEC: u32 = 100;
 /// Pause after the peer broke a protocol rule or limit, before connecting again.
 const VIOLATION_PAUSE: Duration = Duration::from_millis(500);
 
@@ -840,6 +843,8 @@ async fn run_receiver(r: Receiver) {
             }
             announced = true;
         }
+        let mut window = Instant::now();
+        let mut in_window = 0u32;
         let error = loop {
             let received = tokio::select! {
                 biased;
@@ -848,6 +853,14 @@ async fn run_receiver(r: Receiver) {
             };
             match received {
                 Ok(message) => {
+                    let now = Instant::now();
+                    if now.duration_since(window) >= Duration::from_secs(1) {
+                        (window, in_window) = (now, 0);
+                    }
+                    in_window += 1;
+                    if in_window > MAX_MESSAGES_PER_SEC {
+                        break zmtp::ZmtpError::Limit("too many messages per second from the peer");
+                    }
                     if r.tx.send(Received::Message(r.generation, message)).await.is_err() {
                         return;
                     }
@@ -957,10 +970,8 @@ impl PeerTracker {
         }
         let was_live = self.status.state == PEER_LIVE;
         if new_instance {
-            if let Some((_, last)) = self.previous.iter().find(|(i, _)| *i == state.instance) {
-                if state.sequence <= *last {
-                    return Verdict::RefusedInstance("a replayed message of an earlier instance");
-                }
+            if self.previous.iter().any(|(i, last)| *i == state.instance && state.sequence <= *last) {
+                return Verdict::RefusedInstance("a replayed message of an earlier instance");
             }
             if was_live {
                 if self.instance_changed.is_some_and(|t| now.duration_since(t) < MIN_INSTANCE_CHANGE) {
