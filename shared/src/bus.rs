@@ -12,18 +12,22 @@
 //! connect, a restarting peer, a full queue), so nothing here depends on a message arriving:
 //! the subscriber is level-triggered and the next heartbeat repairs any loss.
 //!
-//! Quirks of `zeromq` 0.7 this module works around:
-//! - `SubSocket::connect` to an address nobody has bound retries until its connect timeout:
-//!   the subscriber connects in its own task, with a short timeout in a loop, so start-up
-//!   never waits for the peer.
-//! - after the peer's PUB restarts, the SUB's built-in reconnect backs off up to 30 s (not
-//!   configurable) and there is no dead-peer detection: a SUB socket that was connected but
-//!   has heard nothing for `stale_after` is dropped and a new one created.
-//! - a PUB socket with no subscriber drops what it is sent: when a subscriber connects, the
-//!   state is re-sent shortly after (once its subscription has arrived), not only at the next
-//!   heartbeat.
-//! - the crate logs through `log` (reaching `tracing` via tracing-log), including an info line
-//!   for every peer disconnect and reconnect attempt; `RUST_LOG=info,zeromq=warn` quiets it.
+//! The transport is [`crate::zmtp`], our own ZMTP 3.0 PUB/SUB with hard limits (frames of at
+//! most 64 KiB, few subscriptions, capped connections): see ARCHITECTURE.md for why not the
+//! `zeromq` crate or libzmq. On top of it this module:
+//! - connects the subscriber in its own task, with a short timeout in a loop, so start-up
+//!   never waits for the peer, and drops and recreates a SUB connection that has heard nothing
+//!   for `stale_after` (a half-open connection is otherwise never noticed);
+//! - re-sends the state shortly after a subscription arrives (a PUB drops what it sends
+//!   before that), coalescing a burst of subscriptions into one re-send;
+//! - rate-limits what the peer can cause: over 100 messages/s drops the connection, another
+//!   instance replaces a live one at most every [`MIN_INSTANCE_CHANGE`] (replays of earlier
+//!   instances and older timestamps are refused), watchers are notified at most every
+//!   [`MIN_NOTIFY_INTERVAL`], `peer_arrived` at most every [`MIN_INSTANCE_CHANGE`], and every
+//!   log line about what the peer sends is rate-limited;
+//! - with a [`BusKey`] (`BUS_KEY_FILE`, required off loopback), signs every message with
+//!   HMAC-SHA256 and drops messages without a valid MAC or more than [`MAX_CLOCK_SKEW`] from
+//!   our clock.
 //!
 //! Must never: block start-up on the peer, panic on what arrives from the network, store
 //! anything (the services record changes with [`crate::connectivity`]), or decide what the
@@ -1533,5 +1537,22 @@ mod tests {
             "ipc:///run/user/1000/wix-printer/print-bus.sock"
         );
         assert_eq!(default_addr(env(&[]), PRINT_SOCKET), "ipc:///run/wix-printer/print-bus.sock");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_zeromq_crate_subscriber_receives_our_state() {
+        use zeromq::{SocketRecv as _, SubSocket};
+        let token = CancellationToken::new();
+        let b = start(cfg("wix-print", &free_addr(), &free_addr()), &token).await;
+        b.publish(vec![printer("kitchen", STATE_ONLINE)]);
+        let mut sub = SubSocket::new();
+        sub.subscribe(TOPIC).await.unwrap();
+        sub.connect(b.local_addr()).await.unwrap();
+        let m = within(Duration::from_secs(2), "a message from our PUB", sub.recv()).await.unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(&m.get(0).unwrap()[..], TOPIC.as_bytes());
+        let state = ConnectivityState::decode(&m.get(1).unwrap()[..]).unwrap();
+        assert_eq!((state.source.as_str(), state.components.len()), ("wix-print", 1));
+        token.cancel();
     }
 }

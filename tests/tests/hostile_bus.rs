@@ -207,16 +207,22 @@ async fn alive_and_printing(stack: &mut Stack, what: &str, n: u64) {
         );
     }
     let within = Duration::from_secs(2);
-    let mut ingest = stack.ingest_admin().await.unwrap();
-    tokio::time::timeout(within, ingest.get_status(wixprint_shared::proto::ingest::GetStatusRequest {}))
-        .await
-        .unwrap_or_else(|_| panic!("{what}: ingest GetStatus took over 2 s"))
-        .unwrap();
-    let mut print = stack.print_admin().await.unwrap();
-    tokio::time::timeout(within, print.get_status(wixprint_shared::proto::print::GetStatusRequest {}))
-        .await
-        .unwrap_or_else(|_| panic!("{what}: print GetStatus took over 2 s"))
-        .unwrap();
+    tokio::time::timeout(within, async {
+        let mut ingest = stack.ingest_admin().await?;
+        ingest.get_status(wixprint_shared::proto::ingest::GetStatusRequest {}).await?;
+        anyhow::Ok(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: ingest GetStatus took over 2 s"))
+    .unwrap();
+    tokio::time::timeout(within, async {
+        let mut print = stack.print_admin().await?;
+        print.get_status(wixprint_shared::proto::print::GetStatusRequest {}).await?;
+        anyhow::Ok(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: print GetStatus took over 2 s"))
+    .unwrap();
     let before = stack.sim.tickets().len();
     stack.send_event(&distinct_order(PICKUP, n)).await.unwrap();
     stack
@@ -342,11 +348,17 @@ async fn a_subscription_flood_neither_freezes_nor_bloats_a_service() {
         for _ in 0..SOCKETS {
             let (addr, flood) = (addr.clone(), flood.clone());
             attackers.spawn(async move {
-                let mut s = connect(&addr).await?;
-                handshake(&mut s, "SUB").await.ok()?;
-                s.write_all(&flood).await.ok()?;
-                // Hold the connection (the service may close it) while the others flood.
-                Some(s)
+                // A service that stops reading makes the attack end here, not hang the test.
+                tokio::time::timeout(Duration::from_secs(10), async {
+                    let mut s = connect(&addr).await?;
+                    handshake(&mut s, "SUB").await.ok()?;
+                    s.write_all(&flood).await.ok()?;
+                    // Hold the connection (the service may close it) while the others flood.
+                    Some(s)
+                })
+                .await
+                .ok()
+                .flatten()
             });
         }
     }
