@@ -511,11 +511,21 @@ async fn serve_subscriber(
     let reader = read_subscriptions(BufReader::with_capacity(4096, read), shared, subs.clone(), pong_tx);
     tokio::pin!(reader);
     let mut out = Vec::new();
+    // A subscriber subscribes right after READY; one that does not only holds a slot.
+    let subscribe_by = Instant::now() + limits.handshake_timeout;
+    let mut subscribed = false;
     loop {
         let frames = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
             r = &mut reader => return r,
+            _ = tokio::time::sleep_until(subscribe_by), if !subscribed => {
+                if subs.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+                    return Err(ZmtpError::Limit("no subscription after the handshake"));
+                }
+                subscribed = true;
+                continue;
+            }
             pong = pong_rx.recv() => match pong {
                 Some(p) => {
                     tokio::time::timeout(limits.write_timeout, write.write_all(&p)).await.map_err(|_| ZmtpError::Timeout)??;
@@ -735,5 +745,30 @@ mod tests {
                 assert!(!path.exists(), "the socket file is removed on close");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_never_subscribes_is_dropped_and_the_cap_holds() {
+        let limits = Limits { handshake_timeout: Duration::from_millis(300), max_per_peer: 2, ..Limits::default() };
+        let p = Publisher::bind(&Endpoint::Tcp("127.0.0.1:0".into()), limits).await.unwrap();
+        let addr = p.local_addr().trim_start_matches("tcp://").to_owned();
+        let handshaken = || async {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            s.write_all(&greeting()).await.unwrap();
+            s.write_all(&ready("SUB")).await.unwrap();
+            let mut g = [0u8; 64];
+            s.read_exact(&mut g).await.unwrap();
+            s
+        };
+        let (mut a, _b) = (handshaken().await, handshaken().await);
+        // A third connection from the same address is over the per-peer cap: closed at once.
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf)).await.unwrap().unwrap_or(0), 0);
+        // The idle ones are closed after the deadline (READY is read, then EOF).
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), a.read_to_end(&mut rest)).await.unwrap().ok();
+        assert!(p.counters().dropped.load(Ordering::Relaxed) >= 1);
+        assert_eq!(p.counters().refused.load(Ordering::Relaxed), 1);
     }
 }
