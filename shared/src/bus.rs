@@ -12,18 +12,22 @@
 //! connect, a restarting peer, a full queue), so nothing here depends on a message arriving:
 //! the subscriber is level-triggered and the next heartbeat repairs any loss.
 //!
-//! Quirks of `zeromq` 0.7 this module works around:
-//! - `SubSocket::connect` to an address nobody has bound retries until its connect timeout:
-//!   the subscriber connects in its own task, with a short timeout in a loop, so start-up
-//!   never waits for the peer.
-//! - after the peer's PUB restarts, the SUB's built-in reconnect backs off up to 30 s (not
-//!   configurable) and there is no dead-peer detection: a SUB socket that was connected but
-//!   has heard nothing for `stale_after` is dropped and a new one created.
-//! - a PUB socket with no subscriber drops what it is sent: when a subscriber connects, the
-//!   state is re-sent shortly after (once its subscription has arrived), not only at the next
-//!   heartbeat.
-//! - the crate logs through `log` (reaching `tracing` via tracing-log), including an info line
-//!   for every peer disconnect and reconnect attempt; `RUST_LOG=info,zeromq=warn` quiets it.
+//! The transport is [`crate::zmtp`], our own ZMTP 3.0 PUB/SUB with hard limits (frames of at
+//! most 64 KiB, few subscriptions, capped connections): see ARCHITECTURE.md for why not the
+//! `zeromq` crate or libzmq. On top of it this module:
+//! - connects the subscriber in its own task, with a short timeout in a loop, so start-up
+//!   never waits for the peer, and drops and recreates a SUB connection that has heard nothing
+//!   for `stale_after` (a half-open connection is otherwise never noticed);
+//! - re-sends the state shortly after a subscription arrives (a PUB drops what it sends
+//!   before that), coalescing a burst of subscriptions into one re-send;
+//! - rate-limits what the peer can cause: over 100 messages/s drops the connection, another
+//!   instance replaces a live one at most every [`MIN_INSTANCE_CHANGE`] (replays of earlier
+//!   instances and older timestamps are refused), watchers are notified at most every
+//!   [`MIN_NOTIFY_INTERVAL`], `peer_arrived` at most every [`MIN_INSTANCE_CHANGE`], and every
+//!   log line about what the peer sends is rate-limited;
+//! - with a [`BusKey`] (`BUS_KEY_FILE`, required off loopback), signs every message with
+//!   HMAC-SHA256 and drops messages without a valid MAC or more than [`MAX_CLOCK_SKEW`] from
+//!   our clock.
 //!
 //! Must never: block start-up on the peer, panic on what arrives from the network, store
 //! anything (the services record changes with [`crate::connectivity`]), or decide what the
@@ -34,15 +38,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
 use prost::Message as _;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
-use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use zeromq::{
-    PubSocket, Socket as _, SocketEvent, SocketOptions, SocketRecv as _, SocketSend as _, SubSocket, ZmqMessage,
-};
+
+use crate::zmtp::{self, Endpoint, Limits};
 
 use crate::proto::events::{Component, ConnectivityState, PeerStatus};
 use crate::time::{now_ms, timestamp_from_ms};
@@ -53,10 +56,84 @@ pub const TOPIC: &str = "connectivity";
 pub const PEER_LIVE: &str = "live";
 /// `PeerStatus.state` before the first heartbeat and after `stale_after` without one.
 pub const PEER_UNKNOWN: &str = "unknown";
-/// Where wix-ingest binds its PUB socket by default.
-pub const DEFAULT_INGEST_PUB: &str = "tcp://127.0.0.1:5561";
-/// Where wix-print binds its PUB socket by default.
-pub const DEFAULT_PRINT_PUB: &str = "tcp://127.0.0.1:5562";
+/// The socket file names of the default transport, in [`runtime_dir`].
+pub const INGEST_SOCKET: &str = "ingest-bus.sock";
+pub const PRINT_SOCKET: &str = "print-bus.sock";
+/// Fourth frame of an authenticated message: HMAC-SHA256 over topic and payload.
+const MAC_LEN: usize = 32;
+/// With a key, a message whose timestamp is further than this from our clock is refused
+/// (replay protection beyond the per-instance sequence).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// A different instance replaces a live peer at most this often (a forged "restarted" flood
+/// becomes at most one arrival per interval).
+pub const MIN_INSTANCE_CHANGE: Duration = Duration::from_secs(1);
+/// Watchers are notified of peer changes at most this often (changes in between are merged).
+pub const MIN_NOTIFY_INTERVAL: Duration = Duration::from_millis(100);
+/// Instances remembered with their last sequence, so a replay of an older instance is refused.
+const REMEMBERED_INSTANCES: usize = 16;
+
+/// Where both services find the bus sockets by default: systemd's `$RUNTIME_DIRECTORY` (the
+/// units share `RuntimeDirectory=wix-printer`), else `$XDG_RUNTIME_DIR/wix-printer`, else
+/// `/run/wix-printer`.
+pub fn runtime_dir() -> std::path::PathBuf {
+    runtime_dir_from(|k| std::env::var(k).ok())
+}
+
+pub fn runtime_dir_from(env: impl Fn(&str) -> Option<String>) -> std::path::PathBuf {
+    if let Some(dir) = env("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+        // Several directories are separated by ':'; the first is ours.
+        return std::path::PathBuf::from(dir.split(':').next().unwrap_or(&dir));
+    }
+    if let Some(dir) = env("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return std::path::Path::new(&dir).join("wix-printer");
+    }
+    std::path::PathBuf::from("/run/wix-printer")
+}
+
+/// `ipc://<runtime dir>/<file>`.
+pub fn default_addr(env: impl Fn(&str) -> Option<String>, file: &str) -> String {
+    format!("ipc://{}", runtime_dir_from(env).join(file).display())
+}
+
+/// The shared secret of a bus that leaves the host: every message carries an HMAC-SHA256 of
+/// it, and a message without a valid one is dropped.
+#[derive(Clone)]
+pub struct BusKey(Arc<[u8]>);
+
+impl BusKey {
+    /// At least 16 bytes (surrounding whitespace of a key file is ignored).
+    pub fn new(secret: &[u8]) -> anyhow::Result<BusKey> {
+        let trimmed = secret.trim_ascii();
+        if trimmed.len() < 16 {
+            anyhow::bail!("the bus key must be at least 16 bytes");
+        }
+        Ok(BusKey(trimmed.into()))
+    }
+
+    fn mac(&self, topic: &[u8], payload: &[u8]) -> Vec<u8> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0);
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+        ctx.update(&(topic.len() as u64).to_be_bytes());
+        ctx.update(topic);
+        ctx.update(payload);
+        ctx.sign().as_ref().to_vec()
+    }
+
+    fn verify(&self, topic: &[u8], payload: &[u8], tag: &[u8]) -> bool {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.0);
+        let mut data = Vec::with_capacity(8 + topic.len() + payload.len());
+        data.extend_from_slice(&(topic.len() as u64).to_be_bytes());
+        data.extend_from_slice(topic);
+        data.extend_from_slice(payload);
+        aws_lc_rs::hmac::verify(&key, &data, tag).is_ok()
+    }
+}
+
+impl std::fmt::Debug for BusKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BusKey(<secret>)")
+    }
+}
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_millis(3500);
 
@@ -66,11 +143,14 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Pause after a failed connect or receive, so an error that repeats at once cannot spin.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
-/// When the state is re-sent after a subscriber connects: its subscription message arrives a
-/// little after the connection, and until it has arrived the PUB socket drops our messages.
-const RESEND_AFTER_CONNECT: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
-/// Most re-sends waiting at once (many connects in a burst need no more).
-const MAX_PENDING_RESENDS: usize = 8;
+/// When the state is re-sent after a subscription arrives (subscriptions arriving meanwhile
+/// share the re-send, so a subscription flood cannot make us send more than this allows).
+const RESEND_AFTER_SUBSCRIBE: Duration = Duration::from_millis(20);
+/// Most messages a second taken from the peer (it sends one per heartbeat plus one per change):
+/// a peer sending more is dropped for [`VIOLATION_PAUSE`], so a flood costs little CPU.
+const MAX_MESSAGES_PER_SEC: u32 = 100;
+/// Pause after the peer broke a protocol rule or limit, before connecting again.
+const VIOLATION_PAUSE: Duration = Duration::from_millis(500);
 
 /// What one service needs to join the bus.
 #[derive(Debug, Clone)]
@@ -85,6 +165,10 @@ pub struct BusConfig {
     pub heartbeat: Duration,
     /// How long without a message from the peer before it is "unknown".
     pub stale_after: Duration,
+    /// Required when either address is not on this host; then every message is authenticated.
+    pub key: Option<BusKey>,
+    /// Hard limits of the transport (frame size, subscriptions, connections).
+    pub limits: Limits,
 }
 
 impl BusConfig {
@@ -96,6 +180,8 @@ impl BusConfig {
             peer_addr: peer_addr.into(),
             heartbeat: DEFAULT_HEARTBEAT,
             stale_after: DEFAULT_STALE_AFTER,
+            key: None,
+            limits: Limits::default(),
         }
     }
 
@@ -119,12 +205,89 @@ impl BusConfig {
         if self.pub_addr == self.peer_addr {
             anyhow::bail!("bus pub_addr and peer_addr are both {}: the peer must be another service", self.pub_addr);
         }
-        self.peer_addr
-            .parse::<zeromq::Endpoint>()
+        let peer = Endpoint::parse(&self.peer_addr)
             .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("bus peer_addr {:?} is not a ZeroMQ endpoint", self.peer_addr))?;
+            .with_context(|| format!("bus peer_addr {:?} is not a bus endpoint", self.peer_addr))?;
+        let local = Endpoint::parse(&self.pub_addr)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("bus pub_addr {:?} is not a bus endpoint", self.pub_addr))?;
+        if self.key.is_none() && !(peer.is_local() && local.is_local()) {
+            anyhow::bail!(
+                "a bus address leaves this host ({} / {}): a bus key (BUS_KEY_FILE) is required",
+                self.pub_addr,
+                self.peer_addr
+            );
+        }
         Ok(())
     }
+}
+
+/// The config key names of one service's bus settings (see [`config_from`]).
+pub struct BusKeys {
+    /// Where this service's PUB binds, e.g. "bus_pub_addr" (INGEST_PUB_ADDR).
+    pub pub_addr: &'static str,
+    /// The peer's PUB, e.g. "print_pub_addr" (PRINT_PUB_ADDR).
+    pub peer_addr: &'static str,
+    /// Socket file names of the default `ipc://` addresses in [`runtime_dir`].
+    pub pub_socket: &'static str,
+    pub peer_socket: &'static str,
+}
+
+/// Reads and checks the bus settings (config keys `bus_heartbeat_ms`, `bus_stale_ms` and
+/// `bus_key_file` must be declared by the service, besides its two addresses): addresses (default `ipc://` sockets in the runtime
+/// directory), heartbeat, staleness and key. A bus address that leaves the host without
+/// `BUS_KEY_FILE` is refused (a config error: exit 78 naming the key).
+pub fn config_from(
+    src: &crate::config::Source,
+    source: &str,
+    keys: &BusKeys,
+) -> Result<BusConfig, crate::config::ConfigError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let pub_addr = src.string(keys.pub_addr, &default_addr(env, keys.pub_socket));
+    let local = Endpoint::parse(&pub_addr).map_err(|e| src.invalid(keys.pub_addr, e))?;
+    let peer_addr = src.string(keys.peer_addr, &default_addr(env, keys.peer_socket));
+    let peer = Endpoint::parse(&peer_addr).map_err(|e| src.invalid(keys.peer_addr, e))?;
+    if peer.port() == Some(0) {
+        return Err(
+            src.invalid(keys.peer_addr, format!("{peer_addr:?}: port 0 is only allowed where this service binds"))
+        );
+    }
+    if pub_addr == peer_addr {
+        return Err(src.invalid(keys.peer_addr, format!("is {peer_addr}, the same as this service's own bus address")));
+    }
+    let heartbeat = src.millis("bus_heartbeat_ms", DEFAULT_HEARTBEAT.as_millis() as u64)?;
+    if heartbeat.is_zero() {
+        return Err(src.invalid("bus_heartbeat_ms", "must be greater than zero"));
+    }
+    if u32::try_from(heartbeat.as_millis()).is_err() {
+        return Err(src.invalid("bus_heartbeat_ms", "is too long"));
+    }
+    let stale_after = src.millis("bus_stale_ms", DEFAULT_STALE_AFTER.as_millis() as u64)?;
+    if stale_after <= heartbeat {
+        return Err(src.invalid(
+            "bus_stale_ms",
+            format!("must be longer than BUS_HEARTBEAT_MS ({} ms), or a live peer looks silent", heartbeat.as_millis()),
+        ));
+    }
+    let key = match src.get("bus_key_file") {
+        None => None,
+        Some(file) => {
+            let secret =
+                std::fs::read(file).map_err(|e| src.invalid("bus_key_file", format!("cannot read {file}: {e}")))?;
+            Some(BusKey::new(&secret).map_err(|e| src.invalid("bus_key_file", format!("{file}: {e}")))?)
+        }
+    };
+    if key.is_none() && !(local.is_local() && peer.is_local()) {
+        let outside = if local.is_local() { &peer_addr } else { &pub_addr };
+        return Err(src.invalid(
+            "bus_key_file",
+            format!(
+                "is required: the connectivity bus address {outside} is reachable from other hosts, so every \
+                 message must be authenticated (a file with at least 16 random bytes, the same on both hosts)"
+            ),
+        ));
+    }
+    Ok(BusConfig { heartbeat, stale_after, key, ..BusConfig::new(source, pub_addr, peer_addr) })
 }
 
 /// What the bus has done, for status pages and tests.
@@ -144,6 +307,13 @@ pub struct BusCounters {
     pub out_of_order: u64,
     /// SUB sockets dropped and recreated because a connected peer went silent.
     pub resubscribes: u64,
+    /// Messages without a valid MAC, or too old/new, on an authenticated bus.
+    pub unauthenticated: u64,
+    /// Messages of another instance refused while the current one is live (rate limit,
+    /// replays of older instances, older timestamps).
+    pub refused_instances: u64,
+    /// Connections to the peer closed for breaking a protocol rule or limit.
+    pub peer_violations: u64,
 }
 
 #[derive(Default)]
@@ -155,6 +325,9 @@ struct Counters {
     own: AtomicU64,
     out_of_order: AtomicU64,
     resubscribes: AtomicU64,
+    unauthenticated: AtomicU64,
+    refused_instances: AtomicU64,
+    peer_violations: AtomicU64,
 }
 
 impl Counters {
@@ -171,6 +344,9 @@ impl Counters {
             own: self.own.load(Ordering::Relaxed),
             out_of_order: self.out_of_order.load(Ordering::Relaxed),
             resubscribes: self.resubscribes.load(Ordering::Relaxed),
+            unauthenticated: self.unauthenticated.load(Ordering::Relaxed),
+            refused_instances: self.refused_instances.load(Ordering::Relaxed),
+            peer_violations: self.peer_violations.load(Ordering::Relaxed),
         }
     }
 }
@@ -199,13 +375,12 @@ impl Bus {
     /// Must be called inside a tokio runtime.
     pub async fn start(cfg: BusConfig, shutdown: CancellationToken) -> anyhow::Result<Bus> {
         cfg.validate()?;
-        let mut pub_socket = PubSocket::new();
-        let bound = pub_socket
-            .bind(&cfg.pub_addr)
+        let endpoint = Endpoint::parse(&cfg.pub_addr).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let peer_endpoint = Endpoint::parse(&cfg.peer_addr).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pub_socket = zmtp::Publisher::bind(&endpoint, cfg.limits.clone())
             .await
             .with_context(|| format!("binding the connectivity bus PUB socket on {}", cfg.pub_addr))?;
-        let local_addr = bound.to_string();
-        let monitor = pub_socket.monitor();
+        let local_addr = pub_socket.local_addr().to_owned();
         let instance = format!("{:016x}", rand::random::<u64>());
         let (local_tx, local_rx) = watch::channel(Vec::new());
         let (peer_tx, peer_rx) = watch::channel(PeerStatus { state: PEER_UNKNOWN.into(), ..Default::default() });
@@ -216,7 +391,7 @@ impl Bus {
         let tasks = TaskTracker::new();
         tasks.spawn(run_publisher(Publisher {
             socket: pub_socket,
-            monitor: Some(Box::pin(monitor)),
+            key: cfg.key.clone(),
             local: local_rx,
             source: cfg.source.clone(),
             instance: instance.clone(),
@@ -225,8 +400,10 @@ impl Bus {
             stop: stop.clone(),
         }));
         tasks.spawn(run_subscriber(Subscriber {
-            tracker: PeerTracker::new(cfg.source.clone(), cfg.stale_after),
+            tracker: PeerTracker::new(cfg.source.clone(), cfg.stale_after, cfg.key.clone()),
             peer_addr: cfg.peer_addr.clone(),
+            peer_endpoint,
+            limits: cfg.limits.clone(),
             stale_after: cfg.stale_after,
             peer: peer_tx,
             arrived: arrived.clone(),
@@ -310,8 +487,8 @@ impl Bus {
 // Publisher
 
 struct Publisher {
-    socket: PubSocket,
-    monitor: Option<SocketEvents>,
+    socket: zmtp::Publisher,
+    key: Option<BusKey>,
     local: watch::Receiver<Vec<Component>>,
     source: String,
     instance: String,
@@ -320,54 +497,34 @@ struct Publisher {
     stop: CancellationToken,
 }
 
-/// `zeromq`'s socket monitor channel (a `futures` mpsc receiver), boxed as a plain stream.
-type SocketEvents = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = SocketEvent> + Send>>;
-
-async fn run_publisher(mut p: Publisher) {
+async fn run_publisher(p: Publisher) {
     let heartbeat_ms = u32::try_from(p.heartbeat.as_millis()).unwrap_or(u32::MAX);
+    let mut local = p.local.clone();
+    let subscribed = p.socket.subscribed();
     let mut sequence = 0u64;
     let mut tick = tokio::time::interval(p.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut resends: Vec<Instant> = Vec::new();
-    let mut send_error_logged = false;
+    // A subscription just arrived: the state is re-sent shortly (coalescing a burst of them).
+    let mut resend: Option<Instant> = None;
     loop {
-        let next_resend = resends.iter().min().copied();
-        let send = tokio::select! {
+        tokio::select! {
             biased;
             _ = p.stop.cancelled() => break,
-            changed = p.local.changed() => {
+            changed = local.changed() => {
                 if changed.is_err() {
                     // Every Bus handle is gone: nobody can publish or read the peer any more.
                     break;
                 }
                 tick.reset();
-                true
             }
-            _ = tick.tick() => true,
-            _ = sleep_until_opt(next_resend) => {
-                let now = Instant::now();
-                resends.retain(|&at| at > now);
-                true
-            }
-            event = next_event(&mut p.monitor) => {
-                match event {
-                    Some(SocketEvent::Accepted(endpoint, _)) => {
-                        tracing::debug!(%endpoint, "connectivity bus: a subscriber connected");
-                        let now = Instant::now();
-                        for delay in RESEND_AFTER_CONNECT {
-                            if resends.len() < MAX_PENDING_RESENDS {
-                                resends.push(now + delay);
-                            }
-                        }
-                    }
-                    Some(_) => {}
-                    None => p.monitor = None,
+            _ = tick.tick() => {}
+            _ = sleep_until_opt(resend) => resend = None,
+            _ = subscribed.notified() => {
+                if resend.is_none() {
+                    resend = Some(Instant::now() + RESEND_AFTER_SUBSCRIBE);
                 }
-                false
+                continue;
             }
-        };
-        if !send {
-            continue;
         }
         sequence += 1;
         let state = ConnectivityState {
@@ -376,26 +533,18 @@ async fn run_publisher(mut p: Publisher) {
             sequence,
             at: Some(timestamp_from_ms(now_ms())),
             heartbeat_ms,
-            components: p.local.borrow_and_update().clone(),
+            components: local.borrow_and_update().clone(),
         };
-        let mut message = ZmqMessage::from(TOPIC);
-        message.push_back(state.encode_to_vec().into());
-        match p.socket.send(message).await {
-            Ok(()) => {
-                Counters::bump(&p.counters.sent);
-                send_error_logged = false;
-            }
-            Err(e) if !send_error_logged => {
-                tracing::warn!(error = %e, "connectivity bus: publishing the state failed; retrying every heartbeat");
-                send_error_logged = true;
-            }
-            Err(e) => tracing::debug!(error = %e, "connectivity bus: publishing the state failed again"),
+        let payload = state.encode_to_vec();
+        let mut frames = vec![Bytes::from_static(TOPIC.as_bytes()), Bytes::from(payload)];
+        if let Some(key) = &p.key {
+            frames.push(Bytes::from(key.mac(&frames[0], &frames[1])));
         }
+        p.socket.send(frames);
+        Counters::bump(&p.counters.sent);
     }
     p.stop.cancel();
-    for e in p.socket.close().await {
-        tracing::debug!(error = %e, "connectivity bus: closing the PUB socket");
-    }
+    p.socket.close().await;
     tracing::debug!("connectivity bus publisher stopped");
 }
 
@@ -406,19 +555,14 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-async fn next_event(monitor: &mut Option<SocketEvents>) -> Option<SocketEvent> {
-    match monitor {
-        Some(m) => m.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Subscriber
 
 struct Subscriber {
     tracker: PeerTracker,
     peer_addr: String,
+    peer_endpoint: Endpoint,
+    limits: Limits,
     stale_after: Duration,
     peer: watch::Sender<PeerStatus>,
     arrived: Arc<Notify>,
@@ -429,7 +573,7 @@ struct Subscriber {
 /// What a receiver task (one per SUB socket) reports, tagged with its generation.
 enum Received {
     Connected(u64),
-    Message(u64, ZmqMessage),
+    Message(u64, Vec<Bytes>),
 }
 
 /// The current SUB socket's receiver task and what the supervisor knows about it.
@@ -440,27 +584,65 @@ struct SubHandle {
     quiet_since: Option<Instant>,
 }
 
+/// At most one line per `every`; the lines in between are counted and reported with the next.
+struct LogLimit {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const fn new(every: Duration) -> Self {
+        LogLimit { every, last: None, suppressed: 0 }
+    }
+
+    /// `Some(suppressed since the last line)` when a line may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Supervises one SUB socket at a time: feeds what it receives into the [`PeerTracker`],
 /// marks the peer unknown when it falls silent, and replaces a connected socket that has
-/// heard nothing for `stale_after` (the crate's own reconnect may be 30 s away).
+/// heard nothing for `stale_after`. Watchers are notified at most every
+/// [`MIN_NOTIFY_INTERVAL`] and `peer_arrived` at most every [`MIN_INSTANCE_CHANGE`], and every
+/// log line about what the peer sends is rate-limited: nothing the peer sends can turn into a
+/// storm of reactions or log lines.
 async fn run_subscriber(mut s: Subscriber) {
     let connect_timeout = s.stale_after.clamp(MIN_CONNECT_TIMEOUT, MAX_CONNECT_TIMEOUT);
     let (tx, mut rx) = mpsc::channel::<Received>(64);
     let receivers = TaskTracker::new();
-    let (bus_stop, peer_addr) = (s.stop.clone(), s.peer_addr.clone());
+    let (bus_stop, endpoint, limits, counters) =
+        (s.stop.clone(), s.peer_endpoint.clone(), s.limits.clone(), s.counters.clone());
     let spawn_socket = |generation: u64| {
         let stop = bus_stop.child_token();
-        receivers.spawn(run_receiver(generation, peer_addr.clone(), connect_timeout, tx.clone(), stop.clone()));
+        receivers.spawn(run_receiver(Receiver {
+            generation,
+            endpoint: endpoint.clone(),
+            limits: limits.clone(),
+            connect_timeout,
+            tx: tx.clone(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+        }));
         SubHandle { generation, stop, quiet_since: None }
     };
     let mut socket = spawn_socket(0);
-    let mut own_warned = false;
+    let mut logs = Logs::default();
+    let mut last_notify: Option<Instant> = None;
+    let mut notify_pending = false;
+    let mut last_arrival: Option<Instant> = None;
+    let mut arrival_pending = false;
     loop {
         let recreate_at = socket.quiet_since.map(|t| t + s.stale_after);
-        let wake_at = match (recreate_at, s.tracker.stale_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let notify_at = notify_pending.then(|| last_notify.map_or_else(Instant::now, |t| t + MIN_NOTIFY_INTERVAL));
+        let arrival_at = arrival_pending.then(|| last_arrival.map_or_else(Instant::now, |t| t + MIN_INSTANCE_CHANGE));
+        let wake_at = [recreate_at, s.tracker.stale_deadline(), notify_at, arrival_at].into_iter().flatten().min();
         tokio::select! {
             biased;
             _ = s.stop.cancelled() => break,
@@ -474,17 +656,20 @@ async fn run_subscriber(mut s: Subscriber) {
                     if g == socket.generation && socket.quiet_since.is_some() {
                         socket.quiet_since = Some(Instant::now());
                     }
-                    s.on_message(&message, &mut own_warned);
+                    let (changed, arrived) = s.on_message(&message, &mut logs);
+                    notify_pending |= changed;
+                    arrival_pending |= arrived;
                 }
                 // The supervisor holds a sender itself, so this cannot happen; stop cleanly anyway.
                 None => break,
             },
             _ = sleep_until_opt(wake_at) => {
                 let now = Instant::now();
-                s.check_stale(now);
+                if s.check_stale(now) {
+                    notify_pending = true;
+                }
                 if recreate_at.is_some_and(|at| at <= now) {
-                    // The peer's PUB went away (or is wedged): a fresh socket reconnects within
-                    // our short connect timeout instead of the crate's growing backoff.
+                    // The peer's PUB went away (or is wedged): a fresh socket reconnects now.
                     socket.stop.cancel();
                     socket = spawn_socket(socket.generation + 1);
                     Counters::bump(&s.counters.resubscribes);
@@ -492,64 +677,117 @@ async fn run_subscriber(mut s: Subscriber) {
                 }
             }
         }
+        let now = Instant::now();
+        if notify_pending && last_notify.is_none_or(|t| now.duration_since(t) >= MIN_NOTIFY_INTERVAL) {
+            publish_status(&s.peer, s.tracker.status());
+            notify_pending = false;
+            last_notify = Some(now);
+        }
+        if arrival_pending && last_arrival.is_none_or(|t| now.duration_since(t) >= MIN_INSTANCE_CHANGE) {
+            let p = s.tracker.status();
+            if let Some(suppressed) = logs.arrival.allow(now) {
+                tracing::info!(
+                    peer = %p.source, instance = %p.instance, restarts_seen = p.restarts_seen, suppressed,
+                    "connectivity bus: peer is live"
+                );
+            }
+            s.arrived.notify_one();
+            arrival_pending = false;
+            last_arrival = Some(now);
+        }
     }
     s.stop.cancel();
     socket.stop.cancel();
     receivers.close();
     receivers.wait().await;
     // A stopped bus knows nothing about the peer any more.
-    if s.tracker.mark_unknown(now_ms(), "connectivity bus stopped") {
-        publish_status(&s.peer, s.tracker.status());
-    }
+    s.tracker.mark_unknown(now_ms(), "connectivity bus stopped");
+    publish_status(&s.peer, s.tracker.status());
     tracing::debug!("connectivity bus subscriber stopped");
 }
 
+/// Rate limits of the subscriber's log lines.
+struct Logs {
+    undecodable: LogLimit,
+    own: LogLimit,
+    refused: LogLimit,
+    arrival: LogLimit,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            undecodable: LogLimit::new(Duration::from_secs(10)),
+            own: LogLimit::new(Duration::from_secs(60)),
+            refused: LogLimit::new(Duration::from_secs(10)),
+            arrival: LogLimit::new(Duration::from_secs(1)),
+        }
+    }
+}
+
 impl Subscriber {
-    fn on_message(&mut self, message: &ZmqMessage, own_warned: &mut bool) {
+    /// Returns (watchers should hear of a change, the peer arrived).
+    fn on_message(&mut self, message: &[Bytes], logs: &mut Logs) -> (bool, bool) {
         Counters::bump(&self.counters.received);
-        match self.tracker.on_message(message, Instant::now(), now_ms()) {
+        let now = Instant::now();
+        match self.tracker.on_message(message, now, now_ms()) {
             Verdict::Undecodable(why) => {
                 Counters::bump(&self.counters.undecodable);
-                tracing::debug!(why, frames = message.len(), "connectivity bus: ignoring an undecodable message");
+                if let Some(suppressed) = logs.undecodable.allow(now) {
+                    tracing::debug!(
+                        why,
+                        frames = message.len(),
+                        suppressed,
+                        "connectivity bus: ignoring an undecodable message"
+                    );
+                }
+            }
+            Verdict::Unauthenticated(why) => {
+                Counters::bump(&self.counters.unauthenticated);
+                if let Some(suppressed) = logs.undecodable.allow(now) {
+                    tracing::warn!(why, suppressed, "connectivity bus: ignoring an unauthenticated message");
+                }
             }
             Verdict::Own => {
                 Counters::bump(&self.counters.own);
-                if !*own_warned {
+                if logs.own.allow(now).is_some() {
                     tracing::warn!(
                         peer_addr = %self.peer_addr,
                         "connectivity bus: receiving our own messages; is peer_addr our own pub_addr?"
                     );
-                    *own_warned = true;
                 }
             }
             Verdict::OutOfOrder => {
                 Counters::bump(&self.counters.out_of_order);
-                tracing::debug!("connectivity bus: ignoring an already seen sequence number");
+                if logs.refused.allow(now).is_some() {
+                    tracing::debug!("connectivity bus: ignoring an already seen sequence number");
+                }
+            }
+            Verdict::RefusedInstance(why) => {
+                Counters::bump(&self.counters.refused_instances);
+                if let Some(suppressed) = logs.refused.allow(now) {
+                    tracing::debug!(why, suppressed, "connectivity bus: ignoring another instance of the peer");
+                }
             }
             Verdict::Accepted { arrived } => {
                 Counters::bump(&self.counters.accepted);
-                if arrived {
-                    let p = self.tracker.status();
-                    tracing::info!(
-                        peer = %p.source, instance = %p.instance, restarts_seen = p.restarts_seen,
-                        "connectivity bus: peer is live"
-                    );
-                    self.arrived.notify_one();
-                }
-                publish_status(&self.peer, self.tracker.status());
+                return (true, arrived);
             }
         }
+        (false, false)
     }
 
-    fn check_stale(&mut self, now: Instant) {
+    /// Whether the peer just turned unknown.
+    fn check_stale(&mut self, now: Instant) -> bool {
         if self.tracker.check_stale(now, now_ms()) {
             let p = self.tracker.status();
             tracing::warn!(
                 peer = %p.source, silent_for = ?self.stale_after,
                 "connectivity bus: peer is unknown (no heartbeat)"
             );
-            publish_status(&self.peer, p);
+            return true;
         }
+        false
     }
 }
 
@@ -565,69 +803,86 @@ fn publish_status(peer: &watch::Sender<PeerStatus>, next: &PeerStatus) {
     });
 }
 
-/// Owns one SUB socket: connects (retrying with a short timeout, so nothing waits 30 s for a
-/// peer that is not there), then forwards every message until told to stop. Dropping the
-/// socket at the end also stops the crate's reconnect task for it.
-async fn run_receiver(
+struct Receiver {
     generation: u64,
-    peer_addr: String,
+    endpoint: Endpoint,
+    limits: Limits,
     connect_timeout: Duration,
     tx: mpsc::Sender<Received>,
+    counters: Arc<Counters>,
     stop: CancellationToken,
-) {
-    let mut options = SocketOptions::default();
-    options.connect_timeout(connect_timeout);
-    let mut socket = SubSocket::with_options(options);
-    // Remembered by the socket and sent to every peer it connects to, reconnects included.
-    if let Err(e) = socket.subscribe(TOPIC).await {
-        tracing::warn!(error = %e, "connectivity bus: subscribing failed");
-    }
-    let mut failures = 0u64;
+}
+
+/// Owns one SUB connection at a time: connects (retrying with a short timeout), then forwards
+/// every message until the connection fails or it is told to stop; then connects again. A
+/// peer that breaks a protocol rule or a limit is dropped and not retried for
+/// [`VIOLATION_PAUSE`], so a hostile publisher cannot make us spin.
+async fn run_receiver(r: Receiver) {
+    let mut announced = false;
     loop {
         let connected = tokio::select! {
             biased;
-            _ = stop.cancelled() => return,
-            r = socket.connect(&peer_addr) => r,
+            _ = r.stop.cancelled() => return,
+            c = zmtp::Subscriber::connect(&r.endpoint, TOPIC.as_bytes(), r.limits.clone(), r.connect_timeout) => c,
         };
-        match connected {
-            Ok(()) => break,
+        let mut socket = match connected {
+            Ok(socket) => socket,
             Err(e) => {
-                failures += 1;
-                // Expected while the peer is down; worth a line only when it is something else.
-                if matches!(e, zeromq::ZmqError::ConnectTimeout(_)) || failures > 1 {
-                    tracing::trace!(error = %e, %peer_addr, "connectivity bus: peer not reachable yet");
+                tracing::trace!(error = %e, endpoint = %r.endpoint, "connectivity bus: peer not reachable yet");
+                let pause_for = if matches!(e, zmtp::ZmtpError::Io(_) | zmtp::ZmtpError::Timeout) {
+                    RETRY_PAUSE
                 } else {
-                    tracing::debug!(error = %e, %peer_addr, "connectivity bus: connecting to the peer failed");
-                }
-                if pause(&stop, RETRY_PAUSE).await.is_err() {
+                    Counters::bump(&r.counters.peer_violations);
+                    VIOLATION_PAUSE
+                };
+                if pause(&r.stop, pause_for).await.is_err() {
                     return;
                 }
+                continue;
             }
-        }
-    }
-    if tx.send(Received::Connected(generation)).await.is_err() {
-        return;
-    }
-    loop {
-        let received = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            r = socket.recv() => r,
         };
-        match received {
-            Ok(message) => {
-                if tx.send(Received::Message(generation, message)).await.is_err() {
-                    return;
-                }
+        if !announced {
+            if r.tx.send(Received::Connected(r.generation)).await.is_err() {
+                return;
             }
-            Err(e) => {
-                // Typically the peer went away; the socket reconnects by itself, and the
-                // supervisor replaces it if that takes longer than stale_after.
-                tracing::debug!(error = %e, "connectivity bus: receive failed");
-                if pause(&stop, RETRY_PAUSE).await.is_err() {
-                    return;
+            announced = true;
+        }
+        let mut window = Instant::now();
+        let mut in_window = 0u32;
+        let error = loop {
+            let received = tokio::select! {
+                biased;
+                _ = r.stop.cancelled() => return,
+                m = socket.recv() => m,
+            };
+            match received {
+                Ok(message) => {
+                    let now = Instant::now();
+                    if now.duration_since(window) >= Duration::from_secs(1) {
+                        (window, in_window) = (now, 0);
+                    }
+                    in_window += 1;
+                    if in_window > MAX_MESSAGES_PER_SEC {
+                        break zmtp::ZmtpError::Limit("too many messages per second from the peer");
+                    }
+                    if r.tx.send(Received::Message(r.generation, message)).await.is_err() {
+                        return;
+                    }
                 }
+                Err(e) => break e,
             }
+        };
+        drop(socket);
+        let pause_for = match error {
+            zmtp::ZmtpError::Io(_) | zmtp::ZmtpError::Timeout => RETRY_PAUSE,
+            _ => {
+                Counters::bump(&r.counters.peer_violations);
+                VIOLATION_PAUSE
+            }
+        };
+        tracing::trace!(error = %error, "connectivity bus: connection to the peer ended");
+        if pause(&r.stop, pause_for).await.is_err() {
+            return;
         }
     }
 }
@@ -646,8 +901,12 @@ async fn pause(stop: &CancellationToken, d: Duration) -> Result<(), ()> {
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
     Undecodable(&'static str),
+    Unauthenticated(&'static str),
     Own,
     OutOfOrder,
+    /// Another instance while the current one is live: too soon after the last change, an
+    /// older instance replayed, or an older timestamp.
+    RefusedInstance(&'static str),
     /// Updated the status; `arrived` when the peer became live or restarted.
     Accepted {
         arrived: bool,
@@ -657,19 +916,30 @@ enum Verdict {
 struct PeerTracker {
     own_source: String,
     stale_after: Duration,
+    key: Option<BusKey>,
     status: PeerStatus,
     last_sequence: u64,
+    /// The current instance's latest timestamp (ms).
+    last_at: i64,
     last_seen: Option<Instant>,
+    /// When the instance last changed.
+    instance_changed: Option<Instant>,
+    /// Earlier instances and their last sequence, newest last.
+    previous: std::collections::VecDeque<(String, u64)>,
 }
 
 impl PeerTracker {
-    fn new(own_source: String, stale_after: Duration) -> Self {
+    fn new(own_source: String, stale_after: Duration, key: Option<BusKey>) -> Self {
         Self {
             own_source,
             stale_after,
+            key,
             status: PeerStatus { state: PEER_UNKNOWN.into(), ..Default::default() },
             last_sequence: 0,
+            last_at: 0,
             last_seen: None,
+            instance_changed: None,
+            previous: std::collections::VecDeque::new(),
         }
     }
 
@@ -685,11 +955,16 @@ impl PeerTracker {
         }
     }
 
-    fn on_message(&mut self, message: &ZmqMessage, now: Instant, now_ms: i64) -> Verdict {
-        let state = match decode(message) {
+    fn on_message(&mut self, message: &[Bytes], now: Instant, now_ms: i64) -> Verdict {
+        let state = match decode(message, self.key.as_ref()) {
             Ok(s) => s,
-            Err(why) => return Verdict::Undecodable(why),
+            Err(DecodeError::Undecodable(why)) => return Verdict::Undecodable(why),
+            Err(DecodeError::Unauthenticated(why)) => return Verdict::Unauthenticated(why),
         };
+        let at = state.at.as_ref().map_or(0, |t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000));
+        if self.key.is_some() && at.abs_diff(now_ms) > MAX_CLOCK_SKEW.as_millis() as u64 {
+            return Verdict::Unauthenticated("timestamp too far from our clock (replay?)");
+        }
         if state.source == self.own_source {
             return Verdict::Own;
         }
@@ -698,10 +973,31 @@ impl PeerTracker {
             return Verdict::OutOfOrder;
         }
         let was_live = self.status.state == PEER_LIVE;
-        if new_instance && !self.status.instance.is_empty() {
-            self.status.restarts_seen += 1;
+        if new_instance {
+            if self.previous.iter().any(|(i, last)| *i == state.instance && state.sequence <= *last) {
+                return Verdict::RefusedInstance("a replayed message of an earlier instance");
+            }
+            if was_live {
+                if self.instance_changed.is_some_and(|t| now.duration_since(t) < MIN_INSTANCE_CHANGE) {
+                    return Verdict::RefusedInstance("instance changes too often");
+                }
+                if at < self.last_at {
+                    return Verdict::RefusedInstance("older than the live instance's last message");
+                }
+            }
+            if !self.status.instance.is_empty() {
+                self.status.restarts_seen += 1;
+                let old = (std::mem::take(&mut self.status.instance), self.last_sequence);
+                self.previous.retain(|(i, _)| *i != old.0);
+                self.previous.push_back(old);
+                if self.previous.len() > REMEMBERED_INSTANCES {
+                    self.previous.pop_front();
+                }
+            }
+            self.instance_changed = Some(now);
         }
         self.last_sequence = state.sequence;
+        self.last_at = at;
         self.last_seen = Some(now);
         self.status.source = state.source;
         self.status.instance = state.instance;
@@ -738,19 +1034,30 @@ impl PeerTracker {
     }
 }
 
-fn decode(message: &ZmqMessage) -> Result<ConnectivityState, &'static str> {
-    if message.len() != 2 {
-        return Err("not two frames");
-    }
-    let (Some(topic), Some(payload)) = (message.get(0), message.get(1)) else {
-        return Err("not two frames");
+enum DecodeError {
+    Undecodable(&'static str),
+    Unauthenticated(&'static str),
+}
+
+fn decode(message: &[Bytes], key: Option<&BusKey>) -> Result<ConnectivityState, DecodeError> {
+    let (topic, payload) = match (message, key) {
+        ([topic, payload], None) => (topic, payload),
+        ([topic, payload, tag], Some(key)) => {
+            if tag.len() != MAC_LEN || !key.verify(topic, payload, tag) {
+                return Err(DecodeError::Unauthenticated("bad MAC"));
+            }
+            (topic, payload)
+        }
+        (_, Some(_)) => return Err(DecodeError::Unauthenticated("no MAC")),
+        _ => return Err(DecodeError::Undecodable("not two frames")),
     };
     if topic[..] != *TOPIC.as_bytes() {
-        return Err("wrong topic");
+        return Err(DecodeError::Undecodable("wrong topic"));
     }
-    let state = ConnectivityState::decode(&payload[..]).map_err(|_| "not a ConnectivityState")?;
+    let state =
+        ConnectivityState::decode(&payload[..]).map_err(|_| DecodeError::Undecodable("not a ConnectivityState"))?;
     if state.source.is_empty() || state.instance.is_empty() {
-        return Err("no source or instance");
+        return Err(DecodeError::Undecodable("no source or instance"));
     }
     Ok(state)
 }
@@ -760,6 +1067,7 @@ mod tests {
     use super::*;
     use crate::connectivity::{KIND_PRINTER, STATE_ONLINE, STATE_PAPER_LOW, STATE_UNKNOWN};
     use std::future::Future;
+    use zeromq::{PubSocket, Socket as _, SocketSend as _, ZmqMessage};
 
     const HEARTBEAT: Duration = Duration::from_millis(100);
     const STALE: Duration = Duration::from_millis(400);
@@ -822,6 +1130,10 @@ mod tests {
         let mut m = ZmqMessage::from(TOPIC);
         m.push_back(state.encode_to_vec().into());
         m
+    }
+
+    fn frames(state: &ConnectivityState) -> Vec<Bytes> {
+        vec![Bytes::from_static(TOPIC.as_bytes()), Bytes::from(state.encode_to_vec())]
     }
 
     fn peer_state(instance: &str, sequence: u64, components: Vec<Component>) -> ConnectivityState {
@@ -1112,31 +1424,32 @@ mod tests {
 
     #[test]
     fn tracker_orders_by_sequence_per_instance_and_counts_restarts() {
-        let mut t = PeerTracker::new("wix-ingest".into(), STALE);
+        let mut t = PeerTracker::new("wix-ingest".into(), STALE, None);
         let now = Instant::now();
         assert_eq!(t.status().state, PEER_UNKNOWN);
-        assert_eq!(t.on_message(&message(&peer_state("i1", 5, vec![])), now, 1), Verdict::Accepted { arrived: true });
-        assert_eq!(t.on_message(&message(&peer_state("i1", 5, vec![])), now, 2), Verdict::OutOfOrder);
-        assert_eq!(t.on_message(&message(&peer_state("i1", 4, vec![])), now, 2), Verdict::OutOfOrder);
-        assert_eq!(t.on_message(&message(&peer_state("i1", 7, vec![])), now, 3), Verdict::Accepted { arrived: false });
+        assert_eq!(t.on_message(&frames(&peer_state("i1", 5, vec![])), now, 1), Verdict::Accepted { arrived: true });
+        assert_eq!(t.on_message(&frames(&peer_state("i1", 5, vec![])), now, 2), Verdict::OutOfOrder);
+        assert_eq!(t.on_message(&frames(&peer_state("i1", 4, vec![])), now, 2), Verdict::OutOfOrder);
+        assert_eq!(t.on_message(&frames(&peer_state("i1", 7, vec![])), now, 3), Verdict::Accepted { arrived: false });
         // A new instance starts its sequence again: a restart.
-        assert_eq!(t.on_message(&message(&peer_state("i2", 1, vec![])), now, 4), Verdict::Accepted { arrived: true });
+        let later = now + MIN_INSTANCE_CHANGE;
+        assert_eq!(t.on_message(&frames(&peer_state("i2", 1, vec![])), later, 4), Verdict::Accepted { arrived: true });
         assert_eq!(t.status().restarts_seen, 1);
         assert_eq!(t.status().messages, 3);
         assert_eq!(t.status().last_seen, Some(timestamp_from_ms(4)));
         let own = ConnectivityState { source: "wix-ingest".into(), ..peer_state("x", 1, vec![]) };
-        assert_eq!(t.on_message(&message(&own), now, 5), Verdict::Own);
+        assert_eq!(t.on_message(&frames(&own), now, 5), Verdict::Own);
         let nameless = ConnectivityState { source: String::new(), ..peer_state("x", 1, vec![]) };
-        assert!(matches!(t.on_message(&message(&nameless), now, 5), Verdict::Undecodable(_)));
-        assert!(matches!(t.on_message(&ZmqMessage::from("connectivity"), now, 5), Verdict::Undecodable(_)));
+        assert!(matches!(t.on_message(&frames(&nameless), now, 5), Verdict::Undecodable(_)));
+        assert!(matches!(t.on_message(&[Bytes::from_static(b"connectivity")], now, 5), Verdict::Undecodable(_)));
     }
 
     #[test]
     fn tracker_turns_unknown_after_stale_after_and_back_live_with_an_arrival() {
-        let mut t = PeerTracker::new("wix-ingest".into(), STALE);
+        let mut t = PeerTracker::new("wix-ingest".into(), STALE, None);
         let t0 = Instant::now();
         assert!(!t.check_stale(t0 + STALE * 10, 0), "never heard: nothing to turn unknown");
-        t.on_message(&message(&peer_state("i1", 1, vec![printer("kitchen", STATE_ONLINE)])), t0, 1);
+        t.on_message(&frames(&peer_state("i1", 1, vec![printer("kitchen", STATE_ONLINE)])), t0, 1);
         assert_eq!(t.stale_deadline(), Some(t0 + STALE));
         assert!(!t.check_stale(t0 + STALE - Duration::from_millis(1), 2));
         assert!(t.check_stale(t0 + STALE, 3));
@@ -1146,9 +1459,100 @@ mod tests {
         assert_eq!(t.stale_deadline(), None);
         assert!(!t.check_stale(t0 + STALE * 2, 4), "already unknown");
         // Same instance back after a gap (a network hiccup): live again, an arrival, no restart.
-        let v = t.on_message(&message(&peer_state("i1", 9, vec![printer("kitchen", STATE_ONLINE)])), t0 + STALE * 3, 5);
+        let v = t.on_message(&frames(&peer_state("i1", 9, vec![printer("kitchen", STATE_ONLINE)])), t0 + STALE * 3, 5);
         assert_eq!(v, Verdict::Accepted { arrived: true });
         assert_eq!(t.status().restarts_seen, 0);
         assert_eq!(t.status().components[0].state, STATE_ONLINE);
+    }
+
+    #[test]
+    fn tracker_refuses_instance_floods_and_replays_of_earlier_instances() {
+        let mut t = PeerTracker::new("wix-ingest".into(), STALE, None);
+        let t0 = Instant::now();
+        assert!(matches!(t.on_message(&frames(&peer_state("i1", 1, vec![])), t0, 1), Verdict::Accepted { .. }));
+        // A flood of "restarted" instances within one interval: all refused, no arrival.
+        for n in 0..1000 {
+            let v = t.on_message(&frames(&peer_state(&format!("forged{n}"), 1, vec![])), t0, 2);
+            assert_eq!(v, Verdict::RefusedInstance("instance changes too often"));
+        }
+        assert_eq!(t.status().instance, "i1");
+        assert_eq!(t.status().restarts_seen, 0);
+        let t1 = t0 + MIN_INSTANCE_CHANGE;
+        assert_eq!(t.on_message(&frames(&peer_state("i2", 1, vec![])), t1, 3), Verdict::Accepted { arrived: true });
+        // i1 replayed later (its old sequence): refused, not a "restart".
+        let t2 = t1 + MIN_INSTANCE_CHANGE * 2;
+        assert!(matches!(t.on_message(&frames(&peer_state("i1", 1, vec![])), t2, 4), Verdict::RefusedInstance(_)));
+        // An instance whose timestamp is older than the live one's last message: refused.
+        let old = ConnectivityState { at: Some(timestamp_from_ms(1)), ..peer_state("i3", 1, vec![]) };
+        assert!(matches!(t.on_message(&frames(&old), t2, 5), Verdict::RefusedInstance(_)));
+        assert_eq!(t.status().restarts_seen, 1);
+    }
+
+    #[test]
+    fn with_a_key_only_fresh_messages_with_a_valid_mac_count() {
+        let key = BusKey::new(b"0123456789abcdef0123").unwrap();
+        assert!(BusKey::new(b"short").is_err());
+        let mut t = PeerTracker::new("wix-ingest".into(), STALE, Some(key.clone()));
+        let now = Instant::now();
+        let signed = |s: &ConnectivityState, k: &BusKey| {
+            let mut f = frames(s);
+            let tag = k.mac(&f[0], &f[1]);
+            f.push(Bytes::from(tag));
+            f
+        };
+        let state = peer_state("i1", 1, vec![]);
+        assert!(matches!(t.on_message(&frames(&state), now, now_ms()), Verdict::Unauthenticated(_)));
+        let other = BusKey::new(b"another key, 16+ bytes").unwrap();
+        assert!(matches!(t.on_message(&signed(&state, &other), now, now_ms()), Verdict::Unauthenticated(_)));
+        let mut tampered = signed(&state, &key);
+        tampered[1] = Bytes::from(peer_state("i1", 2, vec![]).encode_to_vec());
+        assert!(matches!(t.on_message(&tampered, now, now_ms()), Verdict::Unauthenticated(_)));
+        let stale = ConnectivityState { at: Some(timestamp_from_ms(now_ms() - 120_000)), ..state.clone() };
+        assert!(matches!(t.on_message(&signed(&stale, &key), now, now_ms()), Verdict::Unauthenticated(_)));
+        assert_eq!(t.on_message(&signed(&state, &key), now, now_ms()), Verdict::Accepted { arrived: true });
+        assert_eq!(t.on_message(&signed(&state, &key), now, now_ms()), Verdict::OutOfOrder, "a replay");
+        assert!(!format!("{key:?}").contains("0123"), "the key is not logged");
+    }
+
+    #[test]
+    fn a_non_local_address_needs_a_key() {
+        let c = BusConfig::new("wix-ingest", "tcp://0.0.0.0:5561", "tcp://10.0.0.2:5562");
+        assert!(format!("{:#}", c.validate().unwrap_err()).contains("BUS_KEY_FILE"));
+        let keyed = BusConfig { key: Some(BusKey::new(b"0123456789abcdef").unwrap()), ..c };
+        keyed.validate().unwrap();
+        BusConfig::new("wix-ingest", "ipc:///run/x/a.sock", "ipc:///run/x/b.sock").validate().unwrap();
+    }
+
+    #[test]
+    fn default_addresses_are_unix_sockets_in_the_runtime_directory() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+        };
+        assert_eq!(
+            default_addr(env(&[("RUNTIME_DIRECTORY", "/run/wix-printer")]), INGEST_SOCKET),
+            "ipc:///run/wix-printer/ingest-bus.sock"
+        );
+        assert_eq!(
+            default_addr(env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]), PRINT_SOCKET),
+            "ipc:///run/user/1000/wix-printer/print-bus.sock"
+        );
+        assert_eq!(default_addr(env(&[]), PRINT_SOCKET), "ipc:///run/wix-printer/print-bus.sock");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_zeromq_crate_subscriber_receives_our_state() {
+        use zeromq::{SocketRecv as _, SubSocket};
+        let token = CancellationToken::new();
+        let b = start(cfg("wix-print", &free_addr(), &free_addr()), &token).await;
+        b.publish(vec![printer("kitchen", STATE_ONLINE)]);
+        let mut sub = SubSocket::new();
+        sub.subscribe(TOPIC).await.unwrap();
+        sub.connect(b.local_addr()).await.unwrap();
+        let m = within(Duration::from_secs(2), "a message from our PUB", sub.recv()).await.unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(&m.get(0).unwrap()[..], TOPIC.as_bytes());
+        let state = ConnectivityState::decode(&m.get(1).unwrap()[..]).unwrap();
+        assert_eq!((state.source.as_str(), state.components.len()), ("wix-print", 1));
+        token.cancel();
     }
 }

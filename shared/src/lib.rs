@@ -27,6 +27,7 @@ pub mod retention;
 pub mod shutdown;
 pub mod time;
 pub mod validate;
+pub mod zmtp;
 
 /// Version string both services report in `GetStatus`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -299,3 +299,36 @@ async fn wix_print_sees_ingest_late_killed_and_restarted() {
     stack.send_event(&fixture(PICKUP)).await.unwrap();
     stack.sim.wait_for_tickets(3, T).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_the_bus_is_two_unix_sockets_in_the_shared_runtime_directory() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    // As systemd's RuntimeDirectory= gives both units; no bus address configured (an empty
+    // value is unset, so the harness's TCP addresses are dropped).
+    let runtime = tempfile::tempdir().unwrap();
+    let dir = runtime.path().display().to_string();
+    let mut opts = StackOptions::default();
+    for var in ["INGEST_PUB_ADDR", "PRINT_PUB_ADDR"] {
+        opts = opts.ingest_env(var, "").print_env(var, "");
+    }
+    let opts = opts.ingest_env("RUNTIME_DIRECTORY", dir.clone()).print_env("RUNTIME_DIRECTORY", dir);
+    let stack = stack(opts).await;
+    wait_connectivity(&stack, Duration::from_secs(5), "wix-print live over ipc", |c| peer_state(c) == "live").await;
+    for name in ["ingest-bus.sock", "print-bus.sock"] {
+        let meta = std::fs::metadata(runtime.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(meta.file_type().is_socket(), "{name}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660, "{name}: owner and group only");
+    }
+    let mut print = stack.print_admin().await.unwrap();
+    wait_until(Duration::from_secs(5), "wix-ingest live on wix-print's bus", || {
+        let mut print = print.clone();
+        async move {
+            let c =
+                print.get_connectivity(wixprint_shared::proto::print::GetConnectivityRequest {}).await?.into_inner();
+            Ok(c.peer.is_some_and(|p| p.state == "live"))
+        }
+    })
+    .await
+    .unwrap();
+    print.get_status(wixprint_shared::proto::print::GetStatusRequest {}).await.unwrap();
+}

@@ -166,18 +166,23 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "bus_pub_addr",
         env: "INGEST_PUB_ADDR",
-        help: "where this service's connectivity bus PUB socket binds (default tcp://127.0.0.1:5561)",
+        help: "where this service's connectivity bus PUB socket binds: ipc:///path or tcp://host:port (default ipc://$RUNTIME_DIRECTORY/ingest-bus.sock)",
     },
     Key {
         name: "print_pub_addr",
         env: "PRINT_PUB_ADDR",
-        help: "wix-print's connectivity bus PUB socket (default tcp://127.0.0.1:5562)",
+        help: "wix-print's connectivity bus PUB socket (default ipc://$RUNTIME_DIRECTORY/print-bus.sock)",
     },
     Key { name: "bus_heartbeat_ms", env: "BUS_HEARTBEAT_MS", help: "connectivity bus heartbeat (default 1000)" },
     Key {
         name: "bus_stale_ms",
         env: "BUS_STALE_MS",
         help: "wix-print is \"unknown\" after this long without a heartbeat (default 3500)",
+    },
+    Key {
+        name: "bus_key_file",
+        env: "BUS_KEY_FILE",
+        help: "shared secret file (>= 16 random bytes, the same on both hosts) authenticating every bus message; required when a bus address is not loopback or ipc:// (default none)",
     },
 ];
 
@@ -447,42 +452,13 @@ fn internet_settings(src: &Source) -> Result<crate::internet::InternetSettings, 
 }
 
 fn bus_config(src: &Source) -> Result<BusConfig, ConfigError> {
-    let pub_addr = src.string("bus_pub_addr", bus::DEFAULT_INGEST_PUB);
-    check_endpoint(&pub_addr, true).map_err(|e| src.invalid("bus_pub_addr", e))?;
-    let peer_addr = src.string("print_pub_addr", bus::DEFAULT_PRINT_PUB);
-    check_endpoint(&peer_addr, false).map_err(|e| src.invalid("print_pub_addr", e))?;
-    if pub_addr == peer_addr {
-        return Err(src.invalid("print_pub_addr", format!("is {peer_addr}, the same as INGEST_PUB_ADDR")));
-    }
-    let heartbeat = src.millis("bus_heartbeat_ms", bus::DEFAULT_HEARTBEAT.as_millis() as u64)?;
-    if u32::try_from(heartbeat.as_millis()).is_err() {
-        return Err(src.invalid("bus_heartbeat_ms", "is too long"));
-    }
-    let stale_after = src.millis("bus_stale_ms", bus::DEFAULT_STALE_AFTER.as_millis() as u64)?;
-    if stale_after <= heartbeat {
-        return Err(src.invalid(
-            "bus_stale_ms",
-            format!(
-                "must be longer than BUS_HEARTBEAT_MS ({} ms), or a live wix-print looks silent",
-                heartbeat.as_millis()
-            ),
-        ));
-    }
-    Ok(BusConfig { heartbeat, stale_after, ..BusConfig::new("wix-ingest", pub_addr, peer_addr) })
-}
-
-/// `tcp://host:port`: the only transport the bus is built with. Port 0 only where we bind.
-fn check_endpoint(addr: &str, bind: bool) -> Result<(), String> {
-    let rest = addr.strip_prefix("tcp://").ok_or_else(|| format!("{addr:?} must look like tcp://host:port"))?;
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| format!("{addr:?} has no port (tcp://host:port)"))?;
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("{addr:?} has no host (tcp://host:port)"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) if !bind => Err(format!("{addr:?}: port 0 is only allowed where this service binds")),
-        Ok(_) => Ok(()),
-        Err(_) => Err(format!("{addr:?}: {port:?} is not a port")),
-    }
+    let keys = bus::BusKeys {
+        pub_addr: "bus_pub_addr",
+        peer_addr: "print_pub_addr",
+        pub_socket: bus::INGEST_SOCKET,
+        peer_socket: bus::PRINT_SOCKET,
+    };
+    bus::config_from(src, "wix-ingest", &keys)
 }
 
 #[cfg(test)]
@@ -544,7 +520,12 @@ mod tests {
         assert_eq!(internet.debounce, 2);
         assert_eq!(internet.retention, Duration::from_secs(30 * 86_400));
         let bus = bus_config(&src).unwrap();
-        assert_eq!((bus.pub_addr.as_str(), bus.peer_addr.as_str()), ("tcp://127.0.0.1:5561", "tcp://127.0.0.1:5562"));
+        // Unix sockets in the runtime directory shared with wix-print (its path depends on the
+        // environment: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/wix-printer or /run/wix-printer).
+        let dir = bus::runtime_dir();
+        assert_eq!(bus.pub_addr, format!("ipc://{}", dir.join("ingest-bus.sock").display()));
+        assert_eq!(bus.peer_addr, format!("ipc://{}", dir.join("print-bus.sock").display()));
+        assert!(bus.key.is_none());
         assert_eq!((bus.heartbeat, bus.stale_after), (Duration::from_secs(1), Duration::from_millis(3500)));
         assert_eq!(bus.source, "wix-ingest");
     }
@@ -580,11 +561,26 @@ mod tests {
         for (env, needle) in [
             (vec![("INGEST_PUB_ADDR", "127.0.0.1:5561")], "INGEST_PUB_ADDR"),
             (vec![("PRINT_PUB_ADDR", "tcp://127.0.0.1:0")], "PRINT_PUB_ADDR"),
-            (vec![("PRINT_PUB_ADDR", "tcp://127.0.0.1:5561")], "PRINT_PUB_ADDR"),
+            (
+                vec![("INGEST_PUB_ADDR", "tcp://127.0.0.1:5561"), ("PRINT_PUB_ADDR", "tcp://127.0.0.1:5561")],
+                "PRINT_PUB_ADDR",
+            ),
+            (vec![("INGEST_PUB_ADDR", "tcp://0.0.0.0:5561")], "BUS_KEY_FILE"),
+            (vec![("PRINT_PUB_ADDR", "tcp://192.168.1.20:5562")], "BUS_KEY_FILE"),
+            (vec![("PRINT_PUB_ADDR", "tcp://10.0.0.2:5562"), ("BUS_KEY_FILE", "/nonexistent/bus.key")], "BUS_KEY_FILE"),
             (vec![("BUS_HEARTBEAT_MS", "2000"), ("BUS_STALE_MS", "2000")], "BUS_STALE_MS"),
         ] {
             let err = bus_config(&source(&env)).unwrap_err().to_string();
             assert!(err.contains(needle), "{env:?}: {err}");
         }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bus.key");
+        std::fs::write(&key, "short\n").unwrap();
+        let across = |key: &std::path::Path| {
+            source(&[("PRINT_PUB_ADDR", "tcp://10.0.0.2:5562"), ("BUS_KEY_FILE", key.to_str().unwrap())])
+        };
+        assert!(bus_config(&across(&key)).unwrap_err().to_string().contains("16 bytes"));
+        std::fs::write(&key, "a secret of at least sixteen bytes\n").unwrap();
+        assert!(bus_config(&across(&key)).unwrap().key.is_some());
     }
 }

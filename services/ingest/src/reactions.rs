@@ -3,19 +3,66 @@
 //! flushes the outbox at once when wix-print arrives on the bus (started, restarted, or heard
 //! again after a silence).
 //!
+//! Both reactions are rate-limited ([`MIN_FLUSH_INTERVAL`], [`MIN_SYNC_INTERVAL`]): arrivals
+//! or returns in between are merged into one reaction at the end of the interval, so a peer
+//! that announces itself in a loop cannot turn into a storm of flushes, syncs or log lines.
+//!
 //! These are accelerators only. Must never: be what correctness depends on (the sync runs on
 //! its interval and the outbox retries on its backoff whether or not an event arrives), store
 //! anything, or block on the bus.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use wixprint_shared::connectivity::{STATE_DEGRADED, STATE_OFFLINE, STATE_ONLINE};
 use wixprint_shared::proto::events::Component;
 
 use crate::sync::SyncHandle;
+
+/// The outbox is flushed for a peer arrival at most this often.
+pub const MIN_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// The sync is started for an internet return at most this often.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A reaction that runs at once, then at most once per `every`; requests in between are
+/// merged into one run when the interval has passed.
+struct Limited {
+    every: Duration,
+    last: Option<Instant>,
+    pending: bool,
+}
+
+impl Limited {
+    fn new(every: Duration) -> Self {
+        Limited { every, last: None, pending: false }
+    }
+
+    /// When a pending request may run.
+    fn due(&self) -> Option<Instant> {
+        self.pending.then(|| self.last.map_or_else(Instant::now, |t| t + self.every))
+    }
+
+    /// Whether a pending request runs now (and records it).
+    fn take(&mut self, now: Instant) -> bool {
+        if self.pending && self.last.is_none_or(|t| now.duration_since(t) >= self.every) {
+            self.pending = false;
+            self.last = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
 
 pub struct Reactions {
     /// The confirmed internet state (from the internet monitor).
@@ -43,7 +90,11 @@ impl Reactions {
             (self.publish)(vec![current]);
             state
         };
+        let mut flush = Limited::new(MIN_FLUSH_INTERVAL);
+        let mut sync = Limited::new(MIN_SYNC_INTERVAL);
+        let mut was_for_sync = String::new();
         loop {
+            let due = [flush.due(), sync.due()].into_iter().flatten().min();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -54,19 +105,26 @@ impl Reactions {
                     }
                     let current = self.internet.borrow_and_update().clone();
                     if internet_returned(&previous, &current.state) {
-                        if self.sync.trigger() {
-                            tracing::info!(was = %previous, "internet is back: syncing orders now");
-                        } else {
-                            tracing::debug!("internet is back; the order sync is off");
-                        }
+                        sync.pending = true;
+                        was_for_sync.clone_from(&previous);
                     }
                     previous.clone_from(&current.state);
                     (self.publish)(vec![current]);
                 }
-                _ = self.peer_arrived.notified() => {
-                    tracing::info!("wix-print arrived on the connectivity bus: flushing the outbox now");
-                    self.outbox_flush.notify_one();
+                _ = self.peer_arrived.notified() => flush.pending = true,
+                _ = sleep_until_opt(due) => {}
+            }
+            let now = Instant::now();
+            if sync.take(now) {
+                if self.sync.trigger() {
+                    tracing::info!(was = %was_for_sync, "internet is back: syncing orders now");
+                } else {
+                    tracing::debug!("internet is back; the order sync is off");
                 }
+            }
+            if flush.take(now) {
+                tracing::info!("wix-print arrived on the connectivity bus: flushing the outbox now");
+                self.outbox_flush.notify_one();
             }
         }
     }
@@ -127,5 +185,43 @@ mod tests {
         within("outbox flush", outbox_flush.notified()).await;
         token.cancel();
         within("stop", task).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_arrivals_flushes_the_outbox_at_most_once_per_interval() {
+        let (_tx, rx) = watch::channel(internet(STATE_UNKNOWN));
+        let (peer_arrived, outbox_flush) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let reactions = Reactions {
+            internet: rx,
+            publish: Box::new(|_| {}),
+            peer_arrived: peer_arrived.clone(),
+            sync: SyncHandle::off("test"),
+            outbox_flush: outbox_flush.clone(),
+        };
+        let token = CancellationToken::new();
+        let task = tokio::spawn(reactions.run(token.clone()));
+        let flushes = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counter = {
+            let (flushes, outbox_flush) = (flushes.clone(), outbox_flush.clone());
+            tokio::spawn(async move {
+                loop {
+                    outbox_flush.notified().await;
+                    flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let start = Instant::now();
+        // 2.5 s of arrivals every millisecond.
+        while start.elapsed() < Duration::from_millis(2500) {
+            peer_arrived.notify_one();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The last merged arrival runs at the end of its interval.
+        tokio::time::sleep(MIN_FLUSH_INTERVAL + Duration::from_millis(200)).await;
+        let n = flushes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((3..=4).contains(&n), "{n} flushes for ~2500 arrivals in 2.5 s");
+        token.cancel();
+        within("stop", task).await.unwrap();
+        counter.abort();
     }
 }

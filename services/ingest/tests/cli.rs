@@ -55,7 +55,7 @@ fn bad_connectivity_listener_and_outbox_settings_exit_78_naming_the_variable() {
         ("INGEST_INTERNET_INTERVAL_MS", "soon"),
         ("INGEST_CONNECTIVITY_RETENTION_DAYS", "-1"),
         ("INGEST_PUB_ADDR", "localhost"),
-        ("PRINT_PUB_ADDR", "tcp://127.0.0.1:5561"),
+        ("PRINT_PUB_ADDR", "tcp://127.0.0.1:0"),
         ("BUS_STALE_MS", "500"),
         ("INGEST_HTTP_MAX_CONNECTIONS", "0"),
         ("INGEST_HTTP_MAX_CONNECTIONS", "100000000"),
@@ -70,4 +70,8 @@ fn bad_connectivity_listener_and_outbox_settings_exit_78_naming_the_variable() {
         assert_eq!(code, 78, "{var}={value}: {err}");
         assert!(err.contains(var), "{var}={value}: {err}");
     }
+    // A bus address other hosts can reach needs the shared secret.
+    let (code, err) = run(&[("WIX_WEBHOOK_PUBLIC_KEY_FILE", key), ("INGEST_PUB_ADDR", "tcp://0.0.0.0:5561")]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("BUS_KEY_FILE"), "{err}");
 }

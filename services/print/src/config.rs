@@ -175,12 +175,12 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "pub_addr",
         env: "PRINT_PUB_ADDR",
-        help: "this service's ZeroMQ PUB socket (default tcp://127.0.0.1:5562)",
+        help: "this service's connectivity bus PUB socket: ipc:///path or tcp://host:port (default ipc://$RUNTIME_DIRECTORY/print-bus.sock)",
     },
     Key {
         name: "peer_pub_addr",
         env: "INGEST_PUB_ADDR",
-        help: "wix-ingest's PUB socket (default tcp://127.0.0.1:5561)",
+        help: "wix-ingest's connectivity bus PUB socket (default ipc://$RUNTIME_DIRECTORY/ingest-bus.sock)",
     },
     Key {
         name: "bus_heartbeat_ms",
@@ -191,6 +191,11 @@ pub static KEYS: &[Key] = &[
         name: "bus_stale_ms",
         env: "BUS_STALE_MS",
         help: "peer unknown after this long without a heartbeat (default 3500)",
+    },
+    Key {
+        name: "bus_key_file",
+        env: "BUS_KEY_FILE",
+        help: "shared secret file (>= 16 random bytes, the same on both hosts) authenticating every bus message; required when a bus address is not loopback or ipc:// (default none)",
     },
     Key {
         name: "high_priority_total",
@@ -359,19 +364,13 @@ impl Config {
         if retention_days == 0 {
             return Err(src.invalid("connectivity_retention_days", "must be at least 1"));
         }
-        let bus = wixprint_shared::bus::BusConfig {
-            source: "wix-print".into(),
-            pub_addr: src.string("pub_addr", wixprint_shared::bus::DEFAULT_PRINT_PUB),
-            peer_addr: src.string("peer_pub_addr", wixprint_shared::bus::DEFAULT_INGEST_PUB),
-            heartbeat: src.millis("bus_heartbeat_ms", 1_000)?,
-            stale_after: src.millis("bus_stale_ms", 3_500)?,
+        let bus_keys = wixprint_shared::bus::BusKeys {
+            pub_addr: "pub_addr",
+            peer_addr: "peer_pub_addr",
+            pub_socket: wixprint_shared::bus::PRINT_SOCKET,
+            peer_socket: wixprint_shared::bus::INGEST_SOCKET,
         };
-        if bus.stale_after <= bus.heartbeat {
-            return Err(src.invalid("bus_stale_ms", "must be longer than BUS_HEARTBEAT_MS"));
-        }
-        if bus.pub_addr == bus.peer_addr {
-            return Err(src.invalid("pub_addr", "must differ from INGEST_PUB_ADDR"));
-        }
+        let bus = wixprint_shared::bus::config_from(src, "wix-print", &bus_keys)?;
         let high_priority_total = match src.get("high_priority_total") {
             None => None,
             Some(v) if crate::priority::parse_amount(v).is_some() => Some(v.to_owned()),

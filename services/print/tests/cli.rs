@@ -28,6 +28,10 @@ fn invalid_values_exit_78_naming_the_key() {
         ("PRINT_TIME_ZONE", "Mars/Olympus", "PRINT_TIME_ZONE"),
         ("PRINT_CONFIRM_MODE", "hope", "PRINT_CONFIRM_MODE"),
         ("PRINT_RECEIPT_TYPES", "kitchen,menu", "PRINT_RECEIPT_TYPES"),
+        // A connectivity bus other hosts can reach needs the shared secret.
+        ("PRINT_PUB_ADDR", "tcp://0.0.0.0:5562", "BUS_KEY_FILE"),
+        ("INGEST_PUB_ADDR", "tcp://192.168.1.10:5561", "BUS_KEY_FILE"),
+        ("BUS_KEY_FILE", "/nonexistent/bus.key", "BUS_KEY_FILE"),
     ] {
         let mut env = vec![("PRINTER_URL", "tcp://127.0.0.1:9100")];
         env.retain(|(ek, _)| *ek != k);
