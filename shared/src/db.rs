@@ -257,16 +257,25 @@ impl Db {
         self.check(result)
     }
 
-    /// Gives up to `pages` free pages back to the file system (after pruning); returns the
+    /// Gives the free pages back to the file system (after pruning), `step` pages per turn on
+    /// the writer thread so writes waiting meanwhile go between the turns; returns the
     /// database's size in bytes afterwards.
-    pub async fn reclaim(&self, pages: u32) -> anyhow::Result<u64> {
-        self.call(move |conn| {
-            conn.execute_batch(&format!("PRAGMA incremental_vacuum({pages})"))?;
-            let count: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
-            let size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
-            Ok((count * size) as u64)
-        })
-        .await
+    pub async fn reclaim(&self, step: u32) -> anyhow::Result<u64> {
+        loop {
+            let (free, size) = self
+                .call(move |conn| {
+                    conn.execute_batch(&format!("PRAGMA incremental_vacuum({step})"))?;
+                    let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+                    let count: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                    let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+                    Ok((free, (count * page) as u64))
+                })
+                .await?;
+            if free == 0 {
+                return Ok(size);
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     fn send(&self, task: Task) -> anyhow::Result<()> {
@@ -407,6 +416,26 @@ mod tests {
             let what = if replace { "was replaced" } else { "was deleted" };
             assert!(format!("{err:#}").contains(what), "{err:#}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_new_database_gives_freed_pages_back_to_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.db"), MIGRATIONS).unwrap();
+        let mode: i64 = db.call(|c| Ok(c.pragma_query_value(None, "auto_vacuum", |r| r.get(0))?)).await.unwrap();
+        assert_eq!(mode, 2, "incremental");
+        db.write(|c| {
+            for i in 0..2000 {
+                c.execute("INSERT INTO t (x, y) VALUES (?1, ?2)", rusqlite::params![i, "y".repeat(500)])?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let full = db.reclaim(100).await.unwrap();
+        db.write(|c| Ok(c.execute("DELETE FROM t", [])?)).await.unwrap();
+        let after = db.reclaim(100).await.unwrap();
+        assert!(after < full / 4, "{full} bytes before, {after} after");
     }
 
     #[test]

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -124,7 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracker.spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_shutdown.cancelled())
+            .serve_with_incoming_shutdown(wixprint_shared::grpc::incoming(grpc), grpc_shutdown.cancelled())
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "admin gRPC server failed");

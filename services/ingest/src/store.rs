@@ -689,7 +689,7 @@ impl Store {
 
     /// Gives freed pages back to the file system; the database's size in bytes.
     pub async fn reclaim(&self) -> anyhow::Result<u64> {
-        self.db.reclaim(10_000).await
+        self.db.reclaim(1_000).await
     }
 
     pub async fn prune_connectivity(&self, older_than_ms: i64) -> anyhow::Result<usize> {

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -172,7 +171,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let server = tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), grpc_stop_rx.cancelled())
+            .serve_with_incoming_shutdown(wixprint_shared::grpc::incoming(grpc), grpc_stop_rx.cancelled())
             .await
     });
 
