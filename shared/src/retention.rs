@@ -34,18 +34,32 @@ pub fn days(src: &Source, name: &str, default: u32) -> Result<Duration, ConfigEr
     Ok(Duration::from_secs(u64::from(days) * 86_400))
 }
 
-/// Runs `prune` at start and every [`EVERY`] until shutdown.
-pub async fn run<F, Fut>(shutdown: CancellationToken, mut prune: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
+/// A store the retention prunes: `prune` deletes what was received before the cutoff (and
+/// says what), `reclaim` gives the freed pages back (the database's size in bytes).
+pub trait Prunable: Clone + Send + Sync + 'static {
+    type Pruned: std::fmt::Debug + Default + PartialEq + Send;
+    fn prune(&self, cutoff_ms: i64) -> impl Future<Output = anyhow::Result<Self::Pruned>> + Send;
+    fn reclaim(&self) -> impl Future<Output = anyhow::Result<u64>> + Send;
+}
+
+/// Prunes `store` at start and every [`EVERY`] until shutdown, keeping `retention`.
+pub async fn run<S: Prunable>(shutdown: CancellationToken, store: S, retention: Duration) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => prune().await,
+            _ = tick.tick() => {
+                let cutoff = crate::time::now_ms().saturating_sub(crate::time::duration_ms(retention));
+                match store.prune(cutoff).await {
+                    Ok(p) if p == S::Pruned::default() => {}
+                    Ok(p) => {
+                        let size = store.reclaim().await.unwrap_or(0);
+                        tracing::info!(pruned = ?p, db_bytes = size, "retention: pruned old rows");
+                    }
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "retention: pruning failed; retried next hour"),
+                }
+            }
         }
     }
 }

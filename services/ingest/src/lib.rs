@@ -145,30 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reorder_window: std::time::Duration::from_millis(u64::try_from(config.reorder_window_ms).unwrap_or(0)),
     };
     tracker.spawn(forwarder.run(shutdown.clone()));
-    {
-        let (store, retention) = (store.clone(), config.retention);
-        tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), move || {
-            let store = store.clone();
-            async move {
-                let cutoff = wixprint_shared::time::now_ms() - retention.as_millis() as i64;
-                match store.prune(cutoff).await {
-                    Ok(p) if p == store::Pruned::default() => {}
-                    Ok(p) => {
-                        let size = store.reclaim().await.unwrap_or(0);
-                        tracing::info!(
-                            webhook_events = p.webhook_events,
-                            orders = p.orders,
-                            outbox = p.outbox,
-                            held_events = p.held_events,
-                            db_bytes = size,
-                            "retention: pruned old rows"
-                        );
-                    }
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "retention: pruning failed; retried next hour"),
-                }
-            }
-        }));
-    }
+    tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), store.clone(), config.retention));
     // The bus stops on the shutdown token; the drain waits until its PUB port is released.
     let bus_closed = bus.clone();
     tracker.spawn(async move { bus_closed.closed().await });

@@ -1088,6 +1088,18 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
     Ok(Recorded::Applied { order_id: order.id, version })
 }
 
+impl wixprint_shared::retention::Prunable for Store {
+    type Pruned = Pruned;
+
+    async fn prune(&self, cutoff_ms: i64) -> anyhow::Result<Pruned> {
+        Store::prune(self, cutoff_ms).await
+    }
+
+    async fn reclaim(&self) -> anyhow::Result<u64> {
+        Store::reclaim(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,30 +87,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
-    {
-        let (store, retention) = (store.clone(), config.retention);
-        tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), move || {
-            let store = store.clone();
-            async move {
-                let cutoff = wixprint_shared::time::now_ms() - retention.as_millis() as i64;
-                match store.prune(cutoff).await {
-                    Ok(p) if p == store::Pruned::default() => {}
-                    Ok(p) => {
-                        let size = store.reclaim().await.unwrap_or(0);
-                        tracing::info!(
-                            jobs = p.jobs,
-                            order_versions = p.order_versions,
-                            orders = p.orders,
-                            recovery_sessions = p.recovery_sessions,
-                            db_bytes = size,
-                            "retention: pruned old rows"
-                        );
-                    }
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "retention: pruning failed; retried next hour"),
-                }
-            }
-        }));
-    }
+    tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), store.clone(), config.retention));
     // The bus never waits for wix-ingest; a PUB port that cannot be bound is a startup error.
     let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
         .await

@@ -1340,6 +1340,18 @@ fn parse_ids(s: &str) -> Vec<i64> {
     s.split(',').filter_map(|p| p.parse().ok()).collect()
 }
 
+impl wixprint_shared::retention::Prunable for Store {
+    type Pruned = Pruned;
+
+    async fn prune(&self, cutoff_ms: i64) -> anyhow::Result<Pruned> {
+        Store::prune(self, cutoff_ms).await
+    }
+
+    async fn reclaim(&self) -> anyhow::Result<u64> {
+        Store::reclaim(self).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The store executes what `paper::plan` decides; these check the execution against a
