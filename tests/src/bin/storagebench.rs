@@ -160,7 +160,9 @@ async fn main() -> anyhow::Result<()> {
         "storagebench: {} stored events ({} B payload), {} webhooks at concurrency {}; binaries: {profile}",
         args.events, args.payload, args.webhooks, args.concurrency
     );
-    let quiet = StackOptions::default().print_stopped().ingest_env("RUST_LOG", "warn,wix_ingest=info");
+    let quiet = StackOptions::default()
+        .print_stopped()
+        .ingest_env("RUST_LOG", "warn,wix_ingest=info,wixprint_shared::retention=info");
     let mut stack = Stack::start(quiet.clone().ingest_env("INGEST_RETENTION_DAYS", "36500")).await?;
 
     let acc = accept(&stack, 1, args.webhooks, args.concurrency).await?;
