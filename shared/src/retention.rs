@@ -49,17 +49,25 @@ pub async fn run<S: Prunable>(shutdown: CancellationToken, store: S, retention: 
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                let cutoff = crate::time::now_ms().saturating_sub(crate::time::duration_ms(retention));
-                match store.prune(cutoff).await {
-                    Ok(p) if p == S::Pruned::default() => {}
-                    Ok(p) => {
-                        let size = store.reclaim().await.unwrap_or(0);
-                        tracing::info!(pruned = ?p, db_bytes = size, "retention: pruned old rows");
-                    }
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "retention: pruning failed; retried next hour"),
-                }
-            }
+            _ = tick.tick() => {}
         }
+        // A long prune or reclaim never holds up a shutdown: each batch is its own write, so
+        // stopping between two loses nothing (the next run goes on).
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = prune_once(&store, retention) => {}
+        }
+    }
+}
+
+async fn prune_once<S: Prunable>(store: &S, retention: Duration) {
+    let cutoff = crate::time::now_ms().saturating_sub(crate::time::duration_ms(retention));
+    match store.prune(cutoff).await {
+        Ok(p) if p == S::Pruned::default() => {}
+        Ok(p) => {
+            let size = store.reclaim().await.unwrap_or(0);
+            tracing::info!(pruned = ?p, db_bytes = size, "retention: pruned old rows");
+        }
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "retention: pruning failed; retried next hour"),
     }
 }
