@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod backoff;
+pub mod breaker;
 pub mod bus;
 pub mod cli;
 pub mod codepage;
@@ -18,6 +19,7 @@ pub mod connectivity;
 pub mod db;
 pub mod fatal;
 pub mod grpc;
+pub mod healing;
 pub mod logging;
 pub mod money;
 pub mod notify;

@@ -28,6 +28,7 @@ pub struct Admin {
     pub internet: InternetHandle,
     /// wix-print as the connectivity bus sees it.
     pub peer: watch::Receiver<PeerStatus>,
+    pub healing: wixprint_shared::healing::Healing,
 }
 
 /// Longest `kind` / `name` filter accepted by ListConnectivityEvents.
@@ -322,6 +323,36 @@ impl IngestAdmin for Admin {
                 state.as_sql()
             ))),
         }
+    }
+
+    async fn list_breakers(
+        &self,
+        _: Request<wixprint_shared::proto::events::ListBreakersRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::ListBreakersResponse>, Status> {
+        Ok(Response::new(wixprint_shared::proto::events::ListBreakersResponse {
+            breakers: self.healing.breakers.snapshots(),
+        }))
+    }
+
+    async fn reset_breaker(
+        &self,
+        req: Request<wixprint_shared::proto::events::ResetBreakerRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::Breaker>, Status> {
+        Ok(Response::new(self.healing.breakers.reset(&req.into_inner().name, "ResetBreaker")?))
+    }
+
+    async fn get_health(
+        &self,
+        _: Request<wixprint_shared::proto::events::GetHealthRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::GetHealthResponse>, Status> {
+        Err(Status::unimplemented("GetHealth: the health monitor is not built yet"))
+    }
+
+    async fn list_healing_events(
+        &self,
+        req: Request<wixprint_shared::proto::events::ListHealingEventsRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::ListHealingEventsResponse>, Status> {
+        Ok(Response::new(self.healing.list(req.into_inner()).await?))
     }
 
     async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {

@@ -52,6 +52,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("starting the connectivity bus (INGEST_PUB_ADDR={})", config.bus.pub_addr))?;
 
     let tracker = TaskTracker::new();
+    // Self-healing: the Wix API breaker and the recorded history.
+    let healing = wixprint_shared::healing::Healing::new(store.db());
+    healing.spawn_recorder(shutdown.clone());
     let (internet_monitor, internet) = internet::InternetMonitor::new(config.internet.clone(), store.clone());
     tracker.spawn(internet_monitor.run(shutdown.clone()));
     let outbox_flush = Arc::new(Notify::new());
@@ -107,6 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             time_zone: config.time_zone.clone(),
             internet,
             peer: bus.watch_peer(),
+            healing: healing.clone(),
         },
         admin_auth,
     ));

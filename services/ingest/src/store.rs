@@ -138,6 +138,7 @@ CREATE TABLE local_requests (
     created_ms  INTEGER NOT NULL
 );
 "#,
+    wixprint_shared::healing::HEALING_MIGRATION,
 ];
 
 /// What one retention pass deleted.
@@ -684,7 +685,13 @@ impl Store {
                 }
             }
         }
+        wixprint_shared::healing::prune_all(&self.db, cutoff_ms).await.context("pruning self_healing_events")?;
         Ok(pruned)
+    }
+
+    /// The database handle (self-healing events and health checks share the writer).
+    pub fn db(&self) -> wixprint_shared::db::Db {
+        self.db.clone()
     }
 
     /// Gives freed pages back to the file system; the database's size in bytes.

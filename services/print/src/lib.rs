@@ -87,6 +87,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
+    // Self-healing: breakers (one per printer transport) and their recorded history.
+    let healing = wixprint_shared::healing::Healing::new(store.db());
+    healing.spawn_recorder(shutdown.clone());
     tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), store.clone(), config.retention));
     // The bus never waits for wix-ingest; a PUB port that cannot be bound is a startup error.
     let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
@@ -124,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             bus: bus.clone(),
             timeouts,
             started_ms,
+            healing: healing.clone(),
         },
         ServerAuth::new("PrintAdmin", config.admin_token.clone()),
     ));

@@ -69,6 +69,7 @@ pub struct Admin {
     pub bus: wixprint_shared::bus::Bus,
     pub timeouts: crate::printer::Timeouts,
     pub started_ms: i64,
+    pub healing: wixprint_shared::healing::Healing,
 }
 
 #[tonic::async_trait]
@@ -390,6 +391,54 @@ impl PrintAdmin for Admin {
         };
         let text = crate::receipt::render(&order, receipt_type, &layout, None).to_text(&layout);
         Ok(Response::new(PreviewReceiptResponse { text, width: layout.width as u32, printer, version }))
+    }
+
+    async fn list_breakers(
+        &self,
+        _: Request<wixprint_shared::proto::events::ListBreakersRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::ListBreakersResponse>, Status> {
+        Ok(Response::new(wixprint_shared::proto::events::ListBreakersResponse {
+            breakers: self.healing.breakers.snapshots(),
+        }))
+    }
+
+    async fn reset_breaker(
+        &self,
+        req: Request<wixprint_shared::proto::events::ResetBreakerRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::Breaker>, Status> {
+        Ok(Response::new(self.healing.breakers.reset(&req.into_inner().name, "ResetBreaker")?))
+    }
+
+    async fn get_health(
+        &self,
+        _: Request<wixprint_shared::proto::events::GetHealthRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::GetHealthResponse>, Status> {
+        Err(Status::unimplemented("GetHealth: the health monitor is not built yet"))
+    }
+
+    async fn list_healing_events(
+        &self,
+        req: Request<wixprint_shared::proto::events::ListHealingEventsRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::ListHealingEventsResponse>, Status> {
+        Ok(Response::new(self.healing.list(req.into_inner()).await?))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        _: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn requeue_job(&self, _: Request<RequeueJobRequest>) -> Result<Response<RequeueResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        _: Request<RequeueDeadLettersRequest>,
+    ) -> Result<Response<RequeueResponse>, Status> {
+        Err(Status::unimplemented("not yet"))
     }
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {

@@ -115,6 +115,7 @@ CREATE INDEX order_versions_received ON order_versions (received_ms);
 CREATE INDEX orders_received ON orders (received_ms);
 CREATE INDEX recovery_sessions_ended ON recovery_sessions (ended_ms);
 "#,
+    wixprint_shared::healing::HEALING_MIGRATION,
 ];
 
 /// How much longer than its versions an order's paper state is kept (a year).
@@ -847,7 +848,13 @@ impl Store {
                 }
             }
         }
+        wixprint_shared::healing::prune_all(&self.db, cutoff_ms).await.context("pruning self_healing_events")?;
         Ok(pruned)
+    }
+
+    /// The database handle (self-healing events and health checks share the writer).
+    pub fn db(&self) -> wixprint_shared::db::Db {
+        self.db.clone()
     }
 
     /// Gives freed pages back to the file system; the database's size in bytes.
