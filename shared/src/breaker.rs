@@ -309,7 +309,8 @@ impl Breaker {
 
     fn emit(&self, change: Option<Change>) {
         let Some(change) = change else { return };
-        self.changed.notify_waiters();
+        // One listener (the service's bus publisher); a change while it is busy is kept.
+        self.changed.notify_one();
         if let Some(tx) = &self.changes
             && tx.try_send(change).is_err()
         {
@@ -399,7 +400,8 @@ impl Breakers {
         self.all().iter().map(|b| b.component()).collect()
     }
 
-    /// Resolves when any breaker changes state (for the bus publisher).
+    /// Notified when any breaker changes state: for one listener, the service's bus publisher
+    /// (a change while it is busy is kept as a permit).
     pub fn changed(&self) -> Arc<Notify> {
         self.changed.clone()
     }

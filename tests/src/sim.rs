@@ -345,6 +345,7 @@ impl PrinterSim {
             beeps: AtomicU64::new(0),
             drawer_kicks: AtomicU64::new(0),
             status_delay_ms: AtomicU64::new(0),
+            more_drops: AtomicU64::new(0),
         });
         {
             let mut power = lock(&inner.power);
@@ -455,6 +456,13 @@ impl PrinterSim {
         self.inner.status_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// The next `n` tickets (n ≥ 1) are each cut off mid-ticket with the connection dropped
+    /// (as [`Mode::DropMidTicket`] `n` times over); then the printer is `Online`.
+    pub fn drop_tickets(&self, n: u64) {
+        self.inner.more_drops.store(n.saturating_sub(1), Ordering::Relaxed);
+        self.set_mode(Mode::DropMidTicket);
+    }
+
     /// Stops listening and closes everything; later `set_mode` calls only change the mode.
     pub fn shutdown(&self) {
         let mut power = lock(&self.inner.power);
@@ -484,6 +492,8 @@ struct Inner {
     drawer_kicks: AtomicU64,
     /// See [`PrinterSim::set_status_delay`].
     status_delay_ms: AtomicU64,
+    /// Further tickets `drop_tickets` drops after the current one.
+    more_drops: AtomicU64,
 }
 
 #[derive(Default)]
@@ -1032,8 +1042,10 @@ impl Driver {
         let ticket = self.core.take_ticket();
         let seq = self.inner.record(ticket, false);
         tracing::debug!(seq, "printer sim: dropping the connection mid-ticket");
+        let more =
+            self.inner.more_drops.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
         self.inner.mode_tx.send_if_modified(|mode| {
-            if *mode == Mode::DropMidTicket {
+            if *mode == Mode::DropMidTicket && !more {
                 *mode = Mode::Online;
                 true
             } else {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use wixprint_shared::auth::{self, Secret};
 use wixprint_shared::backoff::Backoff;
+use wixprint_shared::breaker::BreakerConfig;
 use wixprint_shared::codepage::CodePage;
 use wixprint_shared::config::{ConfigError, Key, Source};
 use wixprint_shared::proto::print::ReceiptType;
@@ -216,7 +217,32 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "retry_backoff_max_ms",
         env: "PRINT_RETRY_BACKOFF_MAX_MS",
-        help: "largest retry delay (default 60000)",
+        help: "largest retry delay (default 300000)",
+    },
+    Key {
+        name: "retry_backoff_factor",
+        env: "PRINT_RETRY_BACKOFF_FACTOR",
+        help: "growth of the retry delay per attempt, 1.0-10.0 (default 2.0)",
+    },
+    Key {
+        name: "retry_jitter_pct",
+        env: "PRINT_RETRY_JITTER_PCT",
+        help: "random spread of each retry delay, ± percent 0-100 (default 25)",
+    },
+    Key {
+        name: "breaker_failures",
+        env: "PRINT_BREAKER_FAILURES",
+        help: "consecutive transient failures (mid-ticket) that open a printer's circuit breaker (default 5)",
+    },
+    Key {
+        name: "breaker_open_ms",
+        env: "PRINT_BREAKER_OPEN_MS",
+        help: "how long an open printer breaker touches nothing before its status-read probe (default 30000)",
+    },
+    Key {
+        name: "breaker_successes",
+        env: "PRINT_BREAKER_SUCCESSES",
+        help: "good tickets after the probe that close a half-open printer breaker (default 3)",
     },
     Key { name: "shutdown_grace_ms", env: "PRINT_SHUTDOWN_GRACE_MS", help: "drain time on SIGTERM (default 4000)" },
 ];
@@ -302,6 +328,8 @@ pub struct Config {
     pub recovery_rate: Option<f64>,
     pub max_attempts: u32,
     pub retry_backoff: Backoff,
+    /// The printer transport's circuit breaker (one per printer, these numbers).
+    pub breaker: BreakerConfig,
     pub shutdown_grace: Duration,
 }
 
@@ -340,9 +368,22 @@ impl Config {
         if max_attempts == 0 {
             return Err(src.invalid("max_attempts", "must be at least 1"));
         }
-        let retry_backoff =
-            Backoff::new(src.millis("retry_backoff_min_ms", 1_000)?, src.millis("retry_backoff_max_ms", 60_000)?, 0.2)
-                .map_err(|e| src.invalid("retry_backoff_min_ms", e))?;
+        let jitter_pct: f64 = src.parse("retry_jitter_pct", 25.0)?;
+        if !(0.0..=100.0).contains(&jitter_pct) {
+            return Err(src.invalid("retry_jitter_pct", "must be between 0 and 100"));
+        }
+        let factor: f64 = src.parse("retry_backoff_factor", 2.0)?;
+        let retry_backoff = Backoff::exponential(
+            src.millis("retry_backoff_min_ms", 1_000)?,
+            factor,
+            src.millis("retry_backoff_max_ms", 300_000)?,
+            jitter_pct / 100.0,
+        )
+        .map_err(|e| match e {
+            wixprint_shared::backoff::BackoffError::Factor(_) => src.invalid("retry_backoff_factor", e),
+            _ => src.invalid("retry_backoff_min_ms", e),
+        })?;
+        let breaker = BreakerConfig::PRINTER.from_source(src, "breaker")?;
         let lines = |key: &str| -> Vec<String> {
             src.get(key)
                 .map(|v| v.split(['|', '\n']).map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect())
@@ -428,6 +469,7 @@ impl Config {
             recovery_rate,
             max_attempts,
             retry_backoff,
+            breaker,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
         })
     }

@@ -43,13 +43,18 @@ pub async fn run(
     bus: Bus,
     mut changes: broadcast::Receiver<Change>,
     retention: Duration,
+    breakers: std::sync::Arc<wixprint_shared::breaker::Breakers>,
     shutdown: CancellationToken,
 ) {
-    bus.publish(components(&printers));
+    // Printers and their breakers: a breaker's state change is published like a printer's.
+    let publish = || bus.publish(components(&printers).into_iter().chain(breakers.components()).collect());
+    let breaker_changed = breakers.changed();
+    publish();
     let mut prune = tokio::time::interval(Duration::from_secs(24 * 3600));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = breaker_changed.notified() => publish(),
             _ = prune.tick() => {
                 let cutoff = now_ms() - retention.as_millis() as i64;
                 match store.prune_connectivity(cutoff).await {
@@ -64,11 +69,11 @@ pub async fn run(
                     if let Err(e) = store.record_printer_change(c).await {
                         tracing::error!(%printer, error = format!("{e:#}"), "could not record a printer state change");
                     }
-                    bus.publish(components(&printers));
+                    publish();
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "printer state changes came faster than they were recorded");
-                    bus.publish(components(&printers));
+                    publish();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use wixprint_shared::backoff::Backoff;
+use wixprint_shared::failure::FailureClass;
 
 use crate::printer::{
     Confirmation, GS_R_PAPER, Link, Monitor, Observed, PrintError, PrinterUrl, State, Timeouts, process_id,
@@ -110,6 +111,8 @@ enum Outcome {
     Next,
     /// The printer cannot take it now; wait a poll interval.
     PrinterNotReady,
+    /// The printer's circuit breaker is open: touch nothing for this long.
+    BreakerOpen(Duration),
 }
 
 impl Dispatcher {
@@ -132,6 +135,16 @@ impl Dispatcher {
             }
             let job = match self.store.next_ready_job(&self.printer).await {
                 Ok(j) => j,
+                Err(e) if e.downcast_ref::<crate::store::Unprintable>().is_some() => {
+                    // A poison job never blocks the queue: dead letter at once (permanent).
+                    let Some(u) = e.downcast_ref::<crate::store::Unprintable>() else { continue };
+                    tracing::error!(job_id = u.id, printer = %self.printer, reason = %u.reason, "job can never print; dead-lettered (permanent)");
+                    if let Err(db) = self.store.mark_dead_permanent(u.id, u.state, u.reason.clone()).await {
+                        tracing::error!(error = format!("{db:#}"), "could not dead-letter an unprintable job");
+                        self.idle(Duration::from_secs(1), &shutdown).await;
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "reading the queue failed");
                     self.idle(Duration::from_secs(1), &shutdown).await;
@@ -162,6 +175,16 @@ impl Dispatcher {
             last_poll = Some(tokio::time::Instant::now());
             match outcome {
                 Outcome::Next => last_print = Some(tokio::time::Instant::now()),
+                Outcome::BreakerOpen(retry_in) => {
+                    // Nothing hammers the printer: no connect, no poll until the probe is due.
+                    // Jobs still fail over to a backup meanwhile (by the monitor's clock).
+                    self.maybe_fail_over().await;
+                    // Re-checked at least every second: an operator's ResetBreaker takes effect.
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry_in.min(Duration::from_secs(1))) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
                 Outcome::PrinterNotReady => {
                     self.maybe_fail_over().await;
                     tokio::select! {
@@ -173,9 +196,16 @@ impl Dispatcher {
         }
     }
 
-    /// One status read (`DLE EOT` 1, 2, 4 on the printer's connection) for the monitor.
+    /// One status read (`DLE EOT` 1, 2, 4 on the printer's connection) for the monitor. While
+    /// the breaker is open nothing is read (the monitor keeps what it knew); half-open, this
+    /// read is the breaker's probe.
     async fn poll_status(&self) {
-        let (state, detail) = self.link.probe().await;
+        let result = match self.link.session().await {
+            Ok(mut s) => s.status().await,
+            Err(PrintError::BreakerOpen { .. }) => return,
+            Err(e) => Err(e),
+        };
+        let (state, detail) = crate::printer::describe(result);
         self.monitor.set(state, detail);
     }
 
@@ -222,6 +252,7 @@ impl Dispatcher {
         // 1. Is the printer there and ready? Nothing is recorded as an attempt until it is.
         let mut conn = match self.link.session().await {
             Ok(c) => c,
+            Err(PrintError::BreakerOpen { retry_in, .. }) => return Outcome::BreakerOpen(retry_in),
             Err(e) => {
                 self.monitor.set(State::Offline, e.to_string());
                 return Outcome::PrinterNotReady;
@@ -271,6 +302,9 @@ impl Dispatcher {
 
         // 3. Send. From the first byte on, the outcome can be unknown.
         if let Err(e) = conn.send(&bytes).await {
+            if e.class() == FailureClass::Transient {
+                self.link.breaker().failure(e.to_string());
+            }
             return self.uncertain(&job, JobState::Sending, e).await;
         }
         if let Err(e) = self.store.mark_awaiting_confirm(job.id).await {
@@ -286,6 +320,11 @@ impl Dispatcher {
         let give_up = || self.should_fail_over();
         let confirmed = conn.await_confirmation(confirmation, id, &self.monitor, &give_up).await;
         drop(conn);
+        match &confirmed {
+            Ok(()) => self.link.breaker().success(),
+            Err(e) if e.class() == FailureClass::Transient => self.link.breaker().failure(e.to_string()),
+            Err(_) => {}
+        }
         match confirmed {
             Ok(()) => {
                 if let Err(e) = self.store.mark_printed(job.id).await {

@@ -47,6 +47,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("binding the gRPC listener on {}", config.grpc_addr))?;
     let grpc_addr = grpc.local_addr()?;
 
+    // Self-healing: breakers (one per printer transport) and their recorded history.
+    let healing = wixprint_shared::healing::Healing::new(store.db());
+    healing.spawn_recorder(shutdown.clone());
+
     let changes = tokio::sync::broadcast::Sender::new(256);
     let timeouts = printer::Timeouts {
         connect: config.connect_timeout,
@@ -63,7 +67,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 url: p.url.clone(),
                 layout: Arc::new(layout_for(&config, p)),
                 monitor: printer::Monitor::with_changes(&p.name, &p.url, config.status_debounce, changes.clone()),
-                link: printer::Link::new(&p.name, &p.url, timeouts, config.confirm_mode.fixed()),
+                link: printer::Link::with_breaker(
+                    &p.name,
+                    &p.url,
+                    timeouts,
+                    config.confirm_mode.fixed(),
+                    healing.breakers.add(format!("printer:{}", p.name), config.breaker),
+                ),
                 wake: Arc::new(Notify::new()),
                 backup: p.backup.clone(),
                 gate: printers::Gate::default(),
@@ -87,9 +97,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
-    // Self-healing: breakers (one per printer transport) and their recorded history.
-    let healing = wixprint_shared::healing::Healing::new(store.db());
-    healing.spawn_recorder(shutdown.clone());
     tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), store.clone(), config.retention));
     // The bus never waits for wix-ingest; a PUB port that cannot be bound is a startup error.
     let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
@@ -101,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         bus.clone(),
         changes.subscribe(),
         config.connectivity_retention,
+        healing.breakers.clone(),
         shutdown.clone(),
     ));
     tracker.spawn(

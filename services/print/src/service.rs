@@ -425,20 +425,48 @@ impl PrintAdmin for Admin {
 
     async fn list_dead_letters(
         &self,
-        _: Request<ListDeadLettersRequest>,
+        req: Request<ListDeadLettersRequest>,
     ) -> Result<Response<ListDeadLettersResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let req = req.into_inner();
+        let printer = self.printer_filter(&req.printer)?;
+        if req.limit > 1000 {
+            return Err(Status::invalid_argument(format!("limit: at most 1000, got {}", req.limit)));
+        }
+        let limit = if req.limit == 0 { 100 } else { req.limit };
+        let (jobs, total) = self.store.dead_letters(printer, limit).await.map_err(internal)?;
+        Ok(Response::new(ListDeadLettersResponse { dead_letters: jobs.into_iter().map(dead_letter).collect(), total }))
     }
 
-    async fn requeue_job(&self, _: Request<RequeueJobRequest>) -> Result<Response<RequeueResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+    async fn requeue_job(&self, req: Request<RequeueJobRequest>) -> Result<Response<RequeueResponse>, Status> {
+        let id = req.into_inner().id;
+        if id <= 0 {
+            return Err(Status::invalid_argument(format!("id: a job id is positive, got {id}")));
+        }
+        let jobs = self
+            .store
+            .requeue_dead(Some(vec![id]), None, self.policy.max_attempts)
+            .await
+            .map_err(internal)?
+            .map_err(requeue_refused)?;
+        self.wake_printers(&jobs);
+        tracing::info!(job_id = id, "dead letter requeued by an operator");
+        Ok(Response::new(RequeueResponse { jobs: jobs.into_iter().map(job_to_proto).collect() }))
     }
 
     async fn requeue_dead_letters(
         &self,
-        _: Request<RequeueDeadLettersRequest>,
+        req: Request<RequeueDeadLettersRequest>,
     ) -> Result<Response<RequeueResponse>, Status> {
-        Err(Status::unimplemented("not yet"))
+        let printer = self.printer_filter(&req.into_inner().printer)?;
+        let jobs = self
+            .store
+            .requeue_dead(None, printer, self.policy.max_attempts)
+            .await
+            .map_err(internal)?
+            .map_err(requeue_refused)?;
+        self.wake_printers(&jobs);
+        tracing::info!(jobs = jobs.len(), "dead letters requeued by an operator");
+        Ok(Response::new(RequeueResponse { jobs: jobs.into_iter().map(job_to_proto).collect() }))
     }
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<GetJobResponse>, Status> {
@@ -460,6 +488,29 @@ impl PrintAdmin for Admin {
 }
 
 impl Admin {
+    /// An optional printer filter: empty = all, else a configured printer's name.
+    fn printer_filter(&self, name: &str) -> Result<Option<String>, Status> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        if self.printers.get(name).is_none() {
+            let known: Vec<&str> = self.printers.iter().map(|h| h.name.as_str()).collect();
+            return Err(Status::invalid_argument(format!(
+                "printer: no printer {name:?} (configured: {})",
+                known.join(", ")
+            )));
+        }
+        Ok(Some(name.to_owned()))
+    }
+
+    fn wake_printers(&self, jobs: &[JobRecord]) {
+        for j in jobs {
+            if let Some(h) = self.printers.get(&j.printer) {
+                h.wake.notify_one();
+            }
+        }
+    }
+
     async fn session(&self, id: i64) -> Result<crate::store::RecoveryRow, Status> {
         if id <= 0 {
             return Err(Status::invalid_argument("session_id is required"));
@@ -509,6 +560,7 @@ fn job_to_proto(j: JobRecord) -> Job {
         printed_at: opt_timestamp(j.printed_ms),
         next_attempt_at: opt_timestamp(Some(j.next_attempt_ms)),
         kind: j.kind.name().to_owned(),
+        failure_class: j.failure_class.map(|c| c.as_str().to_owned()).unwrap_or_default(),
     }
 }
 
@@ -518,5 +570,35 @@ fn transition_to_proto(t: TransitionRecord) -> JobTransition {
         to_state: t.to.as_sql().to_owned(),
         at: wixprint_shared::time::opt_timestamp(Some(t.at_ms)),
         detail: t.detail,
+        failure_class: t.failure_class.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+    }
+}
+
+/// A dead job as `ListDeadLetters` shows it.
+fn dead_letter(j: JobRecord) -> DeadLetter {
+    let class = j.failure_class.unwrap_or(wixprint_shared::failure::FailureClass::Transient);
+    DeadLetter {
+        reason: match class {
+            wixprint_shared::failure::FailureClass::Permanent => "permanent",
+            _ => "attempts_exhausted",
+        }
+        .into(),
+        failure_class: class.as_str().into(),
+        attempts: j.attempts,
+        last_error: j.last_error.clone().unwrap_or_default(),
+        dead_at: wixprint_shared::time::opt_timestamp(Some(j.updated_ms)),
+        job: Some(job_to_proto(j)),
+    }
+}
+
+fn requeue_refused(r: store::RequeueRefused) -> Status {
+    match r {
+        store::RequeueRefused::NotFound(id) => Status::not_found(format!("id: no job {id}")),
+        store::RequeueRefused::NotDead(id, state) => {
+            Status::failed_precondition(format!("id: job {id} is {state}, not dead; only dead letters are requeued"))
+        }
+        store::RequeueRefused::Cancelled(id) => Status::failed_precondition(format!(
+            "id: job {id} belongs to a cancelled order; its STORNO covers it, it is not printed again"
+        )),
     }
 }

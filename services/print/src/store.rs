@@ -21,6 +21,7 @@ use wixprint_shared::time::now_ms;
 pub use crate::job::{JobKind, JobState, RecoveryState};
 use crate::paper::{self, Disposition, JobView, NewJob, OrderPaper, QueuePolicy};
 use crate::priority::Priority;
+use wixprint_shared::failure::FailureClass;
 
 pub static MIGRATIONS: &[&str] = &[
     r#"
@@ -114,6 +115,11 @@ CREATE INDEX jobs_order ON jobs (order_id, receipt_type, id);
 CREATE INDEX order_versions_received ON order_versions (received_ms);
 CREATE INDEX orders_received ON orders (received_ms);
 CREATE INDEX recovery_sessions_ended ON recovery_sessions (ended_ms);
+"#,
+    r#"
+ALTER TABLE jobs ADD COLUMN failure_class TEXT;
+ALTER TABLE job_transitions ADD COLUMN failure_class TEXT;
+CREATE INDEX jobs_dead ON jobs (state, printer, updated_ms);
 "#,
     wixprint_shared::healing::HEALING_MIGRATION,
 ];
@@ -275,6 +281,8 @@ pub struct JobRecord {
     pub updated_ms: i64,
     pub printed_ms: Option<i64>,
     pub next_attempt_ms: i64,
+    /// The class of the last failure, if any.
+    pub failure_class: Option<FailureClass>,
 }
 
 /// One row of a job's history.
@@ -285,6 +293,7 @@ pub struct TransitionRecord {
     pub to: JobState,
     pub at_ms: i64,
     pub detail: String,
+    pub failure_class: Option<FailureClass>,
 }
 
 #[derive(Clone)]
@@ -318,6 +327,24 @@ static UNBLOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         JobState::sql_list(&JobState::OPEN)
     )
 });
+
+/// Why `requeue_dead` changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequeueRefused {
+    NotFound(i64),
+    NotDead(i64, JobState),
+    /// The job's order was cancelled: its STORNO covers it.
+    Cancelled(i64),
+}
+
+/// A waiting job whose stored data cannot become a ticket: it is dead-lettered (permanent).
+#[derive(Debug, thiserror::Error)]
+#[error("job {id} cannot be printed: {reason}")]
+pub struct Unprintable {
+    pub id: i64,
+    pub state: JobState,
+    pub reason: String,
+}
 
 /// A job that changed between loading and `mark_sending`: it is reloaded, never sent stale.
 #[derive(Debug, thiserror::Error)]
@@ -502,14 +529,21 @@ impl Store {
                 let Some((id, state, version, attempts, max_attempts)) = row else {
                     return Ok(None);
                 };
-                Ok(Some(ReadyJob {
-                    id,
-                    state: parse_state(&state)?,
-                    version,
-                    attempts,
-                    max_attempts,
-                    printable: load_printable(conn, id)?,
-                }))
+                let state = parse_state(&state)?;
+                let printable = match load_printable(conn, id) {
+                    Ok(p) => p,
+                    // Undecodable or missing data (not a failing database): never printable.
+                    Err(e)
+                        if !e.chain().any(|c| {
+                            c.downcast_ref::<rusqlite::Error>()
+                                .is_some_and(|e| !matches!(e, rusqlite::Error::QueryReturnedNoRows))
+                        }) =>
+                    {
+                        anyhow::bail!(Unprintable { id, state, reason: format!("{e:#}") })
+                    }
+                    Err(e) => return Err(e),
+                };
+                Ok(Some(ReadyJob { id, state, version, attempts, max_attempts, printable }))
             })
             .await
     }
@@ -628,16 +662,124 @@ impl Store {
                 let doubt = job_doubt(tx, id)?;
                 let to = paper::after_doubt(doubt.order_cancelled, doubt.attempts, doubt.max_attempts);
                 let now = now_ms();
+                let class = FailureClass::Transient.as_str();
                 tx.exec(
-                    "UPDATE jobs SET state = ?2, reprint = 1, last_error = ?3, next_attempt_ms = ?4, updated_ms = ?5 WHERE id = ?1",
-                    params![id, to.as_sql(), detail, retry_at_ms, now],
+                    "UPDATE jobs SET state = ?2, reprint = 1, last_error = ?3, next_attempt_ms = ?4, updated_ms = ?5,
+                       failure_class = ?6 WHERE id = ?1",
+                    params![id, to.as_sql(), detail, retry_at_ms, now, class],
                 )?;
                 let detail = match to {
                     JobState::Cancelled => format!("{detail}; its order was cancelled, the STORNO covers it"),
+                    JobState::Dead => {
+                        format!("{detail}; attempts used up ({} of {})", doubt.attempts, doubt.max_attempts)
+                    }
                     _ => detail,
                 };
-                insert_transition(tx, id, Some(from), to, &detail)?;
+                insert_failed_transition(tx, id, from, to, &detail, FailureClass::Transient)?;
                 Ok(to)
+            })
+            .await
+    }
+
+    /// A waiting job that can never print (its stored order cannot be read back, ...): `dead`
+    /// at once with its reason, class `permanent`. A job that changed meanwhile is left alone.
+    pub async fn mark_dead_permanent(&self, id: i64, from: JobState, detail: String) -> anyhow::Result<bool> {
+        self.db
+            .write(move |tx| {
+                let current: String = tx.row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
+                if parse_state(&current)? != from {
+                    return Ok(false);
+                }
+                tx.exec(
+                    "UPDATE jobs SET state = ?2, last_error = ?3, updated_ms = ?4, failure_class = ?5 WHERE id = ?1",
+                    params![id, JobState::Dead.as_sql(), detail, now_ms(), FailureClass::Permanent.as_str()],
+                )?;
+                insert_failed_transition(tx, id, from, JobState::Dead, &detail, FailureClass::Permanent)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    /// Dead letters, newest first (of one printer when given), and how many there are.
+    pub async fn dead_letters(&self, printer: Option<String>, limit: u32) -> anyhow::Result<(Vec<JobRecord>, u64)> {
+        self.db
+            .call(move |conn| {
+                let dead = JobState::Dead.as_sql();
+                let total: i64 = conn.row(
+                    "SELECT COUNT(*) FROM jobs WHERE state = ?1 AND (?2 IS NULL OR printer = ?2)",
+                    params![dead, printer],
+                    |r| r.get(0),
+                )?;
+                let mut stmt = conn.prepare_cached(&format!(
+                    "{JOB_SQL} WHERE state = ?1 AND (?2 IS NULL OR printer = ?2) ORDER BY updated_ms DESC, id DESC LIMIT ?3"
+                ))?;
+                let jobs = stmt
+                    .query_map(params![dead, printer, limit], job_row)?
+                    .map(|r| job_record(r?))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok((jobs, total as u64))
+            })
+            .await
+    }
+
+    /// Puts dead jobs back in the queue, due now: `ids` (each must be dead), or every dead job
+    /// (of `printer` when given) when `ids` is `None`. A job keeps its attempts (they say it
+    /// may be on paper: a later cancellation still prints its STORNO) and gets a fresh set of
+    /// `max_attempts` on top; it carries the KOPIE banner when an earlier attempt may have
+    /// reached paper. A dead job of a cancelled order is not requeued (its STORNO covers it).
+    pub async fn requeue_dead(
+        &self,
+        ids: Option<Vec<i64>>,
+        printer: Option<String>,
+        max_attempts: u32,
+    ) -> anyhow::Result<Result<Vec<JobRecord>, RequeueRefused>> {
+        self.db
+            .write(move |tx| {
+                let dead = JobState::Dead.as_sql();
+                let candidates: Vec<i64> = match &ids {
+                    Some(ids) => {
+                        for id in ids {
+                            let row: Option<(String, bool)> = tx
+                                .row(
+                                    "SELECT j.state, coalesce(o.storno, 0) FROM jobs j
+                                       LEFT JOIN orders o ON o.order_id = j.order_id WHERE j.id = ?1",
+                                    params![id],
+                                    |r| Ok((r.get(0)?, r.get(1)?)),
+                                )
+                                .optional()?;
+                            match row {
+                                None => return Ok(Err(RequeueRefused::NotFound(*id))),
+                                Some((state, _)) if state != dead => {
+                                    return Ok(Err(RequeueRefused::NotDead(*id, parse_state(&state)?)));
+                                }
+                                Some((_, true)) => return Ok(Err(RequeueRefused::Cancelled(*id))),
+                                Some(_) => {}
+                            }
+                        }
+                        ids.clone()
+                    }
+                    None => {
+                        let mut st = tx.prepare_cached(
+                            "SELECT j.id FROM jobs j LEFT JOIN orders o ON o.order_id = j.order_id
+                              WHERE j.state = ?1 AND (?2 IS NULL OR j.printer = ?2) AND coalesce(o.storno, 0) = 0
+                              ORDER BY j.id",
+                        )?;
+                        st.query_map(params![dead, printer], |r| r.get(0))?.collect::<Result<_, _>>()?
+                    }
+                };
+                let now = now_ms();
+                let mut out = Vec::with_capacity(candidates.len());
+                for id in candidates {
+                    tx.exec(
+                        "UPDATE jobs SET state = ?2, max_attempts = attempts + ?3, next_attempt_ms = ?4, updated_ms = ?5,
+                           reprint = CASE WHEN attempts > 0 THEN 1 ELSE reprint END WHERE id = ?1",
+                        params![id, JobState::Queued.as_sql(), max_attempts, queue_now_ms(), now],
+                    )?;
+                    insert_transition(tx, id, Some(JobState::Dead), JobState::Queued, "requeued by an operator")?;
+                    let row = tx.row(&format!("{JOB_SQL} WHERE id = ?1"), params![id], job_row)?;
+                    out.push(job_record(row)?);
+                }
+                Ok(Ok(out))
             })
             .await
     }
@@ -1128,7 +1270,7 @@ impl Store {
                 let job = job_record(row)?;
                 let printable = load_printable(conn, id)?;
                 let mut stmt = conn.prepare_cached(
-                    "SELECT from_state, to_state, at_ms, detail FROM job_transitions WHERE job_id = ?1 ORDER BY id",
+                    "SELECT from_state, to_state, at_ms, detail, failure_class FROM job_transitions WHERE job_id = ?1 ORDER BY id",
                 )?;
                 let rows = stmt
                     .query_map(params![id], |r| {
@@ -1137,17 +1279,19 @@ impl Store {
                             r.get::<_, String>(1)?,
                             r.get::<_, i64>(2)?,
                             r.get::<_, String>(3)?,
+                            r.get::<_, Option<String>>(4)?,
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 let transitions = rows
                     .into_iter()
-                    .map(|(from, to, at_ms, detail)| {
+                    .map(|(from, to, at_ms, detail, class)| {
                         Ok(TransitionRecord {
                             from: if from.is_empty() { None } else { Some(parse_state(&from)?) },
                             to: parse_state(&to)?,
                             at_ms,
                             detail,
+                            failure_class: class.as_deref().and_then(FailureClass::parse),
                         })
                     })
                     .collect::<anyhow::Result<Vec<_>>>()?;
@@ -1231,7 +1375,7 @@ fn load_order(conn: &Connection, order_id: &str, version: i64) -> anyhow::Result
 
 const JOB_SQL: &str =
     "SELECT id, order_id, order_number, version, receipt_type, copy, state, attempts, priority, reprint, printer,
-    last_error, created_ms, updated_ms, printed_ms, next_attempt_ms, kind FROM jobs";
+    last_error, created_ms, updated_ms, printed_ms, next_attempt_ms, kind, failure_class FROM jobs";
 
 /// A `jobs` row as read by [`JOB_SQL`], before its typed columns are checked.
 type JobRow = (JobRecord, String, String, i32, i32);
@@ -1255,6 +1399,7 @@ fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         updated_ms: r.get(13)?,
         printed_ms: r.get(14)?,
         next_attempt_ms: r.get(15)?,
+        failure_class: r.get::<_, Option<String>>(17)?.as_deref().and_then(FailureClass::parse),
     };
     Ok((record, r.get(6)?, r.get(16)?, r.get(4)?, r.get(8)?))
 }
@@ -1327,6 +1472,22 @@ fn job_doubt(conn: &Connection, id: i64) -> anyhow::Result<Doubt> {
         params![id],
         |r| Ok(Doubt { attempts: r.get(0)?, max_attempts: r.get(1)?, order_cancelled: r.get(2)? }),
     )?)
+}
+
+fn insert_failed_transition(
+    tx: &Connection,
+    id: i64,
+    from: JobState,
+    to: JobState,
+    detail: &str,
+    class: FailureClass,
+) -> rusqlite::Result<()> {
+    tx.exec(
+        "INSERT INTO job_transitions (job_id, from_state, to_state, at_ms, detail, failure_class)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id, from.as_sql(), to.as_sql(), now_ms(), detail, class.as_str()],
+    )?;
+    Ok(())
 }
 
 fn insert_transition(

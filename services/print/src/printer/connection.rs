@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+use wixprint_shared::breaker::{Admission, Breaker, BreakerConfig};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,6 +38,25 @@ pub enum PrintError {
     /// its buffer was cleared when the printer allowed it (`cleared`); the outcome is unknown.
     #[error("printer stopped while holding the ticket; gave up waiting ({detail})")]
     Abandoned { detail: String, cleared: bool },
+    /// Nothing was tried: the printer's circuit breaker is open for this much longer.
+    #[error("circuit breaker open for {} ms more (last failure: {reason})", .retry_in.as_millis())]
+    BreakerOpen { retry_in: Duration, reason: String },
+}
+
+impl PrintError {
+    /// The failure class (issue 11): nothing sent is waiting; bytes out and no word back is
+    /// transient (retried with backoff, counted by the breaker).
+    pub fn class(&self) -> wixprint_shared::failure::FailureClass {
+        use wixprint_shared::failure::FailureClass;
+        match self {
+            PrintError::Interrupted(_) => FailureClass::Transient,
+            PrintError::Unreachable(_)
+            | PrintError::NotReady(_)
+            | PrintError::Silent(_)
+            | PrintError::Abandoned { .. }
+            | PrintError::BreakerOpen { .. } => FailureClass::Waiting,
+        }
+    }
 }
 
 /// How the printer confirms that a ticket is on paper.
@@ -62,6 +82,8 @@ pub fn describe(result: Result<PrinterStatus, PrintError>) -> (State, String) {
     match result {
         Ok(s) if s.state() == State::Online => (State::Online, String::new()),
         Ok(s) => (s.state(), format!("status bytes {:02X} {:02X} {:02X}", s.printer, s.offline_cause, s.paper)),
+        // Not asked: what the printer is now is not known.
+        Err(e @ PrintError::BreakerOpen { .. }) => (State::Unknown, e.to_string()),
         Err(e) => (State::Offline, e.to_string()),
     }
 }
@@ -432,6 +454,9 @@ struct LinkInner {
     /// What GetStatus shows: the fixed mode, the detected one, or "auto" before the first probe.
     confirm_mode: std::sync::Mutex<&'static str>,
     opened: std::sync::atomic::AtomicU64,
+    /// The printer transport's circuit breaker: transient failures of tickets (reported by the
+    /// dispatcher) open it; while open, nothing connects; half-open, the probe is a status read.
+    breaker: Arc<Breaker>,
 }
 
 #[derive(Default)]
@@ -454,8 +479,20 @@ pub struct Session<'a> {
 }
 
 impl Link {
-    /// `confirm` `None` = auto: probe `GS ( H` support once per connection.
+    /// `confirm` `None` = auto: probe `GS ( H` support once per connection. With a breaker of
+    /// its own that nobody records (tools, tests); the service uses [`Link::with_breaker`].
     pub fn new(name: &str, url: &PrinterUrl, timeouts: Timeouts, confirm: Option<Confirmation>) -> Link {
+        let breaker = Arc::new(Breaker::standalone(format!("printer:{name}"), BreakerConfig::PRINTER));
+        Link::with_breaker(name, url, timeouts, confirm, breaker)
+    }
+
+    pub fn with_breaker(
+        name: &str,
+        url: &PrinterUrl,
+        timeouts: Timeouts,
+        confirm: Option<Confirmation>,
+        breaker: Arc<Breaker>,
+    ) -> Link {
         // Between half the not-ready poll interval and the interval itself: no connect attempt
         // on every read while the printer is away (polls, jobs and admin checks share it), yet
         // a printer that returns is noticed within one poll interval, as the recovery latency
@@ -474,7 +511,13 @@ impl Link {
             slot: tokio::sync::Mutex::new(Slot::default()),
             confirm_mode: std::sync::Mutex::new(confirm.map_or("auto", Confirmation::as_str)),
             opened: Default::default(),
+            breaker,
         }))
+    }
+
+    /// The printer transport's breaker.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.0.breaker
     }
 
     /// "process_id", "status", or "auto" while not probed yet.
@@ -494,6 +537,15 @@ impl Link {
     }
 
     async fn open_in<'a>(&'a self, mut slot: tokio::sync::MutexGuard<'a, Slot>) -> Result<Session<'a>, PrintError> {
+        let probing = match self.0.breaker.admit() {
+            Admission::Go => false,
+            Admission::Probe => true,
+            Admission::Wait(retry_in) => {
+                // Open: no connection is made or kept, whoever asks (jobs, polls, admin checks).
+                slot.conn = None;
+                return Err(PrintError::BreakerOpen { retry_in, reason: self.0.breaker.snapshot().reason });
+            }
+        };
         if slot.conn.is_none() {
             if let Some(at) = slot.retry_at
                 && Instant::now() < at
@@ -517,7 +569,21 @@ impl Link {
                 }
             }
         }
-        Ok(Session { link: &self.0, slot })
+        let mut session = Session { link: &self.0, slot };
+        if probing {
+            // Half-open: the probe is a status read, never a ticket. A ready printer lets
+            // tickets through again; not ready (or no answer) counts neither way.
+            if let Ok(s) = session.status().await
+                && s.ready()
+            {
+                tracing::info!(printer = %self.0.name, "circuit breaker probe: printer answers and is ready");
+                self.0.breaker.probe_ok();
+            }
+            if session.slot.conn.is_none() {
+                return Err(PrintError::Unreachable("the probe's status read failed".into()));
+            }
+        }
+        Ok(session)
     }
 
     /// A status read for the monitor (on the shared connection).
