@@ -17,6 +17,7 @@ mod codepage_tables;
 pub mod config;
 pub mod connectivity;
 pub mod db;
+pub mod failure;
 pub mod fatal;
 pub mod grpc;
 pub mod healing;
