@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use wixprint_shared::proto::events::{Breaker, ListBreakersRequest, ListHealingEventsRequest, ResetBreakerRequest};
-use wixprint_shared::proto::ingest::SyncNowRequest;
+use wixprint_shared::proto::ingest::{GetConnectivityRequest, SyncNowRequest};
+use wixprint_shared::proto::print::GetStatusRequest as PrintStatusRequest;
 use wixprint_tests::fake_wix::{FakeWix, Fault, RecordedRequest, order_from_template};
 use wixprint_tests::harness::{Stack, StackOptions, bin_path, wait_until};
 use wixprint_tests::webhook::{KeyPair, fixture, order_mut};
@@ -92,6 +93,20 @@ async fn a_503_storm_opens_the_breaker_nothing_reaches_wix_while_open_and_a_prob
     assert!(second >= Duration::from_millis(390) && second > first, "delays {first:?} then {second:?}");
     let events = breaker_events(&stack).await;
     assert_eq!(events, [("opened".into(), "closed".into(), "open".into())]);
+    // Published on the bus with the internet state: wix-print sees it.
+    let print = stack.print_admin().await.unwrap();
+    wait_until(T, "wix-print sees the open wix-api breaker", || {
+        let mut print = print.clone();
+        async move {
+            let peer = print.get_status(PrintStatusRequest {}).await?.into_inner().peer.unwrap_or_default();
+            let has = |kind: &str, name: &str, state: &str| {
+                peer.components.iter().any(|c| c.kind == kind && c.name == name && c.state == state)
+            };
+            Ok(has("breaker", "wix-api", "open") && peer.components.iter().any(|c| c.kind == "internet"))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
 
     // While open: SyncNow answers at once with the reason and makes no request.
     let mut ingest = stack.ingest_admin().await.unwrap();
@@ -182,6 +197,34 @@ async fn an_unreachable_wix_is_waiting_no_try_used_no_breaker_change() {
     let b = wix_breaker(&stack).await.unwrap();
     assert_eq!((b.state.as_str(), b.consecutive_failures, b.opened), ("closed", 0, 0), "{b:?}");
     assert!(breaker_events(&stack).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_internet_is_offline_a_lost_connection_is_waiting() {
+    let fake = FakeWix::start(KEY, SITE).await.unwrap();
+    let mut stack = stack(&fake, WINDOW).await;
+    let mut ingest = stack.ingest_admin().await.unwrap();
+    let st = ingest.sync_now(SyncNowRequest {}).await.unwrap().into_inner().status.unwrap();
+    assert_eq!(st.state, "idle", "{st:?}");
+    // The internet monitor says offline: connections cut mid-answer are no evidence against Wix.
+    stack.cut_internet().await;
+    wait_until(T, "internet offline", || {
+        let mut ingest = ingest.clone();
+        async move {
+            let c = ingest.get_connectivity(GetConnectivityRequest {}).await?.into_inner();
+            Ok(c.components.iter().any(|c| c.kind == "internet" && c.state == "offline"))
+        }
+    })
+    .await
+    .unwrap();
+    let before = searches(&fake).len();
+    fake.inject(Fault::ResetMidResponse, 1);
+    let st = ingest.sync_now(SyncNowRequest {}).await.unwrap().into_inner().status.unwrap();
+    assert_eq!(st.state, "waiting", "{st:?}");
+    assert!(st.detail.contains("the internet is offline"), "{st:?}");
+    assert_eq!(searches(&fake).len(), before + 1, "one try, then the run waits");
+    let b = wix_breaker(&stack).await.unwrap();
+    assert_eq!((b.state.as_str(), b.consecutive_failures, b.opened), ("closed", 0, 0), "{b:?}");
 }
 
 /// Runs `wix-ingest --check-config` with the minimum it needs plus `extra`.
