@@ -5,8 +5,8 @@
 //! requests and turning the answers into [`SearchPage`]s, order JSON or a typed [`ApiError`] the
 //! caller can decide on. It has no database, does no mapping (orders stay `serde_json::Value`;
 //! `crate::wix::map_order` is the only reader of Wix's field names) and has no retry loop: one
-//! call is one request, and the caller owns backoff, using [`ApiError::is_retryable`] and the
-//! `Retry-After` hint.
+//! call is one request, and the caller owns backoff, using [`ApiError::class`] (the failure
+//! class: waiting, transient, permanent) and the `Retry-After` hint.
 //!
 //! It must never log or echo the API key: the key lives in [`ApiKey`], whose `Debug`/`Display`
 //! print `***`, the header carrying it is marked sensitive, redirects are not followed (so the
