@@ -33,6 +33,8 @@
 //!   `cursors.prev` is always `null` (we never page backwards).
 //! - Unknown keys are ignored, as Wix does, so a filter put at the top level instead of inside
 //!   `search` silently filters nothing: the bug the Python predecessor had.
+//! - `Fault::ResetMidResponse` answers 200 and cuts the connection after the first body bytes
+//!   (logged with status 200: the status line went out).
 //! - Injected faults are consumed one per request, in arrival order, by any request (before auth).
 //! - A request is logged when it is answered; `requests()` lists answered requests in arrival
 //!   order. A request whose client went away before the answer is logged with status 499.
@@ -91,6 +93,10 @@ pub enum Fault {
     RateLimited { retry_after_secs: u32 },
     /// 500 with an `INTERNAL` body.
     ServerError,
+    /// 503 with an `UNAVAILABLE` body (a Wix gateway in trouble).
+    Unavailable,
+    /// 200 with headers and the start of a body, then the connection is cut mid-response.
+    ResetMidResponse,
     /// Waits this long, then answers normally.
     Slow { millis: u64 },
     /// 200 with a body that is not valid JSON.
@@ -110,6 +116,8 @@ pub struct RecordedRequest {
     /// The body as lossy UTF-8.
     pub body: String,
     pub status: u16,
+    /// When the request arrived (monotonic), to measure retry delays.
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -354,6 +362,7 @@ async fn handle_request(State(shared): State<Arc<Shared>>, request: Request) -> 
             headers: recorded_headers(&parts.headers),
             body: String::new(),
             status: STATUS_CLIENT_GONE,
+            at: std::time::Instant::now(),
         }),
     };
 
@@ -402,6 +411,20 @@ fn answer(
         }
         Some(Fault::ServerError) => {
             return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error").into_response();
+        }
+        Some(Fault::Unavailable) => {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "service unavailable")
+                .into_response();
+        }
+        Some(Fault::ResetMidResponse) => {
+            // The head and a first chunk go out, then the body stream fails: hyper aborts the
+            // connection, and the client sees a body cut short.
+            let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![
+                Ok(br#"{"orders": [{"id": "6d6062d8"#),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")),
+            ];
+            let body = axum::body::Body::from_stream(tokio_stream::iter(chunks));
+            return (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         }
         Some(Fault::Malformed) => {
             // Cut off mid-document, the way a proxy hiccup truncates a real response.

@@ -531,8 +531,10 @@ impl Stack {
             ienv.insert("WIX_API_BASE_URL".into(), url.clone());
             ienv.insert("WIX_API_KEY_FILE".into(), key_file.display().to_string());
             ienv.insert("WIX_SITE_ID".into(), site.clone());
-            ienv.insert("ORDER_SYNC_BACKOFF_MIN_MS".into(), "20".into());
-            ienv.insert("ORDER_SYNC_BACKOFF_MAX_MS".into(), "200".into());
+            // Quick Wix retries and a short breaker window; tests override them.
+            ienv.insert("INGEST_WIX_RETRY_FIRST_MS".into(), "20".into());
+            ienv.insert("INGEST_WIX_RETRY_MAX_MS".into(), "200".into());
+            ienv.insert("INGEST_WIX_BREAKER_OPEN_MS".into(), "500".into());
         }
         ienv.extend(opts.ingest_env);
 

@@ -1,11 +1,13 @@
 //! The order sync (polling safety net) against the fake Wix API, black-box with the real
 //! binaries: it finds what webhooks missed, pages through backlogs, survives rate limits,
-//! shows auth errors instead of hammering, and never double-prints with webhooks.
+//! shows auth errors instead of hammering (a permanent failure: the wix-api breaker stays
+//! closed), and never double-prints with webhooks. The breaker itself: `wix_breaker.rs`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wixprint_shared::proto::events::{Breaker, ListBreakersRequest, ListHealingEventsRequest};
 use wixprint_shared::proto::ingest::{GetStatusRequest, SyncNowRequest};
 use wixprint_tests::fake_wix::{FakeWix, Fault, order_from_template};
 use wixprint_tests::harness::{Stack, StackOptions, wait_until};
@@ -94,18 +96,34 @@ async fn sync_prints_250_approved_orders_once_and_never_unapproved_ones() {
     assert!(st.orders_applied >= 250 && st.pages >= 3, "{st:?}");
 }
 
+/// The wix-api breaker as `IngestAdmin/ListBreakers` shows it.
+async fn wix_breaker(stack: &Stack) -> anyhow::Result<Breaker> {
+    let mut ingest = stack.ingest_admin().await?;
+    let all = ingest.list_breakers(ListBreakersRequest {}).await?.into_inner().breakers;
+    all.into_iter().find(|b| b.name == "wix-api").ok_or_else(|| anyhow::anyhow!("no wix-api breaker"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_rides_out_twenty_rate_limits_without_losing_a_page() {
     let fake = FakeWix::start(KEY, SITE).await.unwrap();
     let numbers = place(&fake, 50_000, 150, "APPROVED");
     fake.inject(Fault::RateLimited { retry_after_secs: 0 }, 20);
-    let stack = stack_with(&fake, KEY, 3600).await;
+    // 3 tries per run and a breaker that opens after 3 (for 500 ms, see the harness): the
+    // next runs (every second) continue until Wix lets the search through.
+    let stack = stack_with(&fake, KEY, 1).await;
     stack.sim.wait_for_tickets(450, T).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
     stack.wait_quiet(T).await.unwrap();
     let counts = per_order(&stack.sim.tickets());
     assert!(numbers.iter().all(|n| counts.get(n) == Some(&3)));
     assert_eq!(stack.sim.tickets().len(), 450);
     assert_eq!(fake.requests().iter().filter(|r| r.status == 429).count(), 20);
+    // 429 is transient: the breaker opened; good runs close it again.
+    wait_until(T, "the wix-api breaker closed again", || async {
+        let b = wix_breaker(&stack).await?;
+        Ok(b.opened >= 1 && b.state == "closed")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,6 +147,11 @@ async fn refused_api_key_shows_an_error_instead_of_hammering() {
     .await
     .unwrap();
     assert!(stack.sim.tickets().is_empty());
+    // Permanent: the key, not Wix being sick. The breaker counts nothing and records nothing.
+    let b = wix_breaker(&stack).await.unwrap();
+    assert_eq!((b.state.as_str(), b.consecutive_failures, b.opened), ("closed", 0, 0), "{b:?}");
+    let events = ingest.list_healing_events(ListHealingEventsRequest::default()).await.unwrap().into_inner().events;
+    assert!(events.is_empty(), "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use wixprint_shared::auth::{self, Secret};
-use wixprint_shared::backoff::Backoff;
+use wixprint_shared::backoff::{Backoff, BackoffError};
+use wixprint_shared::breaker::BreakerConfig;
 use wixprint_shared::bus::{self, BusConfig};
 use wixprint_shared::config::{ConfigError, Key, Source};
 
@@ -113,14 +114,40 @@ pub static KEYS: &[Key] = &[
         help: "first sync looks back this far (default 86400)",
     },
     Key {
-        name: "order_sync_backoff_min_ms",
-        env: "ORDER_SYNC_BACKOFF_MIN_MS",
-        help: "first retry delay after a failed search (default 1000)",
+        name: "wix_retry_first_ms",
+        env: "INGEST_WIX_RETRY_FIRST_MS",
+        help: "first delay before retrying a Wix API call that failed transiently (5xx, 429, reset) (default 500)",
     },
     Key {
-        name: "order_sync_backoff_max_ms",
-        env: "ORDER_SYNC_BACKOFF_MAX_MS",
-        help: "largest retry delay (default 60000)",
+        name: "wix_retry_factor",
+        env: "INGEST_WIX_RETRY_FACTOR",
+        help: "each retry delay is the previous one times this, 1.0..=10.0 (default 1.5)",
+    },
+    Key { name: "wix_retry_max_ms", env: "INGEST_WIX_RETRY_MAX_MS", help: "largest retry delay (default 60000)" },
+    Key {
+        name: "wix_retry_jitter_pct",
+        env: "INGEST_WIX_RETRY_JITTER_PCT",
+        help: "± this percentage of each retry delay at random, 0..=100 (default 20)",
+    },
+    Key {
+        name: "wix_retry_tries",
+        env: "INGEST_WIX_RETRY_TRIES",
+        help: "tries of one Wix API call per sync run, 1..=10; the next run continues from the watermark (default 3)",
+    },
+    Key {
+        name: "wix_breaker_failures",
+        env: "INGEST_WIX_BREAKER_FAILURES",
+        help: "consecutive transient Wix API failures that open the wix-api circuit breaker (default 3)",
+    },
+    Key {
+        name: "wix_breaker_open_ms",
+        env: "INGEST_WIX_BREAKER_OPEN_MS",
+        help: "how long the open wix-api breaker makes no call before its probe (default 60000)",
+    },
+    Key {
+        name: "wix_breaker_successes",
+        env: "INGEST_WIX_BREAKER_SUCCESSES",
+        help: "good calls after the probe that close the wix-api breaker (default 2)",
     },
     Key {
         name: "time_zone",
@@ -214,6 +241,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `None` when no API key / site id is configured: the order sync is off.
     pub sync: Option<SyncConfig>,
+    /// The `wix-api` circuit breaker (validated whether or not the sync is on).
+    pub wix_breaker: BreakerConfig,
     pub time_zone: jiff::tz::TimeZone,
     /// The internet monitor, and how long its closed `connectivity_events` rows are kept.
     pub internet: crate::internet::InternetSettings,
@@ -253,6 +282,8 @@ impl Config {
         if !(1..=1000).contains(&outbox_dead_after) {
             return Err(src.invalid("outbox_dead_after", "must be between 1 and 1000"));
         }
+        let (wix_retry, wix_tries) = wix_retry(src)?;
+        let wix_breaker = BreakerConfig::WIX_API.from_source(src, "wix_breaker")?;
         let sync = match (src.get("wix_api_key_file"), src.get("wix_site_id")) {
             (None, None) => None,
             (Some(_), None) => return Err(src.invalid("wix_site_id", "is required when WIX_API_KEY_FILE is set")),
@@ -276,12 +307,6 @@ impl Config {
                     Ok(Duration::from_secs(v))
                 };
                 let interval = secs("order_sync_interval_secs", 30)?;
-                let backoff = Backoff::new(
-                    src.millis("order_sync_backoff_min_ms", 1_000)?,
-                    src.millis("order_sync_backoff_max_ms", 60_000)?,
-                    0.3,
-                )
-                .map_err(|e| src.invalid("order_sync_backoff_min_ms", e))?;
                 Some(SyncConfig {
                     base_url,
                     api_key: crate::wix_api::ApiKey::new(key),
@@ -290,7 +315,8 @@ impl Config {
                         interval,
                         margin: secs("order_sync_margin_secs", 300)?,
                         lookback: secs("order_sync_lookback_secs", 86_400)?,
-                        backoff,
+                        retry: wix_retry,
+                        tries: wix_tries,
                         auth_pause: interval * 10,
                     },
                 })
@@ -327,6 +353,7 @@ impl Config {
             submit_token,
             wix_instance_ids,
             sync,
+            wix_breaker,
             time_zone,
             internet,
             bus,
@@ -347,6 +374,34 @@ impl Config {
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
         })
     }
+}
+
+/// The Wix API's retry policy (issue 11: 0.5 s, × 1.5, at most 60 s, ± 20 %, 3 tries per run);
+/// each error names the key it is about.
+fn wix_retry(src: &Source) -> Result<(Backoff, u32), ConfigError> {
+    let first = src.millis("wix_retry_first_ms", 500)?;
+    let max = src.millis("wix_retry_max_ms", 60_000)?;
+    let factor: f64 = src.parse("wix_retry_factor", 1.5)?;
+    let jitter_pct: u32 = src.parse("wix_retry_jitter_pct", 20)?;
+    if jitter_pct > 100 {
+        return Err(src.invalid("wix_retry_jitter_pct", "must be between 0 and 100"));
+    }
+    if max > Duration::from_secs(3600) {
+        return Err(src.invalid("wix_retry_max_ms", "must be at most 3600000 (one hour)"));
+    }
+    let backoff = Backoff::exponential(first, factor, max, f64::from(jitter_pct) / 100.0).map_err(|e| match e {
+        BackoffError::Factor(_) => src.invalid("wix_retry_factor", e),
+        BackoffError::Jitter(_) => src.invalid("wix_retry_jitter_pct", e),
+        BackoffError::MinAboveMax { .. } => {
+            src.invalid("wix_retry_max_ms", "must not be below INGEST_WIX_RETRY_FIRST_MS")
+        }
+        BackoffError::ZeroMin => src.invalid("wix_retry_first_ms", e),
+    })?;
+    let tries: u32 = src.parse("wix_retry_tries", 3)?;
+    if !(1..=10).contains(&tries) {
+        return Err(src.invalid("wix_retry_tries", "must be between 1 and 10"));
+    }
+    Ok((backoff, tries))
 }
 
 /// The soft `RLIMIT_NOFILE` of this process (what `LimitNOFILE=` / `ulimit -n` set).
@@ -496,6 +551,52 @@ mod tests {
         }
         let err = listener_limits(&source(&[]), 1 << 20, 100).unwrap_err().to_string();
         assert!(err.contains("INGEST_HTTP_MAX_CONNECTIONS") && err.contains("LimitNOFILE"), "{err}");
+    }
+
+    #[test]
+    fn wix_retry_and_breaker_defaults_follow_the_issue_and_bad_values_name_their_variable() {
+        let (retry, tries) = wix_retry(&source(&[])).unwrap();
+        assert_eq!(tries, 3);
+        assert_eq!(retry, Backoff::exponential(Duration::from_millis(500), 1.5, Duration::from_secs(60), 0.2).unwrap());
+        let b = BreakerConfig::WIX_API.from_source(&source(&[]), "wix_breaker").unwrap();
+        assert_eq!(b, BreakerConfig::WIX_API);
+        let b = BreakerConfig::WIX_API
+            .from_source(
+                &source(&[
+                    ("INGEST_WIX_BREAKER_FAILURES", "5"),
+                    ("INGEST_WIX_BREAKER_OPEN_MS", "700"),
+                    ("INGEST_WIX_BREAKER_SUCCESSES", "1"),
+                ]),
+                "wix_breaker",
+            )
+            .unwrap();
+        assert_eq!((b.failure_threshold, b.open_for, b.success_threshold), (5, Duration::from_millis(700), 1));
+        for env in [
+            ("INGEST_WIX_RETRY_FIRST_MS", "0"),
+            ("INGEST_WIX_RETRY_FIRST_MS", "120000"),
+            ("INGEST_WIX_RETRY_FACTOR", "0.5"),
+            ("INGEST_WIX_RETRY_FACTOR", "NaN"),
+            ("INGEST_WIX_RETRY_FACTOR", "fast"),
+            ("INGEST_WIX_RETRY_MAX_MS", "7200000"),
+            ("INGEST_WIX_RETRY_JITTER_PCT", "101"),
+            ("INGEST_WIX_RETRY_JITTER_PCT", "-1"),
+            ("INGEST_WIX_RETRY_TRIES", "0"),
+            ("INGEST_WIX_RETRY_TRIES", "11"),
+        ] {
+            let err = wix_retry(&source(&[env])).unwrap_err().to_string();
+            // A first delay above the maximum is reported on the maximum.
+            let named = if env == ("INGEST_WIX_RETRY_FIRST_MS", "120000") { "INGEST_WIX_RETRY_MAX_MS" } else { env.0 };
+            assert!(err.contains(named), "{env:?}: {err}");
+        }
+        for env in [
+            ("INGEST_WIX_BREAKER_FAILURES", "0"),
+            ("INGEST_WIX_BREAKER_OPEN_MS", "0"),
+            ("INGEST_WIX_BREAKER_OPEN_MS", "soon"),
+            ("INGEST_WIX_BREAKER_SUCCESSES", "0"),
+        ] {
+            let err = BreakerConfig::WIX_API.from_source(&source(&[env]), "wix_breaker").unwrap_err().to_string();
+            assert!(err.contains(env.0), "{env:?}: {err}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ use wixprint_shared::proto::ingest::ingest_admin_server::IngestAdminServer;
 
 pub use config::Config;
 
+/// The circuit breaker of the Wix API calls (registered when the order sync is on).
+pub const WIX_API_BREAKER: &str = "wix-api";
+
 /// Runs wix-ingest until `shutdown` is cancelled, then drains within the grace period.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started_ms = wixprint_shared::time::now_ms();
@@ -80,7 +83,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let api =
                 wix_api::WixApi::new(&sc.base_url, sc.api_key.clone(), &sc.site_id, std::time::Duration::from_secs(30))
                     .map_err(|e| anyhow::anyhow!("building the Wix API client: {e}"))?;
-            let (order_sync, handle) = sync::OrderSync::new(api, store.clone(), wake.clone(), sc.settings.clone());
+            let breaker = healing.breakers.add(WIX_API_BREAKER, config.wix_breaker);
+            let (order_sync, handle) = sync::OrderSync::new(
+                api,
+                store.clone(),
+                wake.clone(),
+                sc.settings.clone(),
+                breaker,
+                Some(internet.watch()),
+            );
             tracker.spawn(order_sync.run(shutdown.clone()));
             handle
         }
@@ -93,6 +104,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reactions::Reactions {
             internet: internet.watch(),
             publish: Box::new(move |components| publisher.publish(components)),
+            breakers: healing.breakers.clone(),
             peer_arrived: bus.peer_arrived(),
             sync: sync_handle.clone(),
             outbox_flush: outbox_flush.clone(),

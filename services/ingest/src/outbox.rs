@@ -2,8 +2,16 @@
 //! in outbox order, until wix-print acknowledges it.
 //!
 //! Invariant: a row leaves `pending` only on wix-print's answer (delivered), on a permanent
-//! refusal (rejected, kept for the operator), or after `dead_after` non-permanent refusals
-//! (dead, listed by `ListDeadLetters`, retried by `RequeueOutbox`). Nothing is ever dropped.
+//! refusal (dead at once, with its reason), or after `dead_after` non-permanent refusals
+//! (dead; dead rows are listed by `ListDeadLetters` and retried by `RequeueOutbox`). Nothing
+//! is ever dropped.
+//!
+//! Failure classes (issue 11, `wixprint_shared::failure`): wix-print unreachable or silent
+//! (a transport failure) is *waiting*: the forwarder pauses, nothing counts, never a dead
+//! letter. A refusal wix-print answers is *transient* (retried with this row's backoff, dead
+//! after `dead_after`) unless it is *permanent* (`InvalidArgument`, `FailedPrecondition`,
+//! `OutOfRange`: the request itself is wrong). The class prefixes the row's `last_error`
+//! (`waiting: …`, `transient: …`, `permanent: …`).
 //!
 //! Invariant: no row blocks the queue. A row wix-print answers with a non-permanent refusal
 //! backs off on its own (its refusals count its backoff) and the forwarder goes on with the
@@ -32,6 +40,7 @@ use tonic::transport::Channel;
 
 use wixprint_shared::auth::{ClientAuth, Secret};
 use wixprint_shared::backoff::Backoff;
+use wixprint_shared::failure::FailureClass;
 use wixprint_shared::proto::print::print_service_client::PrintServiceClient;
 use wixprint_shared::time::now_ms;
 
@@ -155,15 +164,18 @@ impl Forwarder {
                     }
                     Err(status) if is_permanent(&status) => {
                         tracing::error!(order_id = %row.order_id, version = row.version, %status,
-                            "wix-print rejected the order version; kept as rejected");
-                        self.store.mark_rejected(row.id, status.to_string()).await
+                            class = FailureClass::Permanent.as_str(),
+                            "wix-print refused the order version for good; it is a dead letter now (IngestAdmin/ListDeadLetters, RequeueOutbox)");
+                        let error = last_error(FailureClass::Permanent, &status);
+                        // Dead at once: refused once with `dead_after` = 1.
+                        self.store.mark_refused(row.id, error, now_ms(), 1).await.map(|_| ())
                     }
                     Err(status) if !is_transport(&status) => {
                         // wix-print answered: this row backs off alone, the next rows go on.
                         pace.succeeded();
                         let refusals = row.refusals.saturating_add(1);
                         let delay = self.backoff.delay(refusals);
-                        let error = format!("{}: {}", status.code(), status.message());
+                        let error = last_error(FailureClass::Transient, &status);
                         let next = now_ms() + delay.as_millis() as i64;
                         match self.store.mark_refused(row.id, error, next, self.dead_after).await {
                             Ok(crate::store::OutboxState::Dead) => {
@@ -194,7 +206,7 @@ impl Forwarder {
                             .store
                             .mark_failed(
                                 row.id,
-                                format!("{}: {}", status.code(), status.message()),
+                                last_error(FailureClass::Waiting, &status),
                                 now_ms() + delay.as_millis() as i64,
                             )
                             .await;
@@ -241,6 +253,11 @@ impl Forwarder {
     }
 }
 
+/// A row's `last_error`: the class, then the status.
+fn last_error(class: FailureClass, status: &tonic::Status) -> String {
+    format!("{}: {}: {}", class.as_str(), status.code(), status.message())
+}
+
 /// wix-print was not reached or did not answer in time: the channel's own error (it carries a
 /// transport source), a deadline, a cancellation. Every row would fail alike, so the whole
 /// forwarder pauses and nothing counts towards a dead letter. A status wix-print sent back has
@@ -266,6 +283,14 @@ mod tests {
         assert!(is_transport(&tonic::Status::deadline_exceeded("timeout")));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(is_transport(&tonic::Status::from_error(Box::new(io))));
+    }
+
+    #[test]
+    fn the_class_leads_the_last_error() {
+        let e = last_error(FailureClass::Permanent, &tonic::Status::invalid_argument("order.items: empty"));
+        assert!(e.starts_with("permanent: ") && e.ends_with(": order.items: empty"), "{e}");
+        assert!(is_permanent(&tonic::Status::invalid_argument("x")));
+        assert!(!is_permanent(&tonic::Status::unavailable("x")), "a busy wix-print is transient");
     }
 
     #[test]

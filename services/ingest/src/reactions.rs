@@ -1,5 +1,6 @@
-//! What wix-ingest does about connectivity: publishes its own components (the internet) on
-//! the connectivity bus, runs the order sync at once when the internet comes back, and
+//! What wix-ingest does about connectivity: publishes its own components (the internet and
+//! its circuit breakers, republished on every breaker change) on the connectivity bus, runs
+//! the order sync at once when the internet comes back, and
 //! flushes the outbox at once when wix-print arrives on the bus (started, restarted, or heard
 //! again after a silence).
 //!
@@ -18,6 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use wixprint_shared::breaker::Breakers;
 use wixprint_shared::connectivity::{STATE_DEGRADED, STATE_OFFLINE, STATE_ONLINE};
 use wixprint_shared::proto::events::Component;
 
@@ -69,6 +71,8 @@ pub struct Reactions {
     pub internet: watch::Receiver<Component>,
     /// Replaces what this service publishes on the bus.
     pub publish: Box<dyn Fn(Vec<Component>) + Send>,
+    /// The service's circuit breakers: published after the internet, again on every change.
+    pub breakers: Arc<Breakers>,
     /// The bus's "wix-print arrived" signal (one consumer: this task).
     pub peer_arrived: Arc<Notify>,
     pub sync: SyncHandle,
@@ -83,11 +87,22 @@ pub fn internet_returned(previous: &str, next: &str) -> bool {
 }
 
 impl Reactions {
+    /// The internet, then every breaker.
+    fn publish_all(&self, internet: Component) {
+        let mut components = vec![internet];
+        components.extend(self.breakers.components());
+        (self.publish)(components);
+    }
+
     pub async fn run(mut self, shutdown: CancellationToken) {
+        // `notify_waiters` wakes only futures that exist: keep one armed across iterations.
+        let breaker_notify = self.breakers.changed();
+        let mut breaker_changed = std::pin::pin!(breaker_notify.notified());
+        breaker_changed.as_mut().enable();
         let mut previous = {
             let current = self.internet.borrow_and_update().clone();
             let state = current.state.clone();
-            (self.publish)(vec![current]);
+            self.publish_all(current);
             state
         };
         let mut flush = Limited::new(MIN_FLUSH_INTERVAL);
@@ -109,7 +124,13 @@ impl Reactions {
                         was_for_sync.clone_from(&previous);
                     }
                     previous.clone_from(&current.state);
-                    (self.publish)(vec![current]);
+                    self.publish_all(current);
+                }
+                _ = breaker_changed.as_mut() => {
+                    breaker_changed.set(breaker_notify.notified());
+                    breaker_changed.as_mut().enable();
+                    let current = self.internet.borrow().clone();
+                    self.publish_all(current);
                 }
                 _ = self.peer_arrived.notified() => flush.pending = true,
                 _ = sleep_until_opt(due) => {}
@@ -159,15 +180,18 @@ mod tests {
     async fn publishes_every_internet_state_and_relays_peer_arrivals_to_the_outbox() {
         let (tx, rx) = watch::channel(internet(STATE_UNKNOWN));
         let published: Arc<Mutex<Vec<String>>> = Arc::default();
+        let breakers = Breakers::new();
+        let breaker = breakers.add("wix-api", wixprint_shared::breaker::BreakerConfig::WIX_API);
         let (peer_arrived, outbox_flush) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         let (seen, changed) = (published.clone(), Arc::new(Notify::new()));
         let on_publish = changed.clone();
         let reactions = Reactions {
             internet: rx,
             publish: Box::new(move |c| {
-                seen.lock().unwrap().extend(c.into_iter().map(|c| c.state));
+                seen.lock().unwrap().extend(c.into_iter().map(|c| format!("{}:{}", c.kind, c.state)));
                 on_publish.notify_one();
             }),
+            breakers: breakers.clone(),
             peer_arrived: peer_arrived.clone(),
             sync: SyncHandle::off("test"),
             outbox_flush: outbox_flush.clone(),
@@ -179,7 +203,17 @@ mod tests {
             tx.send_replace(internet(state));
             within("publish", changed.notified()).await;
         }
-        assert_eq!(*published.lock().unwrap(), [STATE_UNKNOWN, STATE_ONLINE, STATE_OFFLINE, STATE_ONLINE]);
+        let pairs = |states: &[&str]| -> Vec<String> {
+            states.iter().flat_map(|s| [format!("internet:{s}"), "breaker:closed".to_owned()]).collect()
+        };
+        assert_eq!(*published.lock().unwrap(), pairs(&[STATE_UNKNOWN, STATE_ONLINE, STATE_OFFLINE, STATE_ONLINE]));
+        // A breaker change is republished at once, with the internet state.
+        published.lock().unwrap().clear();
+        for _ in 0..3 {
+            breaker.failure("HTTP 503");
+        }
+        within("publish of the opened breaker", changed.notified()).await;
+        assert_eq!(*published.lock().unwrap(), [format!("internet:{STATE_ONLINE}"), "breaker:open".to_owned()]);
 
         peer_arrived.notify_one();
         within("outbox flush", outbox_flush.notified()).await;
@@ -194,6 +228,7 @@ mod tests {
         let reactions = Reactions {
             internet: rx,
             publish: Box::new(|_| {}),
+            breakers: Breakers::new(),
             peer_arrived: peer_arrived.clone(),
             sync: SyncHandle::off("test"),
             outbox_flush: outbox_flush.clone(),

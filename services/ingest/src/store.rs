@@ -185,7 +185,8 @@ pub enum OutboxState {
     Pending,
     /// wix-print acknowledged it.
     Delivered,
-    /// wix-print refused it as invalid: kept, not retried.
+    /// wix-print refused it as invalid (before issue 11; such refusals are `Dead` now): kept,
+    /// not retried.
     Rejected,
     /// wix-print refused it (not as invalid) `outbox_dead_after` times: a dead letter, not
     /// retried until an operator requeues it (`IngestAdmin/RequeueOutbox`).
@@ -701,19 +702,6 @@ impl Store {
 
     pub async fn prune_connectivity(&self, older_than_ms: i64) -> anyhow::Result<usize> {
         self.db.write(move |conn| Ok(connectivity::prune(conn, older_than_ms)?)).await
-    }
-
-    /// wix-print refused the row as invalid: it is kept (never dropped) but not retried.
-    pub async fn mark_rejected(&self, id: i64, error: String) -> anyhow::Result<()> {
-        self.db
-            .write(move |conn| {
-                conn.exec(
-                    "UPDATE outbox SET state = ?3, attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-                    params![id, error, OutboxState::Rejected.as_sql()],
-                )?;
-                Ok(())
-            })
-            .await
     }
 
     pub async fn counts(&self) -> anyhow::Result<Counts> {

@@ -5,8 +5,8 @@
 //! requests and turning the answers into [`SearchPage`]s, order JSON or a typed [`ApiError`] the
 //! caller can decide on. It has no database, does no mapping (orders stay `serde_json::Value`;
 //! `crate::wix::map_order` is the only reader of Wix's field names) and has no retry loop: one
-//! call is one request, and the caller owns backoff, using [`ApiError::is_retryable`] and the
-//! `Retry-After` hint.
+//! call is one request, and the caller owns backoff, using [`ApiError::class`] (the failure
+//! class: waiting, transient, permanent) and the `Retry-After` hint.
 //!
 //! It must never log or echo the API key: the key lives in [`ApiKey`], whose `Debug`/`Display`
 //! print `***`, the header carrying it is marked sensitive, redirects are not followed (so the
@@ -24,6 +24,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use wixprint_shared::failure::FailureClass;
 
 /// Wix's public API host.
 pub const DEFAULT_BASE_URL: &str = "https://www.wixapis.com";
@@ -95,8 +96,12 @@ pub enum ApiError {
     /// A success status with a body that is not the documented JSON.
     #[error("unexpected response from Wix: {0}")]
     Malformed(String),
-    /// No HTTP answer at all: connection refused or reset, DNS, TLS, timeout.
+    /// The connection could not be made (refused, DNS, TLS handshake): nothing was sent.
     #[error("could not reach Wix: {0}")]
+    Unreachable(String),
+    /// No complete HTTP answer after the request went out: connection reset or closed
+    /// mid-request or mid-body, timeout.
+    #[error("lost the connection to Wix: {0}")]
     Transport(String),
 }
 
@@ -106,8 +111,32 @@ impl ApiError {
     /// than a permanent format change, and the caller's backoff bounds the cost of being wrong.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_) | Self::Malformed(_) => true,
+            Self::RateLimited { .. }
+            | Self::Server { .. }
+            | Self::Transport(_)
+            | Self::Unreachable(_)
+            | Self::Malformed(_) => true,
             Self::Auth { .. } | Self::Request { .. } => false,
+        }
+    }
+
+    /// The failure class of this error on its own (issue 11):
+    /// - waiting: [`ApiError::Unreachable`]: nothing was sent, Wix or the way to it is down
+    ///   (like an unreachable printer); it uses no try and never counts for the breaker;
+    /// - transient: 429, 5xx, a connection lost or timed out mid-request, a malformed body
+    ///   (far more often a truncated answer than a format change): retried with backoff,
+    ///   counted by the breaker;
+    /// - permanent: 401/403 (the key) and every other 4xx or refused request: not retried.
+    ///
+    /// The order sync adds what only it knows: while the internet monitor says offline, any
+    /// transport failure is waiting too (`sync::classify`).
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Self::Unreachable(_) => FailureClass::Waiting,
+            Self::RateLimited { .. } | Self::Server { .. } | Self::Transport(_) | Self::Malformed(_) => {
+                FailureClass::Transient
+            }
+            Self::Auth { .. } | Self::Request { .. } => FailureClass::Permanent,
         }
     }
 
@@ -378,15 +407,16 @@ async fn read_capped(response: &mut reqwest::Response, cap: usize) -> Result<(Ve
     Ok((body, true))
 }
 
+/// A timeout is `Transport` even while connecting (the call's deadline ran out: the request
+/// may be on its way); a connection that could not be made at all is `Unreachable`.
 fn transport(what: &str, e: &reqwest::Error) -> ApiError {
-    let kind = if e.is_timeout() {
-        "timed out"
+    if e.is_timeout() {
+        ApiError::Transport(format!("{what}: timed out: {}", error_chain(e)))
     } else if e.is_connect() {
-        "connection failed"
+        ApiError::Unreachable(format!("{what}: connection failed: {}", error_chain(e)))
     } else {
-        "request failed"
-    };
-    ApiError::Transport(format!("{what}: {kind}: {}", error_chain(e)))
+        ApiError::Transport(format!("{what}: request failed: {}", error_chain(e)))
+    }
 }
 
 /// reqwest's own message is terse ("error sending request"); the cause is in the source chain.

@@ -374,17 +374,56 @@ async fn a_slow_server_is_a_transport_timeout() {
     let err = api.search_orders(&query(), None).await.unwrap_err();
     assert!(matches!(&err, ApiError::Transport(m) if m.contains("timed out")), "{err:?}");
     assert!(err.is_retryable());
+    assert_eq!(err.class(), FailureClass::Transient);
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_a_transport_error() {
+async fn a_refused_connection_is_unreachable_and_waits() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let api = WixApi::new(&format!("http://{addr}"), ApiKey::new(KEY), SITE, Duration::from_secs(5)).unwrap();
     let err = api.get_order("o1").await.unwrap_err();
-    assert!(matches!(err, ApiError::Transport(_)), "{err:?}");
+    assert!(matches!(err, ApiError::Unreachable(_)), "{err:?}");
     assert!(err.is_retryable());
+    assert_eq!(err.class(), FailureClass::Waiting, "nothing was sent: waiting, not a failure");
+}
+
+#[tokio::test]
+async fn a_connection_closed_mid_request_is_transient() {
+    // Accepts, reads a little of the request, hangs up without an answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 64];
+            let _ = stream.read(&mut buf).await;
+            drop(stream);
+        }
+    });
+    let api = WixApi::new(&format!("http://{addr}"), ApiKey::new(KEY), SITE, Duration::from_secs(5)).unwrap();
+    let err = api.search_orders(&query(), None).await.unwrap_err();
+    assert!(matches!(err, ApiError::Transport(_)), "{err:?}");
+    assert_eq!(err.class(), FailureClass::Transient);
+}
+
+#[test]
+fn every_error_has_its_failure_class() {
+    let s = || String::from("x");
+    for (err, class) in [
+        (ApiError::Unreachable(s()), FailureClass::Waiting),
+        (ApiError::Transport(s()), FailureClass::Transient),
+        (ApiError::RateLimited { retry_after: None }, FailureClass::Transient),
+        (ApiError::Server { status: 503, message: s() }, FailureClass::Transient),
+        (ApiError::Malformed(s()), FailureClass::Transient),
+        (ApiError::Auth { status: 401, message: s() }, FailureClass::Permanent),
+        (ApiError::Auth { status: 403, message: s() }, FailureClass::Permanent),
+        (ApiError::Request { status: 400, message: s() }, FailureClass::Permanent),
+        (ApiError::Request { status: 404, message: s() }, FailureClass::Permanent),
+    ] {
+        assert_eq!(err.class(), class, "{err:?}");
+    }
 }
 
 // ---- get order ------------------------------------------------------------------------------
