@@ -432,6 +432,10 @@ struct LinkInner {
     /// What GetStatus shows: the fixed mode, the detected one, or "auto" before the first probe.
     confirm_mode: std::sync::Mutex<&'static str>,
     opened: std::sync::atomic::AtomicU64,
+    /// When the printer last answered a status read or confirmed a ticket on this link.
+    last_reply: std::sync::Mutex<Option<Instant>>,
+    /// Set by [`Link::reconnect`] while the connection was in use: closed at its next use.
+    reset: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -474,6 +478,8 @@ impl Link {
             slot: tokio::sync::Mutex::new(Slot::default()),
             confirm_mode: std::sync::Mutex::new(confirm.map_or("auto", Confirmation::as_str)),
             opened: Default::default(),
+            last_reply: std::sync::Mutex::new(None),
+            reset: Default::default(),
         }))
     }
 
@@ -487,6 +493,28 @@ impl Link {
         self.0.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How long since the printer last answered on this link (a status read or a
+    /// confirmation); `None` before its first answer.
+    pub fn since_last_reply(&self) -> Option<Duration> {
+        self.0.last_reply.lock().unwrap_or_else(|e| e.into_inner()).map(|at| at.elapsed())
+    }
+
+    /// Closes the connection (the health monitor, when it looks stuck); the next use opens a
+    /// new one. A connection in use is closed at its next use. True when closed now.
+    pub fn reconnect(&self) -> bool {
+        match self.0.slot.try_lock() {
+            Ok(mut slot) => {
+                slot.conn = None;
+                slot.retry_at = None;
+                true
+            }
+            Err(_) => {
+                self.0.reset.store(true, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
     /// Waits for the connection (a job may be using it) and opens it if needed.
     pub async fn session(&self) -> Result<Session<'_>, PrintError> {
         let slot = self.0.slot.lock().await;
@@ -494,6 +522,9 @@ impl Link {
     }
 
     async fn open_in<'a>(&'a self, mut slot: tokio::sync::MutexGuard<'a, Slot>) -> Result<Session<'a>, PrintError> {
+        if self.0.reset.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            slot.conn = None;
+        }
         if slot.conn.is_none() {
             if let Some(at) = slot.retry_at
                 && Instant::now() < at
@@ -554,8 +585,14 @@ impl Session<'_> {
         let result = self.conn()?.status().await;
         if result.is_err() {
             self.slot.conn = None;
+        } else {
+            self.replied();
         }
         result
+    }
+
+    fn replied(&self) {
+        *self.link.last_reply.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     /// How this printer confirms tickets: the configured mode, or in auto mode the result of
@@ -624,6 +661,8 @@ impl Session<'_> {
         };
         if result.is_err() {
             self.slot.conn = None;
+        } else {
+            self.replied();
         }
         result
     }
