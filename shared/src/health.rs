@@ -127,7 +127,8 @@ pub fn sustained(t: &Thresholds, s: &Sustain, st: &mut SustainState, value: f64,
     track(&mut st.warning_since, raw >= Level::Warning);
     track(&mut st.critical_since, raw >= Level::Critical);
     track(&mut st.emergency_since, raw >= Level::Emergency);
-    let held = |since: Option<u64>, d: Duration| since.is_some_and(|s| now_ms.saturating_sub(s) >= d.as_millis() as u64);
+    let held =
+        |since: Option<u64>, d: Duration| since.is_some_and(|s| now_ms.saturating_sub(s) >= d.as_millis() as u64);
     if held(st.emergency_since, s.critical_after) {
         Level::Emergency
     } else if held(st.critical_since, s.critical_after) {
@@ -163,10 +164,14 @@ pub enum RestartDecision {
     /// Nothing critical for long enough.
     Stay,
     /// Due, but the last restart is within the cooldown: wait until then (wall ms).
-    Wait { until_ms: i64 },
+    Wait {
+        until_ms: i64,
+    },
     Restart,
     /// The hourly limit is reached: stay up, degraded.
-    Refuse { reason: String },
+    Refuse {
+        reason: String,
+    },
 }
 
 /// What a service whose worst restart-worthy check has been critical for `critical_for`
@@ -882,11 +887,8 @@ impl<H: Hooks> Monitor<H> {
             return;
         }
         self.serving = serving;
-        let status = if serving {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
-        };
+        let status =
+            if serving { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
         tracing::warn!(serving, "grpc.health.v1 status changed by the health monitor");
         for name in &self.services {
             self.reporter.set_service_status(*name, status).await;
@@ -915,8 +917,7 @@ impl<H: Hooks> Monitor<H> {
             return false;
         }
         let now = now_ms();
-        let ledger =
-            self.health.healing.db.call(move |c| Ok(healing::restarts_since(c, now - 3_600_000)?)).await.ok();
+        let ledger = self.health.healing.db.call(move |c| Ok(healing::restarts_since(c, now - 3_600_000)?)).await.ok();
         let Some((count, last)) = ledger else { return false };
         let reason = format!("{name} {} for {} s despite healing", level.as_str(), since.elapsed().as_secs());
         match decide_restart(&policy, Some(since.elapsed()), count, last, now) {
@@ -1029,11 +1030,7 @@ mod tests {
 
     #[test]
     fn restarts_wait_for_the_window_the_cooldown_and_stop_at_the_hourly_limit() {
-        let p = RestartPolicy {
-            after: Duration::from_secs(180),
-            cooldown: Duration::from_secs(300),
-            max_per_hour: 3,
-        };
+        let p = RestartPolicy { after: Duration::from_secs(180), cooldown: Duration::from_secs(300), max_per_hour: 3 };
         let now = 10_000_000;
         assert_eq!(decide_restart(&p, None, 0, None, now), RestartDecision::Stay);
         assert_eq!(decide_restart(&p, Some(Duration::from_secs(179)), 0, None, now), RestartDecision::Stay);
@@ -1055,7 +1052,8 @@ mod tests {
     }
 
     fn source(env: &'static [(&'static str, &'static str)]) -> Source {
-        static KEYS: &[crate::config::Key] = &crate::health_keys!("T"; "queue_age" / "QUEUE_AGE" / "secs" / "SECS": "oldest waiting ticket");
+        static KEYS: &[crate::config::Key] =
+            &crate::health_keys!("T"; "queue_age" / "QUEUE_AGE" / "secs" / "SECS": "oldest waiting ticket");
         Source::load_with(KEYS, None, |k| env.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())).unwrap()
     }
 
@@ -1075,8 +1073,13 @@ mod tests {
         assert!(e.contains("T_HEALTH_DISK_CRIT_PCT"), "{e}");
         let e = HealthConfig::parse(&source(&[("T_HEALTH_RESTART_AFTER_SECS", "0")])).unwrap_err().to_string();
         assert!(e.contains("T_HEALTH_RESTART_AFTER_SECS"), "{e}");
-        let q = thresholds(&source(&[("T_HEALTH_QUEUE_AGE_WARN_SECS", "5")]), "queue_age", "secs", Thresholds::new(600.0, 0.0, 0.0))
-            .unwrap();
+        let q = thresholds(
+            &source(&[("T_HEALTH_QUEUE_AGE_WARN_SECS", "5")]),
+            "queue_age",
+            "secs",
+            Thresholds::new(600.0, 0.0, 0.0),
+        )
+        .unwrap();
         assert_eq!(q, Thresholds::new(5.0, 0.0, 0.0));
     }
 

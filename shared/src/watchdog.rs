@@ -37,7 +37,11 @@ impl Heartbeat {
 
 /// The names of the components whose last beat (ms since the origin) is older than `bound_ms`
 /// at `now_ms`. Pure: unit-tested.
-pub fn stale_components<'a>(beats: impl IntoIterator<Item = (&'a str, u64)>, now_ms: u64, bound_ms: u64) -> Vec<String> {
+pub fn stale_components<'a>(
+    beats: impl IntoIterator<Item = (&'a str, u64)>,
+    now_ms: u64,
+    bound_ms: u64,
+) -> Vec<String> {
     beats.into_iter().filter(|(_, last)| now_ms.saturating_sub(*last) > bound_ms).map(|(n, _)| n.to_owned()).collect()
 }
 

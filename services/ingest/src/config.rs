@@ -192,7 +192,8 @@ const HEALTH_KEYS: &[Key] = &wixprint_shared::health_keys!("INGEST"
     ; "outbox_age" / "OUTBOX_AGE" / "secs" / "SECS": "oldest undelivered outbox row (waiting, never restarts; default warning 900 s)");
 
 /// Every key of this service.
-pub static KEYS: &[Key] = &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
+pub static KEYS: &[Key] =
+    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -336,8 +337,18 @@ impl Config {
         let wix_instance_ids = instance_ids(src)?;
         Ok(Self {
             health: wixprint_shared::health::HealthConfig::parse(src)?,
-            outbox_backlog: wixprint_shared::health::thresholds(src, "outbox_backlog", "rows", wixprint_shared::health::Thresholds::new(200.0, 0.0, 0.0))?,
-            outbox_age: wixprint_shared::health::thresholds(src, "outbox_age", "secs", wixprint_shared::health::Thresholds::new(900.0, 0.0, 0.0))?,
+            outbox_backlog: wixprint_shared::health::thresholds(
+                src,
+                "outbox_backlog",
+                "rows",
+                wixprint_shared::health::Thresholds::new(200.0, 0.0, 0.0),
+            )?,
+            outbox_age: wixprint_shared::health::thresholds(
+                src,
+                "outbox_age",
+                "secs",
+                wixprint_shared::health::Thresholds::new(900.0, 0.0, 0.0),
+            )?,
             admin_token,
             submit_token,
             wix_instance_ids,

@@ -227,7 +227,8 @@ const HEALTH_KEYS: &[Key] = &wixprint_shared::health_keys!("PRINT"
     ; "printer_stuck" / "PRINTER_STUCK" / "secs" / "SECS": "a printer that looks ready but answered no status read for this long (default warning 60 s, critical 300 s)");
 
 /// Every key of this service.
-pub static KEYS: &[Key] = &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
+pub static KEYS: &[Key] =
+    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmMode {
@@ -405,8 +406,18 @@ impl Config {
         auth::require_distinct(src, "admin_token_file", &admin_token, "PRINT_SUBMIT_TOKEN_FILE", &submit_token)?;
         Ok(Self {
             health: wixprint_shared::health::HealthConfig::parse(src)?,
-            queue_age: wixprint_shared::health::thresholds(src, "queue_age", "secs", wixprint_shared::health::Thresholds::new(900.0, 0.0, 0.0))?,
-            printer_stuck: wixprint_shared::health::thresholds(src, "printer_stuck", "secs", wixprint_shared::health::Thresholds::new(60.0, 300.0, 0.0))?,
+            queue_age: wixprint_shared::health::thresholds(
+                src,
+                "queue_age",
+                "secs",
+                wixprint_shared::health::Thresholds::new(900.0, 0.0, 0.0),
+            )?,
+            printer_stuck: wixprint_shared::health::thresholds(
+                src,
+                "printer_stuck",
+                "secs",
+                wixprint_shared::health::Thresholds::new(60.0, 300.0, 0.0),
+            )?,
             grpc_addr,
             admin_token,
             submit_token,

@@ -78,13 +78,18 @@ impl Hooks for PrintHooks {
     async fn heal(&self, check: &str, level: Level) -> Option<Action> {
         let name = check.strip_prefix(STUCK_PREFIX)?;
         let p = self.printers.get(name)?;
-        let before = p.link.since_last_reply().map_or("no answer yet".into(), |d| format!("no answer for {} s", d.as_secs()));
+        let before =
+            p.link.since_last_reply().map_or("no answer yet".into(), |d| format!("no answer for {} s", d.as_secs()));
         let closed = p.link.reconnect();
         p.wake.notify_one();
         Some(Action {
             action: "reconnect".into(),
             before,
-            after: if closed { "connection closed; reopened on next use".into() } else { "in use; closed at its next use".into() },
+            after: if closed {
+                "connection closed; reopened on next use".into()
+            } else {
+                "in use; closed at its next use".into()
+            },
             detail: format!("printer {name} looked stuck ({})", level.as_str()),
         })
     }
