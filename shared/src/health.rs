@@ -626,18 +626,18 @@ impl<H: Hooks> Monitor<H> {
             i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
-            let readings = tokio::select! {
+            let (kind, started, readings) = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = resources.tick() => self.resource_readings(&cfg),
+                _ = resources.tick() => ("resources", Instant::now(), self.resource_readings(&cfg)),
                 _ = cheap.tick() => {
+                    let started = Instant::now();
                     let mut r = self.db_readings(&cfg);
                     r.extend(self.hooks.readings().await);
-                    r
+                    ("cheap", started, r)
                 }
             };
-            let started = Instant::now();
             self.round(readings).await;
-            tracing::trace!(took_us = started.elapsed().as_micros() as u64, "health round");
+            tracing::debug!(kind, took_us = started.elapsed().as_micros() as u64, "health round");
             if self.restart_if_due().await {
                 return;
             }
@@ -750,11 +750,12 @@ impl<H: Hooks> Monitor<H> {
         }
         for (name, from, to, value, t, unit) in changes {
             let value = value.map_or("unknown".to_owned(), |v| format_value(v, unit));
+            let level = |v: f64| if v > 0.0 { format_value(v, unit) } else { "off".into() };
             let detail = format!(
                 "{value} (warning {}, critical {}, emergency {})",
-                format_value(t.warning, unit),
-                format_value(t.critical, unit),
-                format_value(t.emergency, unit)
+                level(t.warning),
+                level(t.critical),
+                level(t.emergency)
             );
             if to > from && to >= Level::Warning {
                 tracing::warn!(check = %name, from = from.as_str(), to = to.as_str(), %detail, "health check changed");

@@ -216,11 +216,21 @@ impl Dispatcher {
         }
     }
 
+    /// Waits `wait` (or until woken), beating the heartbeat at least every second: a long
+    /// `PRINT_STATUS_POLL_MS` is waiting, not a stall.
     async fn idle(&self, wait: Duration, shutdown: &CancellationToken) {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = self.wake.notified() => {}
-            _ = shutdown.cancelled() => {}
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            self.heartbeat.beat();
+            let step = until.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
+            if step.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = self.wake.notified() => return,
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 
