@@ -270,12 +270,17 @@ pub fn thresholds(src: &Source, check: &str, unit: &str, default: Thresholds) ->
         critical: read("crit", default.critical)?,
         emergency: read("emergency", default.emergency)?,
     };
+    // Out of order: blame the key that was set (the other one is its default).
+    let blame =
+        |a: &str, b: &str| if src.get(&key(a)).is_none() && src.get(&key(b)).is_some() { key(b) } else { key(a) };
     if t.critical > 0.0 && t.warning > t.critical {
-        return Err(src.invalid(&key("warn"), format!("warning {} is above critical {}", t.warning, t.critical)));
+        let name = blame("warn", "crit");
+        return Err(src.invalid(&name, format!("warning {} is above critical {}", t.warning, t.critical)));
     }
     let below = t.critical.max(t.warning);
     if t.emergency > 0.0 && below > t.emergency {
-        return Err(src.invalid(&key("emergency"), format!("emergency {} is below {below}", t.emergency)));
+        let name = blame("emergency", if t.critical >= t.warning { "crit" } else { "warn" });
+        return Err(src.invalid(&name, format!("emergency {} is below {below}", t.emergency)));
     }
     Ok(t)
 }
@@ -1070,6 +1075,8 @@ mod tests {
         assert_eq!(c.memory, Thresholds::new(1.0, 2.0, 95.0));
         let e = HealthConfig::parse(&source(&[("T_HEALTH_MEMORY_WARN_PCT", "90")])).unwrap_err().to_string();
         assert!(e.contains("T_HEALTH_MEMORY_WARN_PCT") && e.contains("above critical"), "{e}");
+        let e = HealthConfig::parse(&source(&[("T_HEALTH_MEMORY_CRIT_PCT", "50")])).unwrap_err().to_string();
+        assert!(e.contains("T_HEALTH_MEMORY_CRIT_PCT"), "the key that was set: {e}");
         let e = HealthConfig::parse(&source(&[("T_HEALTH_DISK_CRIT_PCT", "-1")])).unwrap_err().to_string();
         assert!(e.contains("T_HEALTH_DISK_CRIT_PCT"), "{e}");
         let e = HealthConfig::parse(&source(&[("T_HEALTH_RESTART_AFTER_SECS", "0")])).unwrap_err().to_string();
