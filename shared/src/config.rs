@@ -40,6 +40,24 @@ enum Origin {
     Env,
 }
 
+/// `a` then `b` as one array (`N` = both lengths): a service's key table from its own keys and
+/// shared ones (`health_keys!`), in a `static`.
+pub const fn concat_keys<const N: usize>(a: &[Key], b: &[Key]) -> [Key; N] {
+    assert!(a.len() + b.len() == N, "concat_keys: N must be the sum of both lengths");
+    let mut out = [Key { name: "", env: "", help: "" }; N];
+    let mut i = 0;
+    while i < a.len() {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < b.len() {
+        out[a.len() + j] = b[j];
+        j += 1;
+    }
+    out
+}
+
 /// Raw values by key name, after file + environment overlay.
 #[derive(Debug, Clone)]
 pub struct Source {

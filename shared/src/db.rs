@@ -203,6 +203,11 @@ impl Db {
         Ok(Self { tx, path: std::sync::Arc::new(path.to_path_buf()) })
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `f` alone on the writer thread and returns its result. For reads; a write here
     /// manages its own transaction.
     pub async fn call<T, F>(&self, f: F) -> anyhow::Result<T>

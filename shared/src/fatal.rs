@@ -17,6 +17,9 @@ pub const EXIT_SOFTWARE: i32 = 70;
 pub const EXIT_CORRUPT: i32 = 65;
 /// The database file was deleted or replaced while the service ran (`EX_IOERR`).
 pub const EXIT_DB_LOST: i32 = 74;
+/// A controlled self-restart asked for by the health monitor (`EX_TEMPFAIL`): a critical check
+/// did not clear despite healing; the unit restarts on it (`RestartForceExitStatus=75`).
+pub const EXIT_RESTART: i32 = 75;
 
 /// Why the process is going down.
 #[derive(Debug, Clone, PartialEq, Eq)]

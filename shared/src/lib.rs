@@ -21,6 +21,7 @@ pub mod failure;
 pub mod fatal;
 pub mod grpc;
 pub mod healing;
+pub mod health;
 pub mod logging;
 pub mod money;
 pub mod notify;
@@ -30,6 +31,7 @@ pub mod retention;
 pub mod shutdown;
 pub mod time;
 pub mod validate;
+pub mod watchdog;
 pub mod zmtp;
 
 /// Version string both services report in `GetStatus`.

@@ -60,6 +60,15 @@ pub async fn run<S: Prunable>(shutdown: CancellationToken, store: S, retention: 
     }
 }
 
+/// Prunes `store` now (the health monitor on disk pressure): what was pruned and the
+/// database's size after the reclaim.
+pub async fn prune_now<S: Prunable>(store: &S, retention: Duration) -> anyhow::Result<String> {
+    let cutoff = crate::time::now_ms().saturating_sub(crate::time::duration_ms(retention));
+    let pruned = store.prune(cutoff).await?;
+    let size = store.reclaim().await?;
+    Ok(format!("{pruned:?}; database {size} bytes"))
+}
+
 async fn prune_once<S: Prunable>(store: &S, retention: Duration) {
     let cutoff = crate::time::now_ms().saturating_sub(crate::time::duration_ms(retention));
     match store.prune(cutoff).await {

@@ -244,11 +244,25 @@ pub struct Service {
     starts: u32,
     /// Soft `RLIMIT_NOFILE` for the process (`ulimit -n`), if set.
     nofile: Option<u64>,
+    /// The notifications received after READY=1 (each datagram with when it arrived), and the
+    /// task that receives them, for the current start.
+    notifications: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
+    notify_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
     pub fn new(name: &'static str, dir: &Path, env: BTreeMap<String, String>) -> Self {
-        Self { name, binary: bin_path(name), env, dir: dir.to_owned(), child: None, starts: 0, nofile: None }
+        Self {
+            name,
+            binary: bin_path(name),
+            env,
+            dir: dir.to_owned(),
+            child: None,
+            starts: 0,
+            nofile: None,
+            notifications: Default::default(),
+            notify_task: None,
+        }
     }
 
     pub fn set_env(&mut self, k: &str, v: impl Into<String>) {
@@ -342,8 +356,35 @@ impl Service {
             status = child.wait() => bail!("{} exited before it was ready ({:?}):\n{}", self.name, status?, self.log()),
             _ = tokio::time::sleep(Duration::from_secs(60)) => bail!("{} not ready within 60 s:\n{}", self.name, self.log()),
         }
+        // Every later datagram (WATCHDOG=1, STATUS=, STOPPING=1) is kept for the test.
+        if let Some(t) = self.notify_task.take() {
+            t.abort();
+        }
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        self.notifications = received.clone();
+        self.notify_task = Some(tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf).await {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                received.lock().unwrap().push((std::time::Instant::now(), text));
+            }
+        }));
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The notifications (datagrams, with their arrival) received since READY=1 of the current start.
+    pub fn notifications(&self) -> Vec<(std::time::Instant, String)> {
+        self.notifications.lock().unwrap().clone()
+    }
+
+    /// When each `WATCHDOG=1` of the current start arrived.
+    pub fn watchdog_pings(&self) -> Vec<std::time::Instant> {
+        self.notifications()
+            .into_iter()
+            .filter(|(_, text)| text.lines().any(|l| l == "WATCHDOG=1"))
+            .map(|(at, _)| at)
+            .collect()
     }
 
     /// SIGKILL: no drain, no goodbye (a crash or power loss of the process).

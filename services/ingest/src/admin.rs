@@ -29,6 +29,7 @@ pub struct Admin {
     /// wix-print as the connectivity bus sees it.
     pub peer: watch::Receiver<PeerStatus>,
     pub healing: wixprint_shared::healing::Healing,
+    pub health: wixprint_shared::health::Health,
 }
 
 /// Longest `kind` / `name` filter accepted by ListConnectivityEvents.
@@ -345,7 +346,7 @@ impl IngestAdmin for Admin {
         &self,
         _: Request<wixprint_shared::proto::events::GetHealthRequest>,
     ) -> Result<Response<wixprint_shared::proto::events::GetHealthResponse>, Status> {
-        Err(Status::unimplemented("GetHealth: the health monitor is not built yet"))
+        Ok(Response::new(self.health.get().await?))
     }
 
     async fn list_healing_events(

@@ -11,7 +11,7 @@ use wixprint_shared::breaker::BreakerConfig;
 use wixprint_shared::bus::{self, BusConfig};
 use wixprint_shared::config::{ConfigError, Key, Source};
 
-pub static KEYS: &[Key] = &[
+const OWN_KEYS: &[Key] = &[
     Key { name: "http_addr", env: "INGEST_HTTP_ADDR", help: "webhook listener (default 0.0.0.0:8080)" },
     Key { name: "grpc_addr", env: "INGEST_GRPC_ADDR", help: "admin gRPC listener (default 127.0.0.1:50051)" },
     Key {
@@ -213,8 +213,21 @@ pub static KEYS: &[Key] = &[
     },
 ];
 
+/// The health monitor's keys (`INGEST_HEALTH_*`, parsed by `wixprint_shared::health`).
+const HEALTH_KEYS: &[Key] = &wixprint_shared::health_keys!("INGEST"
+    ; "outbox_backlog" / "OUTBOX_BACKLOG" / "rows" / "ROWS": "undelivered outbox rows (waiting, never restarts; default warning 200)"
+    ; "outbox_age" / "OUTBOX_AGE" / "secs" / "SECS": "oldest undelivered outbox row (waiting, never restarts; default warning 900 s)");
+
+/// Every key of this service.
+pub static KEYS: &[Key] =
+    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
+
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The health monitor, and wix-ingest's own checks.
+    pub health: wixprint_shared::health::HealthConfig,
+    pub outbox_backlog: wixprint_shared::health::Thresholds,
+    pub outbox_age: wixprint_shared::health::Thresholds,
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub db_path: PathBuf,
@@ -349,6 +362,19 @@ impl Config {
         auth::require_distinct(src, "admin_token_file", &admin_token, "PRINT_SUBMIT_TOKEN_FILE", &submit_token)?;
         let wix_instance_ids = instance_ids(src)?;
         Ok(Self {
+            health: wixprint_shared::health::HealthConfig::parse(src)?,
+            outbox_backlog: wixprint_shared::health::thresholds(
+                src,
+                "outbox_backlog",
+                "rows",
+                wixprint_shared::health::Thresholds::new(200.0, 0.0, 0.0),
+            )?,
+            outbox_age: wixprint_shared::health::thresholds(
+                src,
+                "outbox_age",
+                "secs",
+                wixprint_shared::health::Thresholds::new(900.0, 0.0, 0.0),
+            )?,
             admin_token,
             submit_token,
             wix_instance_ids,

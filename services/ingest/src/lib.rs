@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod health;
 pub mod internet;
 pub mod listener;
 pub mod outbox;
@@ -58,6 +59,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Self-healing: the Wix API breaker and the recorded history.
     let healing = wixprint_shared::healing::Healing::new(store.db());
     healing.spawn_recorder(shutdown.clone());
+    let health = wixprint_shared::health::Health::new(&config.health, healing.clone());
     let (internet_monitor, internet) = internet::InternetMonitor::new(config.internet.clone(), store.clone());
     tracker.spawn(internet_monitor.run(shutdown.clone()));
     let outbox_flush = Arc::new(Notify::new());
@@ -123,16 +125,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             internet,
             peer: bus.watch_peer(),
             healing: healing.clone(),
+            health: health.clone(),
         },
         admin_auth,
     ));
-    let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
-    health.set_serving::<IngestAdminServer<admin::Admin>>().await;
+    let (routes, reporter) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
+    reporter.set_serving::<IngestAdminServer<admin::Admin>>().await;
     {
         use tonic::server::NamedService;
-        wixprint_shared::grpc::not_serving_on_fatal(
-            health.clone(),
-            &[<IngestAdminServer<admin::Admin> as NamedService>::NAME],
+        let names = [<IngestAdminServer<admin::Admin> as NamedService>::NAME];
+        wixprint_shared::grpc::not_serving_on_fatal(reporter.clone(), &names);
+        // NOT_SERVING while a check is critical; the watchdog; controlled restarts.
+        health.spawn(
+            health::IngestHooks {
+                store: store.clone(),
+                retention: config.retention,
+                outbox_backlog: config.outbox_backlog,
+                outbox_age: config.outbox_age,
+            },
+            reporter.clone(),
+            &names,
+            shutdown.clone(),
         );
     }
     let grpc_shutdown = shutdown.clone();

@@ -65,6 +65,10 @@ fn bad_connectivity_listener_and_outbox_settings_exit_78_naming_the_variable() {
         ("INGEST_HTTP_BODY_BUDGET_BYTES", "10"),
         ("INGEST_OUTBOX_DEAD_AFTER", "0"),
         ("INGEST_OUTBOX_DEAD_AFTER", "many"),
+        ("INGEST_HEALTH_MEMORY_CRIT_PCT", "50"),
+        ("INGEST_HEALTH_CPU_EMERGENCY_PCT", "nan"),
+        ("INGEST_HEALTH_OUTBOX_BACKLOG_WARN_ROWS", "x"),
+        ("INGEST_HEALTH_STALL_MS", "0"),
     ] {
         let (code, err) = run(&[("WIX_WEBHOOK_PUBLIC_KEY_FILE", key), (var, value)]);
         assert_eq!(code, 78, "{var}={value}: {err}");

@@ -14,7 +14,7 @@ use wixprint_shared::proto::print::ReceiptType;
 
 use crate::printer::PrinterUrl;
 
-pub static KEYS: &[Key] = &[
+const OWN_KEYS: &[Key] = &[
     Key {
         name: "grpc_addr",
         env: "PRINT_GRPC_ADDR",
@@ -247,6 +247,15 @@ pub static KEYS: &[Key] = &[
     Key { name: "shutdown_grace_ms", env: "PRINT_SHUTDOWN_GRACE_MS", help: "drain time on SIGTERM (default 4000)" },
 ];
 
+/// The health monitor's keys (`PRINT_HEALTH_*`, parsed by `wixprint_shared::health`).
+const HEALTH_KEYS: &[Key] = &wixprint_shared::health_keys!("PRINT"
+    ; "queue_age" / "QUEUE_AGE" / "secs" / "SECS": "oldest waiting ticket (waiting, never restarts; default warning 900 s)"
+    ; "printer_stuck" / "PRINTER_STUCK" / "secs" / "SECS": "a printer that looks ready but answered no status read for this long (default warning 60 s, critical 300 s)");
+
+/// Every key of this service.
+pub static KEYS: &[Key] =
+    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmMode {
     /// Probe `GS ( H` support once per connection; a printer that does not answer it is
@@ -284,6 +293,10 @@ pub struct PrinterConfig {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The health monitor, and wix-print's own checks.
+    pub health: wixprint_shared::health::HealthConfig,
+    pub queue_age: wixprint_shared::health::Thresholds,
+    pub printer_stuck: wixprint_shared::health::Thresholds,
     pub grpc_addr: SocketAddr,
     /// Bearer token of `PrintAdmin`; `None` (open) only on a loopback `grpc_addr`.
     pub admin_token: Option<Secret>,
@@ -433,6 +446,19 @@ impl Config {
         auth::require_unless_loopback(src, "submit_token_file", &submit_token, loopback, &why)?;
         auth::require_distinct(src, "admin_token_file", &admin_token, "PRINT_SUBMIT_TOKEN_FILE", &submit_token)?;
         Ok(Self {
+            health: wixprint_shared::health::HealthConfig::parse(src)?,
+            queue_age: wixprint_shared::health::thresholds(
+                src,
+                "queue_age",
+                "secs",
+                wixprint_shared::health::Thresholds::new(900.0, 0.0, 0.0),
+            )?,
+            printer_stuck: wixprint_shared::health::thresholds(
+                src,
+                "printer_stuck",
+                "secs",
+                wixprint_shared::health::Thresholds::new(60.0, 300.0, 0.0),
+            )?,
             grpc_addr,
             admin_token,
             submit_token,

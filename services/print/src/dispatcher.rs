@@ -67,6 +67,9 @@ pub struct Dispatcher {
     pub idle_poll: Duration,
     /// Time a job in flight may take to finish after shutdown was requested.
     pub grace: Duration,
+    /// Beaten on every turn of the loop and while legitimately waiting (paused, a stopped
+    /// printer holding a ticket): the watchdog stops pinging when it goes quiet.
+    pub heartbeat: wixprint_shared::watchdog::Heartbeat,
 }
 
 /// Renders a job the way it prints: with the KOPIE banner when it is a reprint, and the
@@ -120,10 +123,17 @@ impl Dispatcher {
         let mut last_poll: Option<tokio::time::Instant> = None;
         let mut last_print: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
+            self.heartbeat.beat();
             if self.gate.is_paused() {
-                tokio::select! {
-                    _ = self.gate.open() => {}
-                    _ = shutdown.cancelled() => return,
+                // Paused by the operator or the recovery: waiting, not stalled.
+                let open = self.gate.open();
+                tokio::pin!(open);
+                loop {
+                    tokio::select! {
+                        _ = &mut open => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => self.heartbeat.beat(),
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
                 continue;
             }
@@ -236,11 +246,21 @@ impl Dispatcher {
         }
     }
 
+    /// Waits `wait` (or until woken), beating the heartbeat at least every second: a long
+    /// `PRINT_STATUS_POLL_MS` is waiting, not a stall.
     async fn idle(&self, wait: Duration, shutdown: &CancellationToken) {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = self.wake.notified() => {}
-            _ = shutdown.cancelled() => {}
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            self.heartbeat.beat();
+            let step = until.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_secs(1));
+            if step.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                _ = self.wake.notified() => return,
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 
@@ -248,6 +268,11 @@ impl Dispatcher {
         // Test hook: the dispatcher task panics with a ticket in hand.
         if wixprint_shared::fatal::failpoint("dispatcher-panic") {
             panic!("failpoint dispatcher-panic (job {})", job.id);
+        }
+        // Test hook: the dispatcher hangs forever with a ticket in hand (the watchdog test).
+        if wixprint_shared::fatal::failpoint("dispatcher-stall") {
+            tracing::warn!(job_id = job.id, printer = %self.printer, "failpoint dispatcher-stall: hanging with a ticket in hand");
+            std::future::pending::<()>().await;
         }
         // 1. Is the printer there and ready? Nothing is recorded as an attempt until it is.
         let mut conn = match self.link.session().await {
@@ -317,7 +342,12 @@ impl Dispatcher {
 
         // 4. Wait for the printer's word. A printer that stops while holding the ticket is
         // waited for, up to the failover time when it has a backup.
-        let give_up = || self.should_fail_over();
+        // Called on every status read while a stopped printer holds the ticket: waiting on a
+        // printer is progress for the watchdog.
+        let give_up = || {
+            self.heartbeat.beat();
+            self.should_fail_over()
+        };
         let confirmed = conn.await_confirmation(confirmation, id, &self.monitor, &give_up).await;
         drop(conn);
         match &confirmed {

@@ -19,7 +19,7 @@
 //! [`text_columns`] first.
 
 use std::io::Read;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 /// A 1-bit image: `height` rows of `width` dots, each row `width.div_ceil(8)` bytes, MSB =
 /// leftmost dot, 1 = black.
@@ -284,6 +284,7 @@ pub fn render_line(text: &str, style: &RasterStyle) -> Bitmap {
         return image;
     }
     let font = font();
+    let font = &*font;
     if logical.iter().any(|c| (0x0600..=0x06FF).contains(c)) {
         shape_arabic(font, &mut logical);
     }
@@ -410,11 +411,24 @@ struct Font {
     data: Vec<u8>,
 }
 
-/// The bundled font, inflated on first use. A damaged asset (caught by the tests) gives an
-/// empty font: everything renders as boxes rather than panicking.
-fn font() -> &'static Font {
-    static FONT: OnceLock<Font> = OnceLock::new();
-    FONT.get_or_init(|| Font::load(ASSET).unwrap_or_else(Font::empty))
+static FONT: Mutex<Option<Arc<Font>>> = Mutex::new(None);
+
+/// The bundled font, inflated on first use (and again after [`release`]). A damaged asset
+/// (caught by the tests) gives an empty font: everything renders as boxes rather than panicking.
+fn font() -> Arc<Font> {
+    let mut font = FONT.lock().unwrap_or_else(|e| e.into_inner());
+    font.get_or_insert_with(|| Arc::new(Font::load(ASSET).unwrap_or_else(Font::empty))).clone()
+}
+
+/// Drops the inflated font (the health monitor, on memory pressure); the next line that needs
+/// it loads it again. Returns the bytes released (0 when it was not loaded).
+pub fn release() -> usize {
+    FONT.lock().unwrap_or_else(|e| e.into_inner()).take().map_or(0, |f| f.data.len())
+}
+
+/// Whether the font is loaded now.
+pub fn loaded() -> bool {
+    FONT.lock().unwrap_or_else(|e| e.into_inner()).is_some()
 }
 
 impl Font {
@@ -906,6 +920,16 @@ mod tests {
     }
 
     #[test]
+    fn a_released_font_loads_again_on_next_use() {
+        assert!(has_glyph('拉'));
+        assert!(loaded());
+        assert!(release() > 0, "only this test releases it");
+        // Another test may load it meanwhile; either way the next use has it.
+        assert!(has_glyph('拉'));
+        assert!(loaded());
+    }
+
+    #[test]
     fn latin_shortcut_agrees_with_the_font() {
         let font = font();
         let shortcut = (0..0x300).chain(0x2010..=0x2027).chain([0x20AC]);
@@ -1072,11 +1096,11 @@ mod tests {
     fn arabic_joins_and_reads_right_to_left() {
         // سلام: seen initial, lam-alef final ligature, meem isolated.
         let mut text: Vec<u32> = "سلام".chars().map(|c| c as u32).collect();
-        shape_arabic(font(), &mut text);
+        shape_arabic(&font(), &mut text);
         assert_eq!(text, [0xFEB3, 0xFEFC, 0xFEE1]);
         // بيت: beh initial, yeh medial, teh final; with a fatha on beh (transparent to joining)
         let mut text: Vec<u32> = "بَيت".chars().map(|c| c as u32).collect();
-        shape_arabic(font(), &mut text);
+        shape_arabic(&font(), &mut text);
         assert_eq!(text, [0xFE91, 0x064E, 0xFEF4, 0xFE96]);
         assert!(is_rtl("شاورما 2x") && !is_rtl("2 x شاورما") && !is_rtl("123"));
         assert_eq!(text_columns("سلام"), 4);
@@ -1086,7 +1110,7 @@ mod tests {
 
     fn visual(s: &str) -> String {
         let cps: Vec<u32> = s.chars().map(|c| c as u32).collect();
-        reorder(to_glyphs(font(), &cps)).iter().filter_map(|g| char::from_u32(g.cp)).collect()
+        reorder(to_glyphs(&font(), &cps)).iter().filter_map(|g| char::from_u32(g.cp)).collect()
     }
 
     #[test]

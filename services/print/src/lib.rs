@@ -8,6 +8,7 @@ pub mod config;
 pub mod connectivity;
 pub mod dispatcher;
 pub mod glyphs;
+pub mod health;
 pub mod job;
 pub mod paper;
 pub mod printer;
@@ -97,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let tracker = TaskTracker::new();
+    let health = wixprint_shared::health::Health::new(&config.health, healing.clone());
     tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), store.clone(), config.retention));
     // The bus never waits for wix-ingest; a PUB port that cannot be bound is a startup error.
     let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
@@ -136,20 +138,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             timeouts,
             started_ms,
             healing: healing.clone(),
+            health: health.clone(),
         },
         ServerAuth::new("PrintAdmin", config.admin_token.clone()),
     ));
-    let (routes, health) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
-    health.set_serving::<PrintServiceServer<service::Printing>>().await;
-    health.set_serving::<PrintAdminServer<service::Admin>>().await;
+    let (routes, reporter) = wixprint_shared::grpc::with_health_and_reflection(routes)?;
+    reporter.set_serving::<PrintServiceServer<service::Printing>>().await;
+    reporter.set_serving::<PrintAdminServer<service::Admin>>().await;
     {
         use tonic::server::NamedService;
-        wixprint_shared::grpc::not_serving_on_fatal(
-            health.clone(),
-            &[
-                <PrintServiceServer<service::Printing> as NamedService>::NAME,
-                <PrintAdminServer<service::Admin> as NamedService>::NAME,
-            ],
+        let names = [
+            <PrintServiceServer<service::Printing> as NamedService>::NAME,
+            <PrintAdminServer<service::Admin> as NamedService>::NAME,
+        ];
+        wixprint_shared::grpc::not_serving_on_fatal(reporter.clone(), &names);
+        // NOT_SERVING while a check is critical; the watchdog; controlled restarts.
+        health.spawn(
+            health::PrintHooks {
+                store: store.clone(),
+                printers: printers.clone(),
+                retention: config.retention,
+                queue_age: config.queue_age,
+                printer_stuck: config.printer_stuck,
+            },
+            reporter.clone(),
+            &names,
+            shutdown.clone(),
         );
     }
 
@@ -189,6 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             gate: handle.gate.clone(),
             idle_poll: config.status_poll,
             grace: config.shutdown_grace,
+            heartbeat: health.watchdog().heartbeat(format!("dispatcher {}", handle.name)),
         };
         tracker.spawn(dispatcher.run(shutdown.clone()));
     }

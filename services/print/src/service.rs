@@ -70,6 +70,7 @@ pub struct Admin {
     pub timeouts: crate::printer::Timeouts,
     pub started_ms: i64,
     pub healing: wixprint_shared::healing::Healing,
+    pub health: wixprint_shared::health::Health,
 }
 
 #[tonic::async_trait]
@@ -413,7 +414,7 @@ impl PrintAdmin for Admin {
         &self,
         _: Request<wixprint_shared::proto::events::GetHealthRequest>,
     ) -> Result<Response<wixprint_shared::proto::events::GetHealthResponse>, Status> {
-        Err(Status::unimplemented("GetHealth: the health monitor is not built yet"))
+        Ok(Response::new(self.health.get().await?))
     }
 
     async fn list_healing_events(

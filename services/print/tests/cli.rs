@@ -32,6 +32,11 @@ fn invalid_values_exit_78_naming_the_key() {
         ("PRINT_PUB_ADDR", "tcp://0.0.0.0:5562", "BUS_KEY_FILE"),
         ("INGEST_PUB_ADDR", "tcp://192.168.1.10:5561", "BUS_KEY_FILE"),
         ("BUS_KEY_FILE", "/nonexistent/bus.key", "BUS_KEY_FILE"),
+        // Health thresholds: numbers ≥ 0, in order; shared parse, this service's prefix.
+        ("PRINT_HEALTH_MEMORY_WARN_PCT", "lots", "PRINT_HEALTH_MEMORY_WARN_PCT"),
+        ("PRINT_HEALTH_DISK_WARN_PCT", "99", "PRINT_HEALTH_DISK_WARN_PCT"),
+        ("PRINT_HEALTH_QUEUE_AGE_WARN_SECS", "-5", "PRINT_HEALTH_QUEUE_AGE_WARN_SECS"),
+        ("PRINT_HEALTH_RESTART_COOLDOWN_SECS", "0", "PRINT_HEALTH_RESTART_COOLDOWN_SECS"),
     ] {
         let mut env = vec![("PRINTER_URL", "tcp://127.0.0.1:9100")];
         env.retain(|(ek, _)| *ek != k);

@@ -457,6 +457,10 @@ struct LinkInner {
     /// The printer transport's circuit breaker: transient failures of tickets (reported by the
     /// dispatcher) open it; while open, nothing connects; half-open, the probe is a status read.
     breaker: Arc<Breaker>,
+    /// When the printer last answered a status read or confirmed a ticket on this link.
+    last_reply: std::sync::Mutex<Option<Instant>>,
+    /// Set by [`Link::reconnect`] while the connection was in use: closed at its next use.
+    reset: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -512,6 +516,8 @@ impl Link {
             confirm_mode: std::sync::Mutex::new(confirm.map_or("auto", Confirmation::as_str)),
             opened: Default::default(),
             breaker,
+            last_reply: std::sync::Mutex::new(None),
+            reset: Default::default(),
         }))
     }
 
@@ -530,6 +536,28 @@ impl Link {
         self.0.opened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How long since the printer last answered on this link (a status read or a
+    /// confirmation); `None` before its first answer.
+    pub fn since_last_reply(&self) -> Option<Duration> {
+        self.0.last_reply.lock().unwrap_or_else(|e| e.into_inner()).map(|at| at.elapsed())
+    }
+
+    /// Closes the connection (the health monitor, when it looks stuck); the next use opens a
+    /// new one. A connection in use is closed at its next use. True when closed now.
+    pub fn reconnect(&self) -> bool {
+        match self.0.slot.try_lock() {
+            Ok(mut slot) => {
+                slot.conn = None;
+                slot.retry_at = None;
+                true
+            }
+            Err(_) => {
+                self.0.reset.store(true, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
     /// Waits for the connection (a job may be using it) and opens it if needed.
     pub async fn session(&self) -> Result<Session<'_>, PrintError> {
         let slot = self.0.slot.lock().await;
@@ -546,6 +574,9 @@ impl Link {
                 return Err(PrintError::BreakerOpen { retry_in, reason: self.0.breaker.snapshot().reason });
             }
         };
+        if self.0.reset.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            slot.conn = None;
+        }
         if slot.conn.is_none() {
             if let Some(at) = slot.retry_at
                 && Instant::now() < at
@@ -620,8 +651,14 @@ impl Session<'_> {
         let result = self.conn()?.status().await;
         if result.is_err() {
             self.slot.conn = None;
+        } else {
+            self.replied();
         }
         result
+    }
+
+    fn replied(&self) {
+        *self.link.last_reply.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     /// How this printer confirms tickets: the configured mode, or in auto mode the result of
@@ -690,6 +727,8 @@ impl Session<'_> {
         };
         if result.is_err() {
             self.slot.conn = None;
+        } else {
+            self.replied();
         }
         result
     }
