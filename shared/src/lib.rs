@@ -7,6 +7,7 @@
 //! Must never: know Wix JSON, know receipt layouts, or open another service's database.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod auth;
 pub mod backoff;
 pub mod breaker;
