@@ -10,8 +10,11 @@
 //!
 //! Must never: block or fail the caller; send mail on the caller's task.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::proto::events as pb;
 
 /// How bad it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -241,6 +244,119 @@ impl Sustained {
     }
 }
 
+/// Turns observations into alerts: one [`Sustained`] per (kind, subject). The services feed it
+/// what they see every tick; it raises and resolves through [`Alerts`].
+pub struct Watcher {
+    alerts: Alerts,
+    held: HashMap<(AlertKind, String), Sustained>,
+}
+
+impl Watcher {
+    pub fn new(alerts: Alerts) -> Watcher {
+        Watcher { alerts, held: HashMap::new() }
+    }
+
+    pub fn alerts(&self) -> &Alerts {
+        &self.alerts
+    }
+
+    /// One observation of `kind` about `subject`: `active` held for `after` raises (with the
+    /// facts `facts` gives and the time the condition began), clearing after that resolves.
+    pub fn observe(
+        &mut self,
+        kind: AlertKind,
+        subject: &str,
+        active: bool,
+        after: Duration,
+        now: Instant,
+        facts: impl FnOnce() -> Vec<(String, String)>,
+    ) -> Option<Edge> {
+        let key = (kind, subject.to_owned());
+        if !active && !self.held.contains_key(&key) {
+            return None;
+        }
+        let s = self.held.entry(key).or_insert_with(|| Sustained::new(after));
+        let began = s.since();
+        let edge = s.observe(active, now);
+        match edge {
+            Some(Edge::Raise) => {
+                let held = began.map_or(Duration::ZERO, |b| now.saturating_duration_since(b));
+                let since_ms = crate::time::now_ms() - held.as_millis() as i64;
+                let mut alert = Alert::new(kind, subject, since_ms);
+                alert.facts = facts();
+                tracing::warn!(alert = kind.as_str(), %subject, held_s = held.as_secs(), "alert raised");
+                self.alerts.raise(alert);
+            }
+            Some(Edge::Resolve) => {
+                let lasted = began.map_or(Duration::ZERO, |b| now.saturating_duration_since(b));
+                tracing::info!(alert = kind.as_str(), %subject, lasted_s = lasted.as_secs(), "alert resolved");
+                let mut f = facts();
+                f.push(("duration".into(), format_duration(lasted)));
+                self.alerts.resolve(kind, subject, f);
+                self.held.remove(&(kind, subject.to_owned()));
+            }
+            None => {}
+        }
+        edge
+    }
+
+    /// When the condition (kind, subject) began, while it holds.
+    pub fn held_since(&self, kind: AlertKind, subject: &str) -> Option<Instant> {
+        self.held.get(&(kind, subject.to_owned())).and_then(|s| s.since())
+    }
+
+    /// An event, not a condition: raised at once, never resolved.
+    pub fn event(&mut self, alert: Alert) {
+        tracing::info!(alert = alert.kind.as_str(), subject = %alert.subject, "alert raised");
+        self.alerts.raise(alert);
+    }
+
+    /// Every breaker of the service: open (or half-open) raises `breaker_open` at once;
+    /// closed again resolves it.
+    pub fn breakers(&mut self, breakers: &crate::breaker::Breakers, now: Instant) {
+        for b in breakers.snapshots() {
+            let open = b.state != crate::breaker::State::Closed.as_str();
+            self.observe(AlertKind::BreakerOpen, &b.name, open, Duration::ZERO, now, || {
+                vec![("state".into(), b.state.clone()), ("reason".into(), b.reason.clone())]
+            });
+        }
+    }
+
+    /// The other service as the bus sees it: `unknown` for `after` raises `peer_unreachable`.
+    pub fn peer(&mut self, name: &str, peer: &pb::PeerStatus, after: Duration, now: Instant) {
+        let away = peer.state != "live";
+        self.observe(AlertKind::PeerUnreachable, name, away, after, now, || vec![("peer".into(), name.to_owned())]);
+    }
+
+    /// Health: each check at critical or worse raises `health_critical`; degraded (the
+    /// restart limit reached) raises `restart_limit`.
+    pub fn health(&mut self, h: &pb::GetHealthResponse, now: Instant) {
+        for c in &h.checks {
+            let critical = matches!(c.state.as_str(), "critical" | "emergency");
+            self.observe(AlertKind::HealthCritical, &c.name, critical, Duration::ZERO, now, || {
+                vec![
+                    ("state".into(), c.state.clone()),
+                    ("value".into(), c.detail.clone()),
+                    ("action".into(), c.last_action.clone()),
+                ]
+            });
+        }
+        self.observe(AlertKind::RestartLimit, "", h.degraded, Duration::ZERO, now, || {
+            vec![("reason".into(), h.degraded_reason.clone())]
+        });
+    }
+}
+
+/// "1 h 5 min", "12 min", "40 s".
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=3599 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +374,44 @@ mod tests {
         // A short blip says nothing.
         assert_eq!(s.observe(true, t0 + Duration::from_secs(1000)), None);
         assert_eq!(s.observe(false, t0 + Duration::from_secs(1010)), None);
+    }
+
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl Sink for Recorder {
+        fn raise(&self, a: Alert) {
+            self.0.lock().unwrap().push(format!("raise {} {} {:?}", a.kind.as_str(), a.subject, a.facts));
+        }
+        fn resolve(&self, kind: AlertKind, subject: &str, _: Vec<(String, String)>) {
+            self.0.lock().unwrap().push(format!("resolve {} {subject}", kind.as_str()));
+        }
+        fn enabled(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn the_watcher_raises_and_resolves_each_subject_once() {
+        let rec = Arc::new(Recorder::default());
+        let mut w = Watcher::new(Alerts::with_sink(rec.clone()));
+        let t0 = Instant::now();
+        let after = Duration::from_secs(60);
+        let reason = || vec![("reason".to_owned(), "paper_out".to_owned())];
+        w.observe(AlertKind::PrinterNotReady, "kitchen", true, after, t0, reason);
+        w.observe(AlertKind::PrinterNotReady, "front", false, after, t0, reason);
+        w.observe(AlertKind::PrinterNotReady, "kitchen", true, after, t0 + Duration::from_secs(61), reason);
+        w.observe(AlertKind::PrinterNotReady, "kitchen", true, after, t0 + Duration::from_secs(62), reason);
+        w.observe(AlertKind::PrinterNotReady, "kitchen", false, after, t0 + Duration::from_secs(70), Vec::new);
+        w.observe(AlertKind::PrinterNotReady, "kitchen", false, after, t0 + Duration::from_secs(71), Vec::new);
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            [
+                "raise printer_not_ready kitchen [(\"reason\", \"paper_out\")]".to_owned(),
+                "resolve printer_not_ready kitchen".to_owned()
+            ]
+        );
+        assert_eq!(format_duration(Duration::from_secs(3900)), "1 h 5 min");
     }
 
     #[test]

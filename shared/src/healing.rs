@@ -173,11 +173,19 @@ pub async fn prune_all(db: &Db, cutoff_ms: i64) -> anyhow::Result<usize> {
 pub struct Healing {
     pub db: Db,
     pub breakers: Arc<Breakers>,
+    /// Where a controlled restart is announced (issue 12); off unless the service sets it.
+    pub alerts: crate::alerts::Alerts,
 }
 
 impl Healing {
     pub fn new(db: Db) -> Healing {
-        Healing { db, breakers: Breakers::new() }
+        Healing { db, breakers: Breakers::new(), alerts: crate::alerts::Alerts::off() }
+    }
+
+    /// The same, announcing controlled restarts through `alerts`.
+    pub fn with_alerts(mut self, alerts: crate::alerts::Alerts) -> Healing {
+        self.alerts = alerts;
+        self
     }
 
     /// Writes one event (a failed write is logged, never fatal to the caller's work).

@@ -959,6 +959,13 @@ impl<H: Hooks> Monitor<H> {
                     tracing::error!(error = format!("{e:#}"), "could not record the restart; not restarting");
                     return false;
                 }
+                // The alert is written before the drain ends (the writer is FIFO) and mailed
+                // after the restart.
+                self.health.healing.alerts.raise(
+                    crate::alerts::Alert::new(crate::alerts::AlertKind::SelfRestart, "", now)
+                        .fact("reason", &reason)
+                        .fact("restarts_last_hour", count + 1),
+                );
                 crate::fatal::trigger(crate::fatal::EXIT_RESTART, format!("controlled restart: {reason}"));
                 true
             }

@@ -13,6 +13,26 @@ use wixprint_shared::config::{ConfigError, Key, Source};
 
 const OWN_KEYS: &[Key] = &[
     Key { name: "http_addr", env: "INGEST_HTTP_ADDR", help: "webhook listener (default 0.0.0.0:8080)" },
+    Key {
+        name: "alert_internet_offline_secs",
+        env: "ALERT_INTERNET_OFFLINE_SECS",
+        help: "e-mail when the internet is offline this long (sent when it is back; default 300)",
+    },
+    Key {
+        name: "alert_peer_secs",
+        env: "ALERT_PEER_SECS",
+        help: "e-mail when the other service is unheard on the bus this long (default 300)",
+    },
+    Key {
+        name: "alert_opening_hours",
+        env: "ALERT_OPENING_HOURS",
+        help: "opening hours for the no-orders alert, e.g. 'mon-fri 11:00-14:00,17:30-22:00; sat,sun 17:00-23:00' (default: off)",
+    },
+    Key {
+        name: "alert_no_orders_secs",
+        env: "ALERT_NO_ORDERS_SECS",
+        help: "e-mail when no order arrived this long during ALERT_OPENING_HOURS (default 3600)",
+    },
     Key { name: "grpc_addr", env: "INGEST_GRPC_ADDR", help: "admin gRPC listener (default 127.0.0.1:50051)" },
     Key {
         name: "admin_token_file",
@@ -257,6 +277,8 @@ pub struct Config {
     /// The `wix-api` circuit breaker (validated whether or not the sync is on).
     pub wix_breaker: BreakerConfig,
     pub time_zone: jiff::tz::TimeZone,
+    /// When wix-ingest's alerts fire (README "Alert catalogue").
+    pub alert_thresholds: crate::alerting::AlertThresholds,
     /// The internet monitor, and how long its closed `connectivity_events` rows are kept.
     pub internet: crate::internet::InternetSettings,
     pub bus: BusConfig,
@@ -361,7 +383,26 @@ impl Config {
         )?;
         auth::require_distinct(src, "admin_token_file", &admin_token, "PRINT_SUBMIT_TOKEN_FILE", &submit_token)?;
         let wix_instance_ids = instance_ids(src)?;
+        let alert_secs = |key: &str, default: u64| -> Result<Duration, ConfigError> {
+            let secs: u64 = src.parse(key, default)?;
+            if secs > 7 * 86_400 {
+                return Err(src.invalid(key, "at most one week (604800 s)"));
+            }
+            Ok(Duration::from_secs(secs))
+        };
+        let alert_thresholds = crate::alerting::AlertThresholds {
+            internet_offline: alert_secs("alert_internet_offline_secs", 300)?,
+            peer: alert_secs("alert_peer_secs", 300)?,
+            no_orders: alert_secs("alert_no_orders_secs", 3600)?,
+            opening_hours: match src.get("alert_opening_hours").map(str::trim).filter(|s| !s.is_empty()) {
+                None => None,
+                Some(text) => Some(
+                    crate::alerting::OpeningHours::parse(text).map_err(|e| src.invalid("alert_opening_hours", e))?,
+                ),
+            },
+        };
         Ok(Self {
+            alert_thresholds,
             health: wixprint_shared::health::HealthConfig::parse(src)?,
             outbox_backlog: wixprint_shared::health::thresholds(
                 src,

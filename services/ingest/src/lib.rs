@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod alerting;
 pub mod config;
 pub mod health;
 pub mod internet;
@@ -57,7 +58,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tracker = TaskTracker::new();
     // Self-healing: the Wix API breaker and the recorded history.
-    let healing = wixprint_shared::healing::Healing::new(store.db());
+    // E-mail alerts (issue 12): what the watch and the health monitor raise.
+    let alerts = wixprint_shared::alerts::Alerts::off();
+    let healing = wixprint_shared::healing::Healing::new(store.db()).with_alerts(alerts.clone());
     healing.spawn_recorder(shutdown.clone());
     let health = wixprint_shared::health::Health::new(&config.health, healing.clone());
     let (internet_monitor, internet) = internet::InternetMonitor::new(config.internet.clone(), store.clone());
@@ -110,6 +113,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             peer_arrived: bus.peer_arrived(),
             sync: sync_handle.clone(),
             outbox_flush: outbox_flush.clone(),
+        }
+        .run(shutdown.clone()),
+    );
+    tracker.spawn(
+        alerting::AlertWatch {
+            store: store.clone(),
+            sync: sync_handle.clone(),
+            internet: internet.watch(),
+            healing: healing.clone(),
+            bus: bus.clone(),
+            health: health.clone(),
+            thresholds: config.alert_thresholds.clone(),
+            time_zone: config.time_zone.clone(),
+            watcher: wixprint_shared::alerts::Watcher::new(alerts.clone()),
         }
         .run(shutdown.clone()),
     );

@@ -245,6 +245,26 @@ const OWN_KEYS: &[Key] = &[
         help: "good tickets after the probe that close a half-open printer breaker (default 3)",
     },
     Key { name: "shutdown_grace_ms", env: "PRINT_SHUTDOWN_GRACE_MS", help: "drain time on SIGTERM (default 4000)" },
+    Key {
+        name: "alert_printer_not_ready_secs",
+        env: "ALERT_PRINTER_NOT_READY_SECS",
+        help: "e-mail when a printer is not ready this long, with the reason (default 300)",
+    },
+    Key {
+        name: "alert_paper_low_secs",
+        env: "ALERT_PAPER_LOW_SECS",
+        help: "e-mail when a printer's paper is near its end this long (default 60)",
+    },
+    Key {
+        name: "alert_peer_secs",
+        env: "ALERT_PEER_SECS",
+        help: "e-mail when the other service is unheard on the bus this long (default 300)",
+    },
+    Key {
+        name: "alert_recovery_min_outage_secs",
+        env: "ALERT_RECOVERY_MIN_OUTAGE_SECS",
+        help: "after a printer outage at least this long, e-mail the recovery's summary (default 600)",
+    },
 ];
 
 /// The health monitor's keys (`PRINT_HEALTH_*`, parsed by `wixprint_shared::health`).
@@ -344,6 +364,8 @@ pub struct Config {
     /// The printer transport's circuit breaker (one per printer, these numbers).
     pub breaker: BreakerConfig,
     pub shutdown_grace: Duration,
+    /// When wix-print's alerts fire (README "Alert catalogue").
+    pub alert_thresholds: crate::alerting::AlertThresholds,
 }
 
 impl Config {
@@ -497,6 +519,12 @@ impl Config {
             retry_backoff,
             breaker,
             shutdown_grace: src.millis("shutdown_grace_ms", 4_000)?,
+            alert_thresholds: crate::alerting::AlertThresholds {
+                printer_not_ready: alert_secs(src, "alert_printer_not_ready_secs", 300)?,
+                paper_low: alert_secs(src, "alert_paper_low_secs", 60)?,
+                peer: alert_secs(src, "alert_peer_secs", 300)?,
+                recovery_min_outage: alert_secs(src, "alert_recovery_min_outage_secs", 600)?,
+            },
         })
     }
 
@@ -645,6 +673,15 @@ fn receipt_type_list(src: &Source, key: &str, default: &str) -> Result<Vec<Recei
         }
     }
     Ok(out)
+}
+
+/// An alert threshold in seconds: 0 ..= one week (0 = at once).
+fn alert_secs(src: &Source, key: &str, default: u64) -> Result<Duration, ConfigError> {
+    let secs: u64 = src.parse(key, default)?;
+    if secs > 7 * 86_400 {
+        return Err(src.invalid(key, "at most one week (604800 s)"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 #[cfg(test)]

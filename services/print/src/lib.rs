@@ -3,6 +3,7 @@
 //! them one at a time, marking a job printed only when the printer confirms.
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod changes;
 pub mod config;
 pub mod connectivity;
@@ -49,7 +50,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let grpc_addr = grpc.local_addr()?;
 
     // Self-healing: breakers (one per printer transport) and their recorded history.
-    let healing = wixprint_shared::healing::Healing::new(store.db());
+    // E-mail alerts (issue 12): what the watch and the health monitor raise.
+    let alerts = wixprint_shared::alerts::Alerts::off();
+    let healing = wixprint_shared::healing::Healing::new(store.db()).with_alerts(alerts.clone());
     healing.spawn_recorder(shutdown.clone());
 
     let changes = tokio::sync::broadcast::Sender::new(256);
@@ -166,6 +169,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             shutdown.clone(),
         );
     }
+
+    tracker.spawn(
+        alerting::AlertWatch {
+            store: store.clone(),
+            printers: printers.clone(),
+            healing: healing.clone(),
+            bus: bus.clone(),
+            health: health.clone(),
+            thresholds: config.alert_thresholds,
+            watcher: wixprint_shared::alerts::Watcher::new(alerts.clone()),
+        }
+        .run(shutdown.clone()),
+    );
 
     // The gRPC server stops on its own token, after the dispatcher: a SubmitOrder arriving
     // during the drain is still committed (and printed after the restart).
