@@ -69,6 +69,11 @@ fn bad_connectivity_listener_and_outbox_settings_exit_78_naming_the_variable() {
         ("INGEST_HEALTH_CPU_EMERGENCY_PCT", "nan"),
         ("INGEST_HEALTH_OUTBOX_BACKLOG_WARN_ROWS", "x"),
         ("INGEST_HEALTH_STALL_MS", "0"),
+        ("ALERT_OPENING_HOURS", "mon-fri 11:00"),
+        ("ALERT_OPENING_HOURS", "someday 11:00-14:00"),
+        ("ALERT_NO_ORDERS_SECS", "99999999"),
+        ("ALERT_INTERNET_OFFLINE_SECS", "soon"),
+        ("ALERT_PEER_SECS", "-1"),
     ] {
         let (code, err) = run(&[("WIX_WEBHOOK_PUBLIC_KEY_FILE", key), (var, value)]);
         assert_eq!(code, 78, "{var}={value}: {err}");

@@ -37,6 +37,13 @@ fn invalid_values_exit_78_naming_the_key() {
         ("PRINT_HEALTH_DISK_WARN_PCT", "99", "PRINT_HEALTH_DISK_WARN_PCT"),
         ("PRINT_HEALTH_QUEUE_AGE_WARN_SECS", "-5", "PRINT_HEALTH_QUEUE_AGE_WARN_SECS"),
         ("PRINT_HEALTH_RESTART_COOLDOWN_SECS", "0", "PRINT_HEALTH_RESTART_COOLDOWN_SECS"),
+        // Retries and breakers (issue 11), alert thresholds (issue 12).
+        ("PRINT_RETRY_BACKOFF_FACTOR", "0.5", "PRINT_RETRY_BACKOFF_FACTOR"),
+        ("PRINT_RETRY_JITTER_PCT", "150", "PRINT_RETRY_JITTER_PCT"),
+        ("PRINT_BREAKER_FAILURES", "0", "PRINT_BREAKER_FAILURES"),
+        ("PRINT_BREAKER_OPEN_MS", "0", "PRINT_BREAKER_OPEN_MS"),
+        ("ALERT_PRINTER_NOT_READY_SECS", "forever", "ALERT_PRINTER_NOT_READY_SECS"),
+        ("ALERT_RECOVERY_MIN_OUTAGE_SECS", "99999999", "ALERT_RECOVERY_MIN_OUTAGE_SECS"),
     ] {
         let mut env = vec![("PRINTER_URL", "tcp://127.0.0.1:9100")];
         env.retain(|(ek, _)| *ek != k);
