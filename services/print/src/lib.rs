@@ -51,6 +51,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Self-healing: breakers (one per printer transport) and their recorded history.
     let healing = wixprint_shared::healing::Healing::new(store.db());
     healing.spawn_recorder(shutdown.clone());
+    // E-mail alerts: the durable alert outbox in this database and its delivery loop (its own
+    // task, through the `smtp` breaker). `alerts` is what the monitors raise through.
+    let alert_service =
+        wixprint_shared::alerts::AlertService::start(config.alerts.clone(), &healing, "wix-print", shutdown.clone())?;
+    #[allow(unused_variables)]
+    let alerts = alert_service.alerts.clone();
 
     let changes = tokio::sync::broadcast::Sender::new(256);
     let timeouts = printer::Timeouts {
@@ -139,6 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             started_ms,
             healing: healing.clone(),
             health: health.clone(),
+            alerts: alert_service.clone(),
         },
         ServerAuth::new("PrintAdmin", config.admin_token.clone()),
     ));
