@@ -16,6 +16,16 @@ use std::time::{Duration, Instant};
 
 use crate::proto::events as pb;
 
+pub mod config;
+pub mod delivery;
+pub mod mail;
+pub mod store;
+pub mod texts;
+
+pub use config::AlertConfig;
+pub use delivery::AlertService;
+pub use store::ALERT_MIGRATION;
+
 /// How bad it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {

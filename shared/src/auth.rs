@@ -72,6 +72,17 @@ impl Secret {
         v
     }
 
+    /// A password (the SMTP password of alerts): any non-empty text, never printed. Only
+    /// [`Secret::new`] checks a bearer token's shape.
+    pub fn from_password(password: &str) -> Self {
+        Self(password.into())
+    }
+
+    /// The secret itself, for the one place that must hand it over (an SMTP login).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether two secrets are the same token (constant-time).
     pub fn same_as(&self, other: &Secret) -> bool {
         self.matches(other.0.as_bytes())

@@ -19,6 +19,7 @@ pub fn main<C, F, Fut>(
     Fut: Future<Output = anyhow::Result<()>>,
 {
     crate::logging::init();
+    crate::alerts::delivery::install_crypto_provider();
     let exit_config = |e: ConfigError| -> ! {
         eprintln!("{binary}: configuration error: {e}");
         std::process::exit(EXIT_CONFIG);

@@ -30,6 +30,8 @@ pub struct Admin {
     pub peer: watch::Receiver<PeerStatus>,
     pub healing: wixprint_shared::healing::Healing,
     pub health: wixprint_shared::health::Health,
+    /// E-mail alerts: `SendTestAlert`, `ListAlerts`, `GetStatus.alerts`.
+    pub alerts: wixprint_shared::alerts::AlertService,
 }
 
 /// Longest `kind` / `name` filter accepted by ListConnectivityEvents.
@@ -201,6 +203,7 @@ impl IngestAdmin for Admin {
             sync: Some(self.sync.status()),
             connectivity: vec![self.internet.component()],
             peer: Some(self.peer.borrow().clone()),
+            alerts: self.alerts.status(),
         }))
     }
 
@@ -354,6 +357,20 @@ impl IngestAdmin for Admin {
         req: Request<wixprint_shared::proto::events::ListHealingEventsRequest>,
     ) -> Result<Response<wixprint_shared::proto::events::ListHealingEventsResponse>, Status> {
         Ok(Response::new(self.healing.list(req.into_inner()).await?))
+    }
+
+    async fn send_test_alert(
+        &self,
+        req: Request<wixprint_shared::proto::events::SendTestAlertRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::SendTestAlertResponse>, Status> {
+        Ok(Response::new(self.alerts.send_test(req.into_inner()).await?))
+    }
+
+    async fn list_alerts(
+        &self,
+        req: Request<wixprint_shared::proto::events::ListAlertsRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::ListAlertsResponse>, Status> {
+        Ok(Response::new(self.alerts.list(req.into_inner()).await?))
     }
 
     async fn get_order(&self, req: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {

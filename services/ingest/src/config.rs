@@ -240,12 +240,20 @@ const HEALTH_KEYS: &[Key] = &wixprint_shared::health_keys!("INGEST"
 
 /// Every key of this service.
 pub static KEYS: &[Key] =
-    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
+    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + SHARED_KEYS.len() }>(OWN_KEYS, SHARED_KEYS);
+
+/// The e-mail alert keys (`ALERT_*`, the same for both services, parsed by
+/// `wixprint_shared::alerts::AlertConfig`).
+const ALERT_KEYS: &[Key] = &wixprint_shared::alert_keys!();
+const SHARED_KEYS: &[Key] =
+    &wixprint_shared::config::concat_keys::<{ HEALTH_KEYS.len() + ALERT_KEYS.len() }>(HEALTH_KEYS, ALERT_KEYS);
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The health monitor, and wix-ingest's own checks.
     pub health: wixprint_shared::health::HealthConfig,
+    /// E-mail alerts; `None` = off (`ALERT_SMTP_URL` unset).
+    pub alerts: Option<wixprint_shared::alerts::AlertConfig>,
     pub outbox_backlog: wixprint_shared::health::Thresholds,
     pub outbox_age: wixprint_shared::health::Thresholds,
     pub http_addr: SocketAddr,
@@ -361,6 +369,8 @@ impl Config {
             None => jiff::tz::TimeZone::system(),
             Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| src.invalid("time_zone", e))?,
         };
+        // Mails show times in the service's time zone.
+        let alerts = wixprint_shared::alerts::AlertConfig::parse(src, time_zone.clone())?;
         let listener = listener_limits(src, max_body_bytes, nofile_soft_limit())?;
         let internet = internet_settings(src)?;
         let bus = bus_config(src)?;
@@ -404,6 +414,7 @@ impl Config {
         Ok(Self {
             alert_thresholds,
             health: wixprint_shared::health::HealthConfig::parse(src)?,
+            alerts,
             outbox_backlog: wixprint_shared::health::thresholds(
                 src,
                 "outbox_backlog",

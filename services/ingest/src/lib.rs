@@ -58,10 +58,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let tracker = TaskTracker::new();
     // Self-healing: the Wix API breaker and the recorded history.
-    // E-mail alerts (issue 12): what the watch and the health monitor raise.
-    let alerts = wixprint_shared::alerts::Alerts::off();
-    let healing = wixprint_shared::healing::Healing::new(store.db()).with_alerts(alerts.clone());
+    let healing = wixprint_shared::healing::Healing::new(store.db());
     healing.spawn_recorder(shutdown.clone());
+    // E-mail alerts: the durable alert outbox in this database and its delivery loop (its own
+    // task, through the `smtp` breaker). `alerts` is what the monitors raise through.
+    let alert_service =
+        wixprint_shared::alerts::AlertService::start(config.alerts.clone(), &healing, "wix-ingest", shutdown.clone())?;
+    let alerts = alert_service.alerts.clone();
+    let healing = healing.with_alerts(alerts.clone());
     let health = wixprint_shared::health::Health::new(&config.health, healing.clone());
     let (internet_monitor, internet) = internet::InternetMonitor::new(config.internet.clone(), store.clone());
     tracker.spawn(internet_monitor.run(shutdown.clone()));
@@ -143,6 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             peer: bus.watch_peer(),
             healing: healing.clone(),
             health: health.clone(),
+            alerts: alert_service.clone(),
         },
         admin_auth,
     ));

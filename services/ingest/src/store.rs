@@ -139,6 +139,7 @@ CREATE TABLE local_requests (
 );
 "#,
     wixprint_shared::healing::HEALING_MIGRATION,
+    wixprint_shared::alerts::ALERT_MIGRATION,
 ];
 
 /// What one retention pass deleted.
@@ -687,6 +688,7 @@ impl Store {
             }
         }
         wixprint_shared::healing::prune_all(&self.db, cutoff_ms).await.context("pruning self_healing_events")?;
+        wixprint_shared::alerts::store::prune_all(&self.db, cutoff_ms).await.context("pruning alert_outbox")?;
         Ok(pruned)
     }
 

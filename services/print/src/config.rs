@@ -274,7 +274,13 @@ const HEALTH_KEYS: &[Key] = &wixprint_shared::health_keys!("PRINT"
 
 /// Every key of this service.
 pub static KEYS: &[Key] =
-    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + HEALTH_KEYS.len() }>(OWN_KEYS, HEALTH_KEYS);
+    &wixprint_shared::config::concat_keys::<{ OWN_KEYS.len() + SHARED_KEYS.len() }>(OWN_KEYS, SHARED_KEYS);
+
+/// The e-mail alert keys (`ALERT_*`, the same for both services, parsed by
+/// `wixprint_shared::alerts::AlertConfig`).
+const ALERT_KEYS: &[Key] = &wixprint_shared::alert_keys!();
+const SHARED_KEYS: &[Key] =
+    &wixprint_shared::config::concat_keys::<{ HEALTH_KEYS.len() + ALERT_KEYS.len() }>(HEALTH_KEYS, ALERT_KEYS);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfirmMode {
@@ -315,6 +321,8 @@ pub struct PrinterConfig {
 pub struct Config {
     /// The health monitor, and wix-print's own checks.
     pub health: wixprint_shared::health::HealthConfig,
+    /// E-mail alerts; `None` = off (`ALERT_SMTP_URL` unset).
+    pub alerts: Option<wixprint_shared::alerts::AlertConfig>,
     pub queue_age: wixprint_shared::health::Thresholds,
     pub printer_stuck: wixprint_shared::health::Thresholds,
     pub grpc_addr: SocketAddr,
@@ -386,6 +394,8 @@ impl Config {
             None => jiff::tz::TimeZone::system(),
             Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| src.invalid("time_zone", e))?,
         };
+        // Mails show times in the service's time zone.
+        let alerts = wixprint_shared::alerts::AlertConfig::parse(src, time_zone.clone())?;
         let labels = match src.path("labels_file") {
             None => crate::receipt::LabelBook::builtin(),
             Some(path) => crate::receipt::LabelBook::load(&path).map_err(|e| src.invalid("labels_file", e))?,
@@ -469,6 +479,7 @@ impl Config {
         auth::require_distinct(src, "admin_token_file", &admin_token, "PRINT_SUBMIT_TOKEN_FILE", &submit_token)?;
         Ok(Self {
             health: wixprint_shared::health::HealthConfig::parse(src)?,
+            alerts,
             queue_age: wixprint_shared::health::thresholds(
                 src,
                 "queue_age",

@@ -50,10 +50,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let grpc_addr = grpc.local_addr()?;
 
     // Self-healing: breakers (one per printer transport) and their recorded history.
-    // E-mail alerts (issue 12): what the watch and the health monitor raise.
-    let alerts = wixprint_shared::alerts::Alerts::off();
-    let healing = wixprint_shared::healing::Healing::new(store.db()).with_alerts(alerts.clone());
+    let healing = wixprint_shared::healing::Healing::new(store.db());
     healing.spawn_recorder(shutdown.clone());
+    // E-mail alerts: the durable alert outbox in this database and its delivery loop (its own
+    // task, through the `smtp` breaker). `alerts` is what the monitors raise through.
+    let alert_service =
+        wixprint_shared::alerts::AlertService::start(config.alerts.clone(), &healing, "wix-print", shutdown.clone())?;
+    let alerts = alert_service.alerts.clone();
+    let healing = healing.with_alerts(alerts.clone());
 
     let changes = tokio::sync::broadcast::Sender::new(256);
     let timeouts = printer::Timeouts {
@@ -142,6 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             started_ms,
             healing: healing.clone(),
             health: health.clone(),
+            alerts: alert_service.clone(),
         },
         ServerAuth::new("PrintAdmin", config.admin_token.clone()),
     ));

@@ -71,6 +71,8 @@ pub struct Admin {
     pub started_ms: i64,
     pub healing: wixprint_shared::healing::Healing,
     pub health: wixprint_shared::health::Health,
+    /// E-mail alerts: `SendTestAlert`, `ListAlerts`, `GetStatus.alerts`.
+    pub alerts: wixprint_shared::alerts::AlertService,
 }
 
 #[tonic::async_trait]
@@ -106,6 +108,7 @@ impl PrintAdmin for Admin {
             started_at: Some(wixprint_shared::time::timestamp_from_ms(self.started_ms)),
             connectivity: crate::connectivity::components(&self.printers),
             peer: Some(self.bus.peer()),
+            alerts: self.alerts.status(),
         }))
     }
 
@@ -422,6 +425,20 @@ impl PrintAdmin for Admin {
         req: Request<wixprint_shared::proto::events::ListHealingEventsRequest>,
     ) -> Result<Response<wixprint_shared::proto::events::ListHealingEventsResponse>, Status> {
         Ok(Response::new(self.healing.list(req.into_inner()).await?))
+    }
+
+    async fn send_test_alert(
+        &self,
+        req: Request<wixprint_shared::proto::events::SendTestAlertRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::SendTestAlertResponse>, Status> {
+        Ok(Response::new(self.alerts.send_test(req.into_inner()).await?))
+    }
+
+    async fn list_alerts(
+        &self,
+        req: Request<wixprint_shared::proto::events::ListAlertsRequest>,
+    ) -> Result<Response<wixprint_shared::proto::events::ListAlertsResponse>, Status> {
+        Ok(Response::new(self.alerts.list(req.into_inner()).await?))
     }
 
     async fn list_dead_letters(

@@ -122,6 +122,7 @@ ALTER TABLE job_transitions ADD COLUMN failure_class TEXT;
 CREATE INDEX jobs_dead ON jobs (state, printer, updated_ms);
 "#,
     wixprint_shared::healing::HEALING_MIGRATION,
+    wixprint_shared::alerts::ALERT_MIGRATION,
 ];
 
 /// How much longer than its versions an order's paper state is kept (a year).
@@ -991,6 +992,7 @@ impl Store {
             }
         }
         wixprint_shared::healing::prune_all(&self.db, cutoff_ms).await.context("pruning self_healing_events")?;
+        wixprint_shared::alerts::store::prune_all(&self.db, cutoff_ms).await.context("pruning alert_outbox")?;
         Ok(pruned)
     }
 
