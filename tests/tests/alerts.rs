@@ -254,10 +254,11 @@ async fn latency(stack: &Stack, n: u64) -> Duration {
     let t0 = Instant::now();
     stack.send_event(&distinct_order("order_created.pickup.json", n)).await.unwrap();
     wait_until(T, "a ticket", || async { Ok(stack.sim.tickets().len() > before) }).await.unwrap();
+    let took = t0.elapsed();
     // Let the rest of the order's tickets print before the next measurement.
     let settle = stack.sim.tickets().len();
     let _ = wait_until(Duration::from_millis(300), "", || async { Ok(stack.sim.tickets().len() > settle) }).await;
-    t0.elapsed()
+    took
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
