@@ -22,3 +22,10 @@ if ! ls /usr/lib/*-linux-gnu/faketime/libfaketime.so.1 >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq faketime
 fi
 ls /usr/lib/*-linux-gnu/faketime/libfaketime.so.1 >/dev/null 2>&1 || { echo "libfaketime is missing after installing faketime" >&2; exit 1; }
+
+# aiosmtpd: the real SMTP server the alert tests (tests/tests/alerts.rs) send mail to, driven by
+# tests/smtp/server.py.
+if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+fi
+python3 -c "import aiosmtpd" >/dev/null 2>&1 || { echo "aiosmtpd is missing after installing it" >&2; exit 1; }

@@ -216,7 +216,7 @@ fn check_url(url: &str) -> Result<(String, Option<String>), String> {
         }
     }
     lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url).map_err(|e| e.to_string())?;
-    let user = userinfo.filter(|u| !u.is_empty()).map(|u| percent_decode(u));
+    let user = userinfo.filter(|u| !u.is_empty()).map(percent_decode);
     Ok((format!("{scheme}://{hostport}{tls}"), user))
 }
 
@@ -226,8 +226,9 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len() + 0
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && i + 2 < bytes.len()
+            && let Ok(hex) = std::str::from_utf8(&bytes[i + 1..i + 3])
+            && let Ok(b) = u8::from_str_radix(hex, 16)
         {
             out.push(b);
             i += 3;

@@ -238,11 +238,14 @@ pub fn mark_attempt_failed(
     Ok(())
 }
 
-/// Rows not sent for a reason that is no attempt (the breaker is open): the reason only.
+/// Rows not sent for a reason that is no attempt (the breaker is open): the reason, unless
+/// an earlier send left its error.
 pub fn note(conn: &Connection, ids: &[i64], why: &str) -> rusqlite::Result<()> {
     for id in ids {
         conn.exec(
-            "UPDATE alert_outbox SET last_error = ?2 WHERE id = ?1 AND state = 'pending'",
+            // The last real error stays (ListAlerts shows why a send failed); an alert never
+            // tried says why it waits.
+            "UPDATE alert_outbox SET last_error = ?2 WHERE id = ?1 AND state = 'pending' AND last_error = ''",
             rusqlite::params![id, why],
         )?;
     }

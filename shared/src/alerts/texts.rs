@@ -269,6 +269,10 @@ mod tests {
         assert_eq!(t.get("fr", "since"), "Depuis");
         assert_eq!(t.get("fr", "what"), "What happened");
         let e = Texts::from_toml_str("[de]\nsinse = \"x\"\n").unwrap_err();
+        // The example file of deploy/ loads.
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/alert-labels.example.toml");
+        let t = Texts::load(Path::new(example)).unwrap();
+        assert!(t.has("de-ch") && t.get("de", "printer_not_ready.todo").contains("Küchendrucker"));
         assert!(e.contains("[de] sinse"), "{e}");
     }
 }
