@@ -325,6 +325,10 @@ impl Watcher {
     /// closed again resolves it.
     pub fn breakers(&mut self, breakers: &crate::breaker::Breakers, now: Instant) {
         for b in breakers.snapshots() {
+            // Mail about the mail server's own breaker could only leave once it closed again.
+            if b.name == "smtp" {
+                continue;
+            }
             let open = b.state != crate::breaker::State::Closed.as_str();
             self.observe(AlertKind::BreakerOpen, &b.name, open, Duration::ZERO, now, || {
                 vec![("state".into(), b.state.clone()), ("reason".into(), b.reason.clone())]

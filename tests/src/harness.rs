@@ -553,6 +553,11 @@ impl Stack {
         penv.insert("PRINT_STATUS_TIMEOUT_MS".into(), "500".into());
         penv.insert("PRINT_RETRY_BACKOFF_MIN_MS".into(), "50".into());
         penv.insert("PRINT_RETRY_BACKOFF_MAX_MS".into(), "500".into());
+        // The test machine's own disk is not what a test is about (a full CI disk would make
+        // the disk check critical: NOT_SERVING, a health alert); tests/health.rs sets its own.
+        for level in ["WARN", "CRIT", "EMERGENCY"] {
+            penv.insert(format!("PRINT_HEALTH_DISK_{level}_PCT"), "0".into());
+        }
         penv.extend(bus_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         penv.extend(opts.print_env);
         let mut ienv = BTreeMap::new();
@@ -563,6 +568,9 @@ impl Stack {
         ienv.insert("PRINT_SERVICE_URL".into(), format!("http://{print_grpc}"));
         ienv.insert("INGEST_OUTBOX_BACKOFF_MIN_MS".into(), "50".into());
         ienv.insert("INGEST_OUTBOX_BACKOFF_MAX_MS".into(), "500".into());
+        for level in ["WARN", "CRIT", "EMERGENCY"] {
+            ienv.insert(format!("INGEST_HEALTH_DISK_{level}_PCT"), "0".into());
+        }
         ienv.extend(bus_env.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         ienv.insert("INGEST_INTERNET_PROBES".into(), internet.probe());
         ienv.insert("INGEST_INTERNET_INTERVAL_MS".into(), "100".into());

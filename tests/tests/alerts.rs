@@ -454,3 +454,80 @@ async fn throttling_counts_suppressed_alerts_and_a_digest_is_one_mail() {
     assert!(text.contains("Printer Küche is not ready") && text.contains("The internet is unreachable"), "{text}");
     smtp.stop().await;
 }
+
+/// The acceptance, through the real trigger: the kitchen printer out of paper longer
+/// than the (shortened) threshold → exactly one mail naming the reason; paper back → one
+/// "resolved" mail; a second outage within the hour (the shortened throttle window) → no new
+/// mail; the next mail of the kind, after the window, counts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printer_out_of_paper_mails_once_then_resolved_and_a_second_outage_is_counted_not_mailed() {
+    use wixprint_tests::sim::Mode;
+    let mail = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let smtp = Smtp::start(port, mail.path(), &[]).await;
+    let url = format!("smtp://127.0.0.1:{port}");
+    let throttle = Duration::from_secs(6);
+    let opts = common(StackOptions::default(), "print", &url)
+        .print_env("ALERT_LANGUAGE", "en")
+        .print_env("ALERT_PRINTER_NOT_READY_SECS", "1")
+        .print_env("ALERT_THROTTLE_SECS", throttle.as_secs().to_string())
+        .print_env("PRINT_STATUS_POLL_MS", "100");
+    let stack = Stack::start(opts).await.expect("stack starts");
+    let print = stack.print_admin().await.unwrap();
+    let printer_mails = |dir: &Path| {
+        messages(dir)
+            .into_iter()
+            .filter(|m| m["subject"].as_str().unwrap_or("").contains("Printer"))
+            .collect::<Vec<_>>()
+    };
+
+    // Out of paper: after the threshold, one mail with the reason.
+    stack.sim.set_mode(Mode::PaperOut);
+    let first_raised = Instant::now();
+    wait_until(T, "the not-ready mail", || async { Ok(printer_mails(mail.path()).len() >= 1) })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}\n{}", messages(mail.path()), stack.logs()));
+    let got = printer_mails(mail.path());
+    let subject = got[0]["subject"].as_str().unwrap();
+    assert!(subject.starts_with("[CRITICAL] Printer front is not ready"), "{subject}");
+    let text = got[0]["text"].as_str().unwrap();
+    assert!(text.contains("reason: paper_out"), "the reason is in the mail: {text}");
+    assert!(first_raised.elapsed() >= Duration::from_secs(1), "not before the threshold");
+
+    // Paper back: one "resolved" mail.
+    stack.sim.set_mode(Mode::Online);
+    wait_until(T, "the resolved mail", || async { Ok(printer_mails(mail.path()).len() >= 2) })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}\n{}", messages(mail.path()), stack.logs()));
+    let resolved_at = Instant::now();
+    let got = printer_mails(mail.path());
+    assert!(got[1]["subject"].as_str().unwrap().starts_with("[OK] Resolved: Printer front is not ready"), "{got:#?}");
+
+    // A second outage within the window: recorded as suppressed, not mailed.
+    stack.sim.set_mode(Mode::CoverOpen);
+    let list =
+        wait_alerts!(stack, print, "the second outage suppressed", |l: &Vec<AlertRecord>| l
+            .iter()
+            .any(|a| a.kind == "printer_not_ready" && a.event == "raise" && a.state == "suppressed"));
+    let second = list.iter().find(|a| a.kind == "printer_not_ready" && a.state == "suppressed").unwrap();
+    assert!(second.facts.iter().any(|f| f == "reason=cover_open"), "{second:?}");
+    stack.sim.set_mode(Mode::Online);
+    wait_alerts!(stack, print, "its resolve suppressed too", |l: &Vec<AlertRecord>| l
+        .iter()
+        .any(|a| a.kind == "printer_not_ready" && a.event == "resolve" && a.state == "suppressed"));
+    assert_eq!(printer_mails(mail.path()).len(), 2, "no mail for the second outage");
+
+    // After the window (counted from the last mail of the kind), the next outage's mail says
+    // what was not mailed.
+    let wait = throttle.saturating_sub(resolved_at.elapsed()) + Duration::from_millis(500);
+    tokio::time::sleep(wait).await;
+    stack.sim.set_mode(Mode::PaperOut);
+    wait_until(T, "the third outage's mail", || async { Ok(printer_mails(mail.path()).len() >= 3) })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}\n{}", messages(mail.path()), stack.logs()));
+    let got = printer_mails(mail.path());
+    let text = got[2]["text"].as_str().unwrap();
+    assert!(text.contains("more times since"), "the suppressed outage is counted: {text}");
+    stack.sim.set_mode(Mode::Online);
+    smtp.stop().await;
+}

@@ -86,7 +86,8 @@ impl AlertWatch {
     fn printers_tick(&mut self, now: Instant, outages: &mut HashMap<String, (i64, Duration)>) {
         for h in self.printers.iter() {
             let o = h.monitor.get();
-            let not_ready = !o.state.is_ready();
+            // Unknown = not read yet (start-up): no news. Unreachable reads as offline.
+            let not_ready = !o.state.is_ready() && o.state != State::Unknown;
             let reason = o.state.as_str().to_owned();
             let detail = o.detail.clone();
             let was_since = self.watcher.held_since(AlertKind::PrinterNotReady, &h.name);
