@@ -484,7 +484,7 @@ async fn a_printer_out_of_paper_mails_once_then_resolved_and_a_second_outage_is_
     // Out of paper: after the threshold, one mail with the reason.
     stack.sim.set_mode(Mode::PaperOut);
     let first_raised = Instant::now();
-    wait_until(T, "the not-ready mail", || async { Ok(printer_mails(mail.path()).len() >= 1) })
+    wait_until(T, "the not-ready mail", || async { Ok(!printer_mails(mail.path()).is_empty()) })
         .await
         .unwrap_or_else(|e| panic!("{e:#}\n{:#?}\n{}", messages(mail.path()), stack.logs()));
     let got = printer_mails(mail.path());
