@@ -531,3 +531,37 @@ async fn a_printer_out_of_paper_mails_once_then_resolved_and_a_second_outage_is_
     stack.sim.set_mode(Mode::Online);
     smtp.stop().await;
 }
+
+/// wix-ingest's internet alert: raised while the internet is away (the mail cannot leave
+/// then: here the SMTP server is on loopback, so it does), resolved when it returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internet_away_longer_than_its_threshold_is_mailed_and_its_return_resolves_it() {
+    let mail = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let smtp = Smtp::start(port, mail.path(), &[]).await;
+    let url = format!("smtp://127.0.0.1:{port}");
+    let opts = common(StackOptions::default(), "ingest", &url)
+        .ingest_env("ALERT_LANGUAGE", "en")
+        .ingest_env("ALERT_INTERNET_OFFLINE_SECS", "1");
+    let mut stack = Stack::start(opts).await.expect("stack starts");
+    let internet_mails = |dir: &Path| {
+        messages(dir)
+            .into_iter()
+            .filter(|m| m["subject"].as_str().unwrap_or("").contains("nternet"))
+            .collect::<Vec<_>>()
+    };
+    stack.cut_internet().await;
+    wait_until(T, "the internet mail", || async { Ok(!internet_mails(mail.path()).is_empty()) })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}\n{}", messages(mail.path()), stack.logs()));
+    let got = internet_mails(mail.path());
+    assert!(got[0]["subject"].as_str().unwrap().starts_with("[CRITICAL]"), "{got:#?}");
+    stack.restore_internet().await.unwrap();
+    wait_until(T, "the resolved mail", || async { Ok(internet_mails(mail.path()).len() >= 2) })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{:#?}\n{}", messages(mail.path()), stack.logs()));
+    let got = internet_mails(mail.path());
+    assert!(got[1]["subject"].as_str().unwrap().starts_with("[OK] Resolved:"), "{got:#?}");
+    assert_eq!(got.len(), 2, "once each: {got:#?}");
+    smtp.stop().await;
+}
