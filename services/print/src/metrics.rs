@@ -88,6 +88,14 @@ pub fn register(
     if !t.enabled() {
         return;
     }
+    // Counters every printer reports from the start (0), so "none yet" is a value, not a gap.
+    for p in printers.iter() {
+        let printer = KeyValue::new("printer", p.name.clone());
+        get().uncertain.add(0, std::slice::from_ref(&printer));
+        for class in ["transient", "permanent"] {
+            get().dead_letters.add(0, &[printer.clone(), KeyValue::new("class", class)]);
+        }
+    }
     let depth = refreshed(t, shutdown, move || {
         let store = store.clone();
         async move { store.queue_depth().await.ok() }
