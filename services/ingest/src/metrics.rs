@@ -44,7 +44,7 @@ static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
             .build(),
         sync_runs: m
             .u64_counter("wixprint.ingest.sync.runs")
-            .with_description("Order sync runs by result: ok, error, breaker_open, refused, waiting")
+            .with_description("Order sync runs by result (the sync state after the run): ok, error, backing_off, breaker_open, waiting")
             .with_unit("{run}")
             .build(),
     }
