@@ -185,14 +185,10 @@ where
     snapshot
 }
 
-/// Instruments both services have: the breakers (`Healing.breakers`, read in memory at each
-/// collection) and the health checks (the `Health` handle's `GetHealth`, refreshed).
-pub fn register_common(
-    telemetry: &Telemetry,
-    breakers: Arc<crate::breaker::Breakers>,
-    health: crate::health::Health,
-    shutdown: CancellationToken,
-) {
+/// Instruments both services have: the breakers (`Healing.breakers`) and the health checks
+/// (the `Health` handle's checks, as `GetHealth` shows them), both read in memory at each
+/// collection.
+pub fn register_common(telemetry: &Telemetry, breakers: Arc<crate::breaker::Breakers>, health: crate::health::Health) {
     if !telemetry.enabled() {
         return;
     }
@@ -209,15 +205,11 @@ pub fn register_common(
             }
         })
         .build();
-    let checks: Snapshot<Vec<crate::proto::events::HealthCheck>> = refreshed(telemetry, shutdown, move || {
-        let health = health.clone();
-        async move { health.get().await.ok().map(|h| h.checks) }
-    });
-    let c = checks.clone();
+    let c = health.clone();
     m.f64_observable_gauge("wixprint.health.check.value")
         .with_description("The health monitor's last reading per check (GetHealth), in the check's unit")
         .with_callback(move |o| {
-            for check in read(&c) {
+            for check in c.checks() {
                 o.observe(
                     check.value,
                     &[KeyValue::new("check", check.name.clone()), KeyValue::new("unit", check.unit)],
@@ -231,7 +223,7 @@ pub fn register_common(
         )
         .with_unit("{state}")
         .with_callback(move |o| {
-            for check in read(&checks) {
+            for check in health.checks() {
                 for state in ["ok", "warning", "critical", "emergency", "unknown"] {
                     let v = i64::from(check.state == state);
                     o.observe(v, &[KeyValue::new("check", check.name.clone()), KeyValue::new("state", state)]);
