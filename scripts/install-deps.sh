@@ -29,3 +29,22 @@ if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
 fi
 python3 -c "import aiosmtpd" >/dev/null 2>&1 || { echo "aiosmtpd is missing after installing it" >&2; exit 1; }
+
+# rotel: a real OpenTelemetry collector (OTLP gRPC/HTTP receivers, a debug log of what it
+# received) for tests/tests/telemetry.rs. PyPI ships it as rotel/rotel-agent inside the
+# package; the test finds it there (or $ROTEL_BIN, or `rotel` on PATH).
+if ! python3 -c "import os, rotel; assert os.path.isfile(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check rotel
+fi
+python3 -c "import os, rotel; assert os.path.isfile(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))" \
+  || { echo "rotel's rotel-agent binary is missing after installing rotel" >&2; exit 1; }
+
+# prometheus (Debian 2.42): tests/tests/telemetry.rs scrapes both services' metrics endpoints
+# with it and evaluates PromQL through its HTTP API. Only the binary is used; the Debian
+# service the package enables is not needed by the tests.
+if ! command -v prometheus >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus
+fi
+command -v prometheus >/dev/null 2>&1 || { echo "prometheus is missing after installing it" >&2; exit 1; }

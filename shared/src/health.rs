@@ -526,6 +526,28 @@ impl Health {
         &self.shared.watchdog
     }
 
+    /// The checks as `GetHealth` shows them, from memory (no database access): what the
+    /// health gauges read at each collection.
+    pub fn checks(&self) -> Vec<pb::HealthCheck> {
+        let checks = self.shared.checks.lock().unwrap_or_else(|e| e.into_inner());
+        checks
+            .iter()
+            .map(|(name, c)| pb::HealthCheck {
+                name: name.clone(),
+                value: c.value.unwrap_or(0.0),
+                unit: c.unit.into(),
+                warning: c.thresholds.warning,
+                critical: c.thresholds.critical,
+                emergency: c.thresholds.emergency,
+                state: c.level.as_str().into(),
+                since: Some(timestamp_from_ms(c.since_ms)),
+                checked_at: Some(timestamp_from_ms(c.checked_at_ms)),
+                last_action: c.last_action.clone(),
+                detail: c.detail.clone(),
+            })
+            .collect()
+    }
+
     /// Starts the watchdog and the monitor. `reporter` and `services`: the `grpc.health.v1`
     /// names turned NOT_SERVING (with the server, "") while a check is critical or worse.
     pub fn spawn<H: Hooks>(
@@ -559,25 +581,7 @@ impl Health {
             })
             .await
             .map_err(|e| tonic::Status::internal(format!("{e:#}")))?;
-        let checks: Vec<pb::HealthCheck> = {
-            let checks = self.shared.checks.lock().unwrap_or_else(|e| e.into_inner());
-            checks
-                .iter()
-                .map(|(name, c)| pb::HealthCheck {
-                    name: name.clone(),
-                    value: c.value.unwrap_or(0.0),
-                    unit: c.unit.into(),
-                    warning: c.thresholds.warning,
-                    critical: c.thresholds.critical,
-                    emergency: c.thresholds.emergency,
-                    state: c.level.as_str().into(),
-                    since: Some(timestamp_from_ms(c.since_ms)),
-                    checked_at: Some(timestamp_from_ms(c.checked_at_ms)),
-                    last_action: c.last_action.clone(),
-                    detail: c.detail.clone(),
-                })
-                .collect()
-        };
+        let checks = self.checks();
         let worst = overall(
             &checks
                 .iter()

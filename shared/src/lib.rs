@@ -30,6 +30,7 @@ pub mod proto;
 pub mod ratelimit;
 pub mod retention;
 pub mod shutdown;
+pub mod telemetry;
 pub mod time;
 pub mod validate;
 pub mod watchdog;

@@ -65,7 +65,12 @@ async fn each_service_wants_its_own_token_and_health_and_reflection_stay_open() 
     // SubmitOrder: no token, a wrong one, and the admin tokens: all refused.
     for token in [None, Some(wrong), Some(tokens.print_admin.as_str()), Some(tokens.ingest_admin.as_str())] {
         let mut c = PrintServiceClient::with_interceptor(print_ch.clone(), client_auth(token));
-        let req = SubmitOrderRequest { order: Some(forged_order()), version: 1_000_000, previous_version: 0 };
+        let req = SubmitOrderRequest {
+            order: Some(forged_order()),
+            version: 1_000_000,
+            previous_version: 0,
+            received_at: None,
+        };
         let err = c.submit_order(req).await.expect_err("a SubmitOrder without the submit token was accepted");
         assert_eq!(err.code(), Code::Unauthenticated, "{token:?}: {err:?}");
     }
@@ -100,7 +105,10 @@ async fn each_service_wants_its_own_token_and_health_and_reflection_stay_open() 
     let mut order = forged_order();
     order.line_items[0].name = "Pad Thai".into();
     order.line_items[0].quantity = 1;
-    submit.submit_order(SubmitOrderRequest { order: Some(order), version: 1, previous_version: 0 }).await.unwrap();
+    submit
+        .submit_order(SubmitOrderRequest { order: Some(order), version: 1, previous_version: 0, received_at: None })
+        .await
+        .unwrap();
 
     // Health and reflection need no token.
     for (addr, service) in
@@ -284,7 +292,12 @@ async fn a_flood_of_forged_requests_does_not_flood_the_log() {
     let mut c = PrintServiceClient::with_interceptor(ch, client_auth(Some("wrong-token-0123456789abcdef")));
     for _ in 0..300 {
         let err = c
-            .submit_order(SubmitOrderRequest { order: Some(forged_order()), version: 1, previous_version: 0 })
+            .submit_order(SubmitOrderRequest {
+                order: Some(forged_order()),
+                version: 1,
+                previous_version: 0,
+                received_at: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::Unauthenticated);

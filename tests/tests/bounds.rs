@@ -66,7 +66,7 @@ async fn submit_order_refuses_what_the_webhook_refuses_and_stores_nothing() {
     for (field, bad) in cases {
         let started = Instant::now();
         let err = client
-            .submit_order(SubmitOrderRequest { order: Some(bad), version: 1, previous_version: 0 })
+            .submit_order(SubmitOrderRequest { order: Some(bad), version: 1, previous_version: 0, received_at: None })
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
@@ -81,7 +81,10 @@ async fn submit_order_refuses_what_the_webhook_refuses_and_stores_nothing() {
     // The same order, valid, prints; its longest allowed note prints in full.
     let mut good = order("good-1");
     good.buyer_note = "ohne Koriander ".repeat(100).trim().to_owned();
-    client.submit_order(SubmitOrderRequest { order: Some(good), version: 1, previous_version: 0 }).await.unwrap();
+    client
+        .submit_order(SubmitOrderRequest { order: Some(good), version: 1, previous_version: 0, received_at: None })
+        .await
+        .unwrap();
     let tickets = stack.sim.wait_for_tickets(3, T).await.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
     assert!(tickets.iter().any(|t| t.text.contains("7001") && t.text.contains("Pad Thai")));
     assert!(tickets.iter().all(|t| !t.text.contains("truncated")));

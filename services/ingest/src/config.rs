@@ -14,6 +14,11 @@ use wixprint_shared::config::{ConfigError, Key, Source};
 const OWN_KEYS: &[Key] = &[
     Key { name: "http_addr", env: "INGEST_HTTP_ADDR", help: "webhook listener (default 0.0.0.0:8080)" },
     Key {
+        name: "metrics_addr",
+        env: "INGEST_METRICS_ADDR",
+        help: "Prometheus endpoint GET /metrics: a port (on 127.0.0.1) or host:port (default off; OTLP export is set by OTEL_EXPORTER_OTLP_ENDPOINT)",
+    },
+    Key {
         name: "alert_internet_offline_secs",
         env: "ALERT_INTERNET_OFFLINE_SECS",
         help: "e-mail when the internet is offline this long (sent when it is back; default 300)",
@@ -257,6 +262,8 @@ pub struct Config {
     pub outbox_backlog: wixprint_shared::health::Thresholds,
     pub outbox_age: wixprint_shared::health::Thresholds,
     pub http_addr: SocketAddr,
+    /// The Prometheus endpoint (`INGEST_METRICS_ADDR`), off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
     pub grpc_addr: SocketAddr,
     pub db_path: PathBuf,
     pub db_busy_timeout: Duration,
@@ -435,6 +442,7 @@ impl Config {
             time_zone,
             internet,
             bus,
+            metrics_addr: wixprint_shared::telemetry::metrics_addr(src, "metrics_addr")?,
             http_addr: src.parse("http_addr", "0.0.0.0:8080".parse().expect("literal"))?,
             grpc_addr,
             db_path: src.path("db_path").unwrap_or_else(|| "ingest.db".into()),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod health;
 pub mod internet;
 pub mod listener;
+pub mod metrics;
 pub mod outbox;
 pub mod reactions;
 pub mod store;
@@ -39,6 +40,8 @@ pub const WIX_API_BREAKER: &str = "wix-api";
 /// Runs wix-ingest until `shutdown` is cancelled, then drains within the grace period.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started_ms = wixprint_shared::time::now_ms();
+    let telemetry =
+        wixprint_shared::telemetry::Telemetry::start("wix-ingest", config.metrics_addr, shutdown.clone()).await?;
     let store = store::Store::open(&config.db_path, config.db_busy_timeout)?;
     let verifier = Arc::new(wix::WebhookVerifier::from_pem(&config.webhook_public_key_pem)?);
     let wake = Arc::new(Notify::new());
@@ -70,6 +73,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (internet_monitor, internet) = internet::InternetMonitor::new(config.internet.clone(), store.clone());
     tracker.spawn(internet_monitor.run(shutdown.clone()));
     let outbox_flush = Arc::new(Notify::new());
+    metrics::register(&telemetry, store.clone(), internet.watch(), shutdown.clone());
+    wixprint_shared::telemetry::register_common(&telemetry, healing.breakers.clone(), health.clone());
     let app = webhook::router(webhook::WebhookState {
         verifier,
         store: store.clone(),
@@ -215,6 +220,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             "drain did not finish in time; exiting anyway (every acknowledged order is already on disk)"
         );
     }
+    telemetry.shutdown().await;
     tracing::info!("wix-ingest stopped");
     Ok(())
 }

@@ -160,6 +160,7 @@ impl Forwarder {
                         pace.succeeded();
                         tracing::info!(order_id = %row.order_id, version = row.version,
                             disposition = resp.get_ref().disposition, "delivered to wix-print");
+                        crate::metrics::get().forwarded.add(1, &[]);
                         self.store.mark_delivered(row.id).await
                     }
                     Err(status) if is_permanent(&status) => {

@@ -1077,7 +1077,12 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
            sequence = excluded.sequence, updated_ms = excluded.updated_ms, order_pb = excluded.order_pb",
         params![order.id, order.number, order.status, order.source, version, sequence, updated_ms, created_ms, now, pb],
     )?;
-    let request = SubmitOrderRequest { order: Some(order.clone()), version, previous_version };
+    let request = SubmitOrderRequest {
+        order: Some(order.clone()),
+        version,
+        previous_version,
+        received_at: Some(wixprint_shared::time::timestamp_from_ms(now)),
+    };
     tx.exec(
         "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms, state) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
         params![order.id, version, request.encode_to_vec(), now, OutboxState::Pending.as_sql()],

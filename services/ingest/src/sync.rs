@@ -187,7 +187,16 @@ impl OrderSync {
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         loop {
-            let wait = match self.run_once(&shutdown).await {
+            let end = self.run_once(&shutdown).await;
+            if !matches!(end, RunEnd::Shutdown) {
+                let state = self.status.lock().unwrap_or_else(|e| e.into_inner()).state.clone();
+                let result = match state.as_str() {
+                    "idle" => "ok".to_owned(),
+                    other => other.to_owned(),
+                };
+                crate::metrics::get().sync_runs.add(1, &[opentelemetry::KeyValue::new("result", result)]);
+            }
+            let wait = match end {
                 RunEnd::Shutdown => return,
                 RunEnd::Done => self.settings.interval,
                 RunEnd::Refused => self.settings.auth_pause,

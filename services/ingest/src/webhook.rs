@@ -49,7 +49,21 @@ pub fn router(state: WebhookState) -> Router {
     Router::new().route("/webhooks/wix", post(receive)).route("/healthz", get(|| async { "ok\n" })).with_state(state)
 }
 
-async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
+/// What a stored webhook came to (`Recorded::outcome`), for the metrics.
+#[derive(Clone, Copy)]
+struct Outcome(&'static str);
+
+async fn receive(state: State<WebhookState>, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let response = receive_inner(state, body).await;
+    match response.extensions().get::<Outcome>() {
+        Some(o) => crate::metrics::webhook(o.0, started),
+        None => crate::metrics::webhook(response.status().as_str(), started),
+    }
+    response
+}
+
+async fn receive_inner(State(state): State<WebhookState>, body: Body) -> Response {
     // Held until the answer: the body's bytes count against the global budget meanwhile.
     let (bytes, _budget) = match read_body(body, state.max_body_bytes, state.body_timeout, &state.body_budget).await {
         Ok(b) => b,
@@ -110,7 +124,9 @@ async fn receive(State(state): State<WebhookState>, body: Body) -> Response {
             if matches!(recorded, Recorded::Applied { .. } | Recorded::Held { .. }) {
                 state.outbox_wake.notify_one();
             }
-            (StatusCode::OK, axum::Json(body)).into_response()
+            let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+            response.extensions_mut().insert(Outcome(recorded.outcome()));
+            response
         }
         Err(e) => {
             tracing::error!(%event_id, error = format!("{e:#}"), "could not store webhook; answering 503 so Wix retries");

@@ -21,6 +21,11 @@ const OWN_KEYS: &[Key] = &[
         help: "gRPC listener: SubmitOrder + admin (default 127.0.0.1:50052)",
     },
     Key {
+        name: "metrics_addr",
+        env: "PRINT_METRICS_ADDR",
+        help: "Prometheus endpoint GET /metrics: a port (on 127.0.0.1) or host:port (default off; OTLP export is set by OTEL_EXPORTER_OTLP_ENDPOINT)",
+    },
+    Key {
         name: "admin_token_file",
         env: "PRINT_ADMIN_TOKEN_FILE",
         help: "bearer token of PrintAdmin (required unless PRINT_GRPC_ADDR is loopback; %d/<name> = systemd credential)",
@@ -326,6 +331,8 @@ pub struct Config {
     pub queue_age: wixprint_shared::health::Thresholds,
     pub printer_stuck: wixprint_shared::health::Thresholds,
     pub grpc_addr: SocketAddr,
+    /// The Prometheus endpoint (`PRINT_METRICS_ADDR`), off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
     /// Bearer token of `PrintAdmin`; `None` (open) only on a loopback `grpc_addr`.
     pub admin_token: Option<Secret>,
     /// Bearer token of `PrintService` (SubmitOrder); `None` only on a loopback `grpc_addr`.
@@ -493,6 +500,7 @@ impl Config {
                 wixprint_shared::health::Thresholds::new(60.0, 300.0, 0.0),
             )?,
             grpc_addr,
+            metrics_addr: wixprint_shared::telemetry::metrics_addr(src, "metrics_addr")?,
             admin_token,
             submit_token,
             db_path: src.path("db_path").unwrap_or_else(|| "print.db".into()),

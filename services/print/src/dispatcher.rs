@@ -149,6 +149,13 @@ impl Dispatcher {
                     // A poison job never blocks the queue: dead letter at once (permanent).
                     let Some(u) = e.downcast_ref::<crate::store::Unprintable>() else { continue };
                     tracing::error!(job_id = u.id, printer = %self.printer, reason = %u.reason, "job can never print; dead-lettered (permanent)");
+                    crate::metrics::get().dead_letters.add(
+                        1,
+                        &[
+                            opentelemetry::KeyValue::new("printer", self.printer.clone()),
+                            opentelemetry::KeyValue::new("class", "permanent"),
+                        ],
+                    );
                     if let Err(db) = self.store.mark_dead_permanent(u.id, u.state, u.reason.clone()).await {
                         tracing::error!(error = format!("{db:#}"), "could not dead-letter an unprintable job");
                         self.idle(Duration::from_secs(1), &shutdown).await;
@@ -315,6 +322,7 @@ impl Dispatcher {
             Confirmation::Status => bytes.extend_from_slice(&GS_R_PAPER),
         }
         let confirm_id = String::from_utf8_lossy(&id).into_owned();
+        let sending = std::time::Instant::now();
         if let Err(e) = self.store.mark_sending(&job, confirm_id).await {
             if e.downcast_ref::<crate::store::Stale>().is_some() {
                 // Cancelled or changed since it was loaded: take the queue's word again.
@@ -357,9 +365,29 @@ impl Dispatcher {
         }
         match confirmed {
             Ok(()) => {
-                if let Err(e) = self.store.mark_printed(job.id).await {
-                    tracing::error!(job_id = job.id, error = format!("{e:#}"), "printed but could not record it");
-                    return Outcome::PrinterNotReady;
+                let order_latency_ms = match self.store.mark_printed(job.id).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(job_id = job.id, error = format!("{e:#}"), "printed but could not record it");
+                        return Outcome::PrinterNotReady;
+                    }
+                };
+                let m = crate::metrics::get();
+                let printer = opentelemetry::KeyValue::new("printer", self.printer.clone());
+                m.tickets.add(
+                    1,
+                    &[
+                        printer.clone(),
+                        opentelemetry::KeyValue::new(
+                            "receipt",
+                            crate::metrics::receipt_name(job.printable.receipt_type),
+                        ),
+                        opentelemetry::KeyValue::new("reprint", job.printable.reprint),
+                    ],
+                );
+                m.ticket_duration.record(sending.elapsed().as_secs_f64() * 1000.0, &[printer]);
+                if let Some(ms) = order_latency_ms {
+                    m.order_latency.record(ms as f64 / 1000.0, &[]);
                 }
                 tracing::info!(job_id = job.id, printer = %self.printer, order = %job.printable.order.number, receipt = ?job.printable.receipt_type, reprint = job.printable.reprint, "printed");
                 Outcome::Next
@@ -375,10 +403,18 @@ impl Dispatcher {
     }
 
     async fn uncertain(&self, job: &ReadyJob, from: JobState, e: PrintError) -> Outcome {
+        crate::metrics::get().uncertain.add(1, &[opentelemetry::KeyValue::new("printer", self.printer.clone())]);
         let delay = self.retry_backoff.delay(job.attempts + 1);
         let retry_at = queue_now_ms() + delay.as_millis() as i64;
         match self.store.mark_uncertain(job.id, from, e.to_string(), retry_at).await {
             Ok(JobState::Dead) => {
+                crate::metrics::get().dead_letters.add(
+                    1,
+                    &[
+                        opentelemetry::KeyValue::new("printer", self.printer.clone()),
+                        opentelemetry::KeyValue::new("class", "transient"),
+                    ],
+                );
                 tracing::error!(job_id = job.id, order = %job.printable.order.number, error = %e, "attempts used up; job dead-lettered")
             }
             Ok(JobState::Cancelled) => {

@@ -11,6 +11,7 @@ pub mod dispatcher;
 pub mod glyphs;
 pub mod health;
 pub mod job;
+pub mod metrics;
 pub mod paper;
 pub mod printer;
 pub mod printers;
@@ -36,6 +37,8 @@ pub use config::Config;
 /// Runs wix-print until `shutdown` is cancelled, then drains within the grace period.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let started_ms = wixprint_shared::time::now_ms();
+    let telemetry =
+        wixprint_shared::telemetry::Telemetry::start("wix-print", config.metrics_addr, shutdown.clone()).await?;
     let store = store::Store::open_with_horizon(&config.db_path, config.retry_backoff.max() * 2)?;
     let interrupted = store.mark_interrupted_uncertain().await?;
     if interrupted > 0 {
@@ -107,6 +110,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let tracker = TaskTracker::new();
     let health = wixprint_shared::health::Health::new(&config.health, healing.clone());
     tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), store.clone(), config.retention));
+    metrics::register(&telemetry, store.clone(), printers.clone(), shutdown.clone());
+    wixprint_shared::telemetry::register_common(&telemetry, healing.breakers.clone(), health.clone());
     // The bus never waits for wix-ingest; a PUB port that cannot be bound is a startup error.
     let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
         .await
@@ -253,6 +258,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Ok(_) => {}
         Err(_) => tracing::warn!("gRPC server did not stop in time"),
     }
+    telemetry.shutdown().await;
     tracing::info!("wix-print stopped");
     Ok(())
 }

@@ -27,7 +27,8 @@ pub struct Printing {
 #[tonic::async_trait]
 impl PrintService for Printing {
     async fn submit_order(&self, req: Request<SubmitOrderRequest>) -> Result<Response<SubmitOrderResponse>, Status> {
-        let SubmitOrderRequest { order, version, previous_version } = req.into_inner();
+        let SubmitOrderRequest { order, version, previous_version, received_at } = req.into_inner();
+        let received_ms = received_at.as_ref().and_then(|t| wixprint_shared::time::try_ms_from_timestamp(t).ok());
         let Some(order) = order else {
             return Err(Status::invalid_argument("order is required"));
         };
@@ -44,8 +45,11 @@ impl PrintService for Printing {
             )));
         }
         let order_id = order.id.clone();
-        let outcome =
-            self.store.submit(order, version, previous_version, self.policy.clone()).await.map_err(internal)?;
+        let outcome = self
+            .store
+            .submit_received(order, version, previous_version, self.policy.clone(), received_ms)
+            .await
+            .map_err(internal)?;
         // New jobs, or jobs that changed (cancelled, now printing another version): the
         // dispatchers look again.
         if outcome.disposition != paper::Disposition::Recorded {

@@ -123,6 +123,9 @@ CREATE INDEX jobs_dead ON jobs (state, printer, updated_ms);
 "#,
     wixprint_shared::healing::HEALING_MIGRATION,
     wixprint_shared::alerts::ALERT_MIGRATION,
+    // Issue 13: when wix-ingest received the version (SubmitOrderRequest.received_at), for the
+    // order latency metric.
+    "ALTER TABLE order_versions ADD COLUMN webhook_ms INTEGER;",
 ];
 
 /// How much longer than its versions an order's paper state is kept (a year).
@@ -379,6 +382,19 @@ impl Store {
         previous_version: i64,
         policy: QueuePolicy,
     ) -> anyhow::Result<SubmitOutcome> {
+        self.submit_received(order, version, previous_version, policy, None).await
+    }
+
+    /// [`Store::submit`], remembering when wix-ingest received the version (`webhook_ms`,
+    /// the start of `wixprint.print.order.latency`).
+    pub async fn submit_received(
+        &self,
+        order: Order,
+        version: i64,
+        previous_version: i64,
+        policy: QueuePolicy,
+        webhook_ms: Option<i64>,
+    ) -> anyhow::Result<SubmitOutcome> {
         self.db
             .write(move |tx| {
                 let seen: Option<(i32, String)> = tx
@@ -395,8 +411,8 @@ impl Store {
                 }
                 let now = now_ms();
                 tx.exec(
-                    "INSERT INTO order_versions (order_id, version, received_ms, disposition, job_ids, order_pb) VALUES (?1, ?2, ?3, 0, '', ?4)",
-                    params![order.id, version, now, order.encode_to_vec()],
+                    "INSERT INTO order_versions (order_id, version, received_ms, disposition, job_ids, order_pb, webhook_ms) VALUES (?1, ?2, ?3, 0, '', ?4, ?5)",
+                    params![order.id, version, now, order.encode_to_vec(), webhook_ms],
                 )?;
                 let known: Option<OrderPaper> = tx
                     .row(
@@ -634,8 +650,12 @@ impl Store {
         .await
     }
 
-    /// `awaiting_confirm → printed`: the printer said so.
-    pub async fn mark_printed(&self, id: i64) -> anyhow::Result<()> {
+    /// `awaiting_confirm → printed`: the printer said so. Answers the order latency in ms
+    /// (wix-ingest's receipt of the job's version → now) when this was the order's last open
+    /// job and the receipt time is known.
+    pub async fn mark_printed(&self, id: i64) -> anyhow::Result<Option<i64>> {
+        let latency = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let out = latency.clone();
         self.transition(
             id,
             JobState::AwaitingConfirm,
@@ -643,10 +663,60 @@ impl Store {
             "confirmed by the printer".into(),
             move |tx, now| {
                 tx.exec("UPDATE jobs SET printed_ms = ?2, last_error = NULL WHERE id = ?1", params![id, now])?;
+                // Two indexed lookups (jobs_order, the order_versions key).
+                let webhook_ms: Option<i64> = tx.row(
+                    &format!(
+                        "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs o WHERE o.order_id = j.order_id AND o.state IN ({}))
+                           THEN NULL ELSE (SELECT v.webhook_ms FROM order_versions v WHERE v.order_id = j.order_id AND v.version = j.version) END
+                         FROM jobs j WHERE j.id = ?1",
+                        JobState::sql_list(&JobState::OPEN)
+                    ),
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = webhook_ms.map(|w| (now - w).max(0));
                 Ok(())
             },
         )
-        .await
+        .await?;
+        Ok(latency.lock().unwrap_or_else(|e| e.into_inner()).take())
+    }
+
+    /// Open and dead jobs by printer, state and priority, and the oldest waiting job's
+    /// creation time: the queue gauges (the `jobs_printer_ready` / `jobs_ready` indexes;
+    /// printed and cancelled history is not counted).
+    pub async fn queue_depth(&self) -> anyhow::Result<(Vec<(String, JobState, Priority, u64)>, Option<i64>)> {
+        self.db
+            .call(|conn| {
+                let mut states = JobState::OPEN.to_vec();
+                states.push(JobState::Dead);
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT printer, state, priority, count(*) FROM jobs WHERE state IN ({}) GROUP BY printer, state, priority",
+                    JobState::sql_list(&states)
+                ))?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i32>(2)?, r.get::<_, i64>(3)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let counts = rows
+                    .into_iter()
+                    .map(|(p, s, prio, n)| {
+                        let prio = Priority::from_sql(prio).with_context(|| format!("unknown priority {prio}"))?;
+                        Ok((p, parse_state(&s)?, prio, n as u64))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let oldest: Option<i64> = conn.row(
+                    &format!(
+                        "SELECT min(created_ms) FROM jobs WHERE state IN ({})",
+                        JobState::sql_list(&JobState::WAITING)
+                    ),
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((counts, oldest))
+            })
+            .await
     }
 
     /// `sending|awaiting_confirm →` `uncertain` (reprint with banner), `dead` when the attempts

@@ -59,6 +59,17 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, for the `wixprint.print.printer.state` gauge.
+    pub const ALL: [State; 7] = [
+        State::Unknown,
+        State::Online,
+        State::PaperLow,
+        State::PaperOut,
+        State::CoverOpen,
+        State::Error,
+        State::Offline,
+    ];
+
     /// Ready to take a ticket: online, or online with the paper near its end (a warning).
     pub fn is_ready(self) -> bool {
         matches!(self, State::Online | State::PaperLow)

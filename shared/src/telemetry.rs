@@ -1,0 +1,355 @@
+//! Metrics (issue 13): one OpenTelemetry `MeterProvider` per process, set up once in `run()`.
+//!
+//! - OTLP/gRPC export, configured only by the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+//!   `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SERVICE_NAME`,
+//!   `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_METRIC_EXPORT_INTERVAL`); off when no endpoint is set.
+//! - An opt-in Prometheus text endpoint (`GET /metrics` on `INGEST_METRICS_ADDR` /
+//!   `PRINT_METRICS_ADDR`) over the same instruments, with the names the OpenTelemetry
+//!   Collector's Prometheus exporter would give them (dots → underscores, unit suffixes,
+//!   counters `_total`).
+//!
+//! Invariant: metrics never slow the print path. Recording is an in-memory atomic update; the
+//! periodic reader exports from its own thread with a timeout; observable gauges read a
+//! snapshot that a background task refreshes (at most one cheap query every
+//! [`REFRESH`]), never the database; a collector that is down costs one log line, not one per
+//! batch (the failed exports are counted in `wixprint.telemetry.export.failures`).
+//!
+//! With neither exporter configured the global provider stays the no-op one: instruments cost
+//! nothing and no refresh task runs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Meter;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::ResourceMetrics;
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// How often the snapshots behind observable gauges are refreshed.
+pub const REFRESH: Duration = Duration::from_secs(2);
+
+/// Open connections of the Prometheus endpoint at once; more wait in the accept queue.
+const METRICS_MAX_CONNECTIONS: usize = 8;
+/// A scrape connection (headers, answer, keep-alive) lives at most this long.
+const METRICS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The request head must arrive within this.
+const METRICS_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+/// OTLP export timeout unless `OTEL_EXPORTER_OTLP_TIMEOUT` says otherwise.
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The process's metrics pipeline. Keep it until the end of `run()`, then [`Telemetry::shutdown`].
+pub struct Telemetry {
+    provider: Option<SdkMeterProvider>,
+    /// Where the Prometheus endpoint listens, when on.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl Telemetry {
+    /// Sets up the global meter provider for `service` ("wix-ingest" / "wix-print"): OTLP
+    /// when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._METRICS_ENDPOINT`) is set, the Prometheus
+    /// endpoint when `metrics_addr` is. A bind error of the endpoint is a start-up error; a
+    /// collector that is not there is not.
+    pub async fn start(
+        service: &'static str,
+        metrics_addr: Option<SocketAddr>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Telemetry> {
+        let otlp = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()));
+        if !otlp && metrics_addr.is_none() {
+            tracing::info!("metrics are off (no OTEL_EXPORTER_OTLP_ENDPOINT, no metrics address)");
+            return Ok(Telemetry { provider: None, metrics_addr: None });
+        }
+        let mut builder = SdkMeterProvider::builder().with_resource(resource(service));
+        let failures = Arc::new(AtomicU64::new(0));
+        if otlp {
+            use opentelemetry_otlp::WithExportConfig;
+            let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+            if std::env::var_os("OTEL_EXPORTER_OTLP_TIMEOUT").is_none()
+                && std::env::var_os("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT").is_none()
+            {
+                exporter = exporter.with_timeout(DEFAULT_EXPORT_TIMEOUT);
+            }
+            let exporter = exporter.build().context("building the OTLP metrics exporter (OTEL_EXPORTER_OTLP_*)")?;
+            let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: failures.clone() };
+            // Its own thread; the interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
+            builder = builder.with_reader(PeriodicReader::builder(exporter).build());
+        }
+        let mut listener = None;
+        if let Some(addr) = metrics_addr {
+            let registry = prometheus::Registry::new();
+            let exporter = opentelemetry_prometheus::exporter()
+                .with_registry(registry.clone())
+                .build()
+                .context("building the Prometheus exporter")?;
+            builder = builder.with_reader(exporter);
+            let l = TcpListener::bind(addr).await.with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+            listener = Some((l, registry));
+        }
+        let provider = builder.build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        let f = failures.clone();
+        meter()
+            .u64_observable_counter("wixprint.telemetry.export.failures")
+            .with_description("OTLP metric exports that failed (the batch is dropped; logged once per outage)")
+            .with_unit("{export}")
+            .with_callback(move |o| o.observe(f.load(Ordering::Relaxed), &[]))
+            .build();
+        let mut bound = None;
+        if let Some((l, registry)) = listener {
+            bound = Some(l.local_addr()?);
+            tokio::spawn(serve_metrics(l, registry, shutdown));
+        }
+        tracing::info!(otlp, prometheus = ?bound, "metrics are on");
+        Ok(Telemetry { provider: Some(provider), metrics_addr: bound })
+    }
+
+    /// Whether any exporter is on (refresh tasks are only worth running then).
+    pub fn enabled(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes and stops the exporters, waiting at most one second (a collector that is
+    /// down must not hold the exit).
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let stop = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(1)));
+            match tokio::time::timeout(Duration::from_millis(1500), stop).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::debug!(error = %e, "metrics provider shutdown"),
+                _ => tracing::debug!("metrics provider shutdown did not finish in time"),
+            }
+        }
+    }
+}
+
+/// Reads a metrics address key: unset = off; a bare port = that port on 127.0.0.1 (loopback
+/// by default); `host:port` as given.
+pub fn metrics_addr(src: &crate::config::Source, key: &str) -> Result<Option<SocketAddr>, crate::config::ConfigError> {
+    let Some(v) = src.get(key) else { return Ok(None) };
+    if let Ok(port) = v.parse::<u16>() {
+        return Ok(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    v.parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|e| src.invalid(key, format!("{v:?} is neither a port nor host:port ({e})")))
+}
+
+/// The meter every instrument of this process comes from.
+pub fn meter() -> Meter {
+    opentelemetry::global::meter("wixprint")
+}
+
+/// A value refreshed in the background every [`REFRESH`] and read by gauge callbacks.
+pub type Snapshot<T> = Arc<Mutex<T>>;
+
+/// Reads a snapshot without caring about a poisoned lock.
+pub fn read<T: Clone>(s: &Snapshot<T>) -> T {
+    s.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Spawns a task that stores `fetch()`'s answer into the returned snapshot every [`REFRESH`]
+/// (first at once) until `shutdown`. Not spawned (the default stays) when metrics are off.
+pub fn refreshed<T, F, Fut>(telemetry: &Telemetry, shutdown: CancellationToken, fetch: F) -> Snapshot<T>
+where
+    T: Default + Send + 'static,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Option<T>> + Send,
+{
+    let snapshot: Snapshot<T> = Arc::new(Mutex::new(T::default()));
+    if telemetry.enabled() {
+        let s = snapshot.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFRESH);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                if let Some(v) = fetch().await {
+                    *s.lock().unwrap_or_else(|e| e.into_inner()) = v;
+                }
+            }
+        });
+    }
+    snapshot
+}
+
+/// Instruments both services have: the breakers (`Healing.breakers`) and the health checks
+/// (the `Health` handle's checks, as `GetHealth` shows them), both read in memory at each
+/// collection.
+pub fn register_common(telemetry: &Telemetry, breakers: Arc<crate::breaker::Breakers>, health: crate::health::Health) {
+    if !telemetry.enabled() {
+        return;
+    }
+    let m = meter();
+    m.i64_observable_gauge("wixprint.breaker.state")
+        .with_description("Circuit breaker state: 1 for the breaker's current state, 0 for the others")
+        .with_unit("{state}")
+        .with_callback(move |o| {
+            for b in breakers.snapshots() {
+                for state in ["closed", "open", "half_open"] {
+                    let v = i64::from(b.state == state);
+                    o.observe(v, &[KeyValue::new("breaker", b.name.clone()), KeyValue::new("state", state)]);
+                }
+            }
+        })
+        .build();
+    let c = health.clone();
+    m.f64_observable_gauge("wixprint.health.check.value")
+        .with_description("The health monitor's last reading per check (GetHealth), in the check's unit")
+        .with_callback(move |o| {
+            for check in c.checks() {
+                o.observe(
+                    check.value,
+                    &[KeyValue::new("check", check.name.clone()), KeyValue::new("unit", check.unit)],
+                );
+            }
+        })
+        .build();
+    m.i64_observable_gauge("wixprint.health.check.state")
+        .with_description(
+            "Health check state: 1 for the check's current state (ok, warning, critical, emergency, unknown)",
+        )
+        .with_unit("{state}")
+        .with_callback(move |o| {
+            for check in health.checks() {
+                for state in ["ok", "warning", "critical", "emergency", "unknown"] {
+                    let v = i64::from(check.state == state);
+                    o.observe(v, &[KeyValue::new("check", check.name.clone()), KeyValue::new("state", state)]);
+                }
+            }
+        })
+        .build();
+}
+
+/// The resource: defaults for `service.name`, `service.version`, `service.instance.id` and
+/// `host.name`, then `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME` (each overriding).
+fn resource(service: &'static str) -> Resource {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let instance = format!("{:032x}", rand::random::<u128>());
+    let mut b = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", service),
+            KeyValue::new("service.version", crate::VERSION),
+            KeyValue::new("service.instance.id", instance),
+            KeyValue::new("host.name", host),
+        ])
+        .with_detectors(&[
+            Box::new(opentelemetry_sdk::resource::TelemetryResourceDetector),
+            Box::new(opentelemetry_sdk::resource::EnvResourceDetector::new()),
+        ]);
+    if let Ok(name) = std::env::var("OTEL_SERVICE_NAME")
+        && !name.trim().is_empty()
+    {
+        b = b.with_service_name(name);
+    }
+    b.build()
+}
+
+/// Passes exports on; the first failure of an outage is logged (and the recovery), every
+/// failure is counted, and the reader never sees an error (so it logs nothing per batch).
+struct LoggedOnce<E> {
+    inner: E,
+    failing: AtomicBool,
+    failures: Arc<AtomicU64>,
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for LoggedOnce<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        match self.inner.export(metrics).await {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("metrics export works again");
+                }
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "metrics export failed; batches are dropped until the collector answers (logged once)");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> Temporality {
+        self.inner.temporality()
+    }
+}
+
+/// The Prometheus endpoint: `GET /metrics` in the text format, anything else 404. At most
+/// [`METRICS_MAX_CONNECTIONS`] connections, each with a header and a total timeout.
+async fn serve_metrics(listener: TcpListener, registry: prometheus::Registry, shutdown: CancellationToken) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics endpoint accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let registry = registry.clone();
+                async move {
+                    let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                        use prometheus::Encoder;
+                        let encoder = prometheus::TextEncoder::new();
+                        let mut body = Vec::new();
+                        match encoder.encode(&registry.gather(), &mut body) {
+                            Ok(()) => hyper::Response::builder()
+                                .header("content-type", encoder.format_type())
+                                .body(Full::new(Bytes::from(body))),
+                            Err(e) => {
+                                hyper::Response::builder().status(500).body(Full::new(Bytes::from(e.to_string())))
+                            }
+                        }
+                    } else {
+                        hyper::Response::builder().status(404).body(Full::new(Bytes::from_static(b"not found\n")))
+                    };
+                    Ok::<_, hyper::http::Error>(resp.expect("static response parts"))
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(METRICS_HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(METRICS_CONNECTION_TIMEOUT, conn).await;
+        });
+    }
+}
