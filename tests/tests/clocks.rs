@@ -117,15 +117,16 @@ async fn wait_uncertain(stack: &Stack) -> Instant {
 async fn a_print_retry_waits_its_backoff_whichever_way_the_wall_clock_steps() {
     use wixprint_tests::sim::Mode;
     // The printer prints but never confirms (GS ( H withheld): after 500 ms the outcome is
-    // unknown and the reprint waits its backoff, 3 s ± 20 %.
-    let backoff_floor = Duration::from_millis(2300);
+    // unknown and the reprint waits its backoff, exactly 3 s (no jitter here).
+    let backoff_floor = Duration::from_millis(2800);
     let opts = StackOptions::default()
         .fake_clock("wix-print")
         .print_env("PRINT_RECEIPT_TYPES", "kitchen")
         .print_env("PRINT_CONFIRM_MODE", "process_id")
         .print_env("PRINT_CONFIRM_TIMEOUT_MS", "500")
         .print_env("PRINT_RETRY_BACKOFF_MIN_MS", "3000")
-        .print_env("PRINT_RETRY_BACKOFF_MAX_MS", "3000");
+        .print_env("PRINT_RETRY_BACKOFF_MAX_MS", "3000")
+        .print_env("PRINT_RETRY_JITTER_PCT", "0");
     let mut stack = Stack::start(opts).await.unwrap();
     let t = Duration::from_secs(20);
 
