@@ -133,15 +133,26 @@ impl Telemetry {
 }
 
 /// Reads a metrics address key: unset = off; a bare port = that port on 127.0.0.1 (loopback
-/// by default); `host:port` as given.
+/// by default); `host:port` as given, loopback only.
 pub fn metrics_addr(src: &crate::config::Source, key: &str) -> Result<Option<SocketAddr>, crate::config::ConfigError> {
     let Some(v) = src.get(key) else { return Ok(None) };
     if let Ok(port) = v.parse::<u16>() {
         return Ok(Some(SocketAddr::from(([127, 0, 0, 1], port))));
     }
-    v.parse::<SocketAddr>()
-        .map(Some)
-        .map_err(|e| src.invalid(key, format!("{v:?} is neither a port nor host:port ({e})")))
+    let addr = v
+        .parse::<SocketAddr>()
+        .map_err(|e| src.invalid(key, format!("{v:?} is neither a port nor host:port ({e})")))?;
+    // The endpoint has no authentication: it never leaves loopback (scrape it through a local
+    // collector, or export OTLP to a remote one).
+    if !addr.ip().is_loopback() {
+        return Err(src.invalid(
+            key,
+            format!(
+                "{addr} is not a loopback address; the metrics endpoint is unauthenticated and serves loopback only"
+            ),
+        ));
+    }
+    Ok(Some(addr))
 }
 
 /// The meter every instrument of this process comes from.

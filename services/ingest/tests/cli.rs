@@ -74,6 +74,7 @@ fn bad_connectivity_listener_and_outbox_settings_exit_78_naming_the_variable() {
         ("ALERT_NO_ORDERS_SECS", "99999999"),
         ("ALERT_INTERNET_OFFLINE_SECS", "soon"),
         ("ALERT_PEER_SECS", "-1"),
+        ("INGEST_METRICS_ADDR", "192.168.1.5:9464"),
     ] {
         let (code, err) = run(&[("WIX_WEBHOOK_PUBLIC_KEY_FILE", key), (var, value)]);
         assert_eq!(code, 78, "{var}={value}: {err}");

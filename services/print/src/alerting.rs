@@ -52,14 +52,18 @@ pub struct AlertWatch {
     pub watcher: Watcher,
 }
 
-/// How often the watch looks.
+/// How often the watch looks at what is in memory (printers, breakers, the bus peer).
 const TICK: Duration = Duration::from_millis(500);
+/// Every this many ticks (5 s) it also reads what needs the database: health (the restart
+/// ledger), dead letters, recovery sessions.
+const DB_EVERY: u32 = 10;
 
 impl AlertWatch {
     pub async fn run(mut self, shutdown: CancellationToken) {
         // Per printer: when its last long outage ended (the printer returned), and how long it
         // lasted, until a recovery session that started after it completes.
         let mut outages: HashMap<String, (i64, Duration)> = HashMap::new();
+        let mut ticks: u32 = 0;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -71,6 +75,12 @@ impl AlertWatch {
             self.printers_tick(now, &mut outages);
             self.watcher.breakers(&self.healing.breakers, now);
             self.watcher.peer("wix-ingest", &self.bus.peer(), self.thresholds.peer, now);
+            // What needs the database (its one writer thread also commits tickets) is read
+            // every DB_EVERY ticks; what lives in memory every tick.
+            ticks += 1;
+            if ticks % DB_EVERY != 1 {
+                continue;
+            }
             if let Ok(h) = self.health.get().await {
                 self.watcher.health(&h, now);
             }

@@ -31,7 +31,7 @@ pub struct PrintHooks {
 impl Hooks for PrintHooks {
     async fn readings(&self) -> Vec<Reading> {
         let mut out = Vec::new();
-        let (value, detail) = match self.store.queue_counts().await {
+        let (value, detail) = match self.store.queue_depth().await {
             Ok((counts, oldest)) => {
                 let waiting: u64 = counts
                     .iter()

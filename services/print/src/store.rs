@@ -683,40 +683,12 @@ impl Store {
     }
 
     /// Open and dead jobs by printer, state and priority, and the oldest waiting job's
-    /// creation time: the queue gauges (the `jobs_printer_ready` / `jobs_ready` indexes;
-    /// printed and cancelled history is not counted).
+    /// creation time: the queue gauges and the health check (printed and cancelled history is
+    /// not counted, so this stays cheap as history grows).
     pub async fn queue_depth(&self) -> anyhow::Result<(Vec<(String, JobState, Priority, u64)>, Option<i64>)> {
-        self.db
-            .call(|conn| {
-                let mut states = JobState::OPEN.to_vec();
-                states.push(JobState::Dead);
-                let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT printer, state, priority, count(*) FROM jobs WHERE state IN ({}) GROUP BY printer, state, priority",
-                    JobState::sql_list(&states)
-                ))?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i32>(2)?, r.get::<_, i64>(3)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                let counts = rows
-                    .into_iter()
-                    .map(|(p, s, prio, n)| {
-                        let prio = Priority::from_sql(prio).with_context(|| format!("unknown priority {prio}"))?;
-                        Ok((p, parse_state(&s)?, prio, n as u64))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-                let oldest: Option<i64> = conn.row(
-                    &format!(
-                        "SELECT min(created_ms) FROM jobs WHERE state IN ({})",
-                        JobState::sql_list(&JobState::WAITING)
-                    ),
-                    [],
-                    |r| r.get(0),
-                )?;
-                Ok((counts, oldest))
-            })
-            .await
+        let mut states = JobState::OPEN.to_vec();
+        states.push(JobState::Dead);
+        self.counts_by_printer(Some(states)).await
     }
 
     /// `sending|awaiting_confirm →` `uncertain` (reprint with banner), `dead` when the attempts
@@ -1083,12 +1055,22 @@ impl Store {
 
     /// Jobs by printer, state and priority; and the oldest waiting job's creation time.
     pub async fn queue_counts(&self) -> anyhow::Result<(Vec<(String, JobState, Priority, u64)>, Option<i64>)> {
+        self.counts_by_printer(None).await
+    }
+
+    /// Jobs (in `states`, or all) by printer, state and priority, and the oldest waiting job's
+    /// creation time.
+    async fn counts_by_printer(
+        &self,
+        states: Option<Vec<JobState>>,
+    ) -> anyhow::Result<(Vec<(String, JobState, Priority, u64)>, Option<i64>)> {
         self.db
-            .call(|conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT printer, state, priority, count(*) FROM jobs GROUP BY printer, state, priority
-                     ORDER BY printer, state, priority",
-                )?;
+            .call(move |conn| {
+                let filter = states.map_or(String::new(), |s| format!("WHERE state IN ({})", JobState::sql_list(&s)));
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT printer, state, priority, count(*) FROM jobs {filter} GROUP BY printer, state, priority
+                     ORDER BY printer, state, priority"
+                ))?;
                 let rows = stmt
                     .query_map([], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i32>(2)?, r.get::<_, i64>(3)?))

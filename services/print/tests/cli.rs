@@ -44,6 +44,8 @@ fn invalid_values_exit_78_naming_the_key() {
         ("PRINT_BREAKER_OPEN_MS", "0", "PRINT_BREAKER_OPEN_MS"),
         ("ALERT_PRINTER_NOT_READY_SECS", "forever", "ALERT_PRINTER_NOT_READY_SECS"),
         ("ALERT_RECOVERY_MIN_OUTAGE_SECS", "99999999", "ALERT_RECOVERY_MIN_OUTAGE_SECS"),
+        // The unauthenticated metrics endpoint stays on loopback.
+        ("PRINT_METRICS_ADDR", "0.0.0.0:9464", "PRINT_METRICS_ADDR"),
     ] {
         let mut env = vec![("PRINTER_URL", "tcp://127.0.0.1:9100")];
         env.retain(|(ek, _)| *ek != k);
