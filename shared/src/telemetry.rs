@@ -196,14 +196,32 @@ where
     snapshot
 }
 
-/// Instruments both services have: the breakers (`Healing.breakers`) and the health checks
-/// (the `Health` handle's checks, as `GetHealth` shows them), both read in memory at each
-/// collection.
-pub fn register_common(telemetry: &Telemetry, breakers: Arc<crate::breaker::Breakers>, health: crate::health::Health) {
+/// Instruments both services have: the breakers (`Healing.breakers`), the health checks
+/// (the `Health` handle's checks, as `GetHealth` shows them), the bus peer (`peer` names the
+/// other service) and the alert counters; all read in memory at each collection.
+pub fn register_common(
+    telemetry: &Telemetry,
+    breakers: Arc<crate::breaker::Breakers>,
+    health: crate::health::Health,
+    peer: &'static str,
+    bus: &crate::bus::Bus,
+) {
     if !telemetry.enabled() {
         return;
     }
+    crate::alerts::delivery::register_metrics();
     let m = meter();
+    let peer_status = bus.watch_peer();
+    m.i64_observable_gauge("wixprint.bus.peer.state")
+        .with_description("The bus peer (the other service): 1 for its current state (live, unknown), 0 for the other")
+        .with_unit("{state}")
+        .with_callback(move |o| {
+            let current = peer_status.borrow().state.clone();
+            for state in [crate::bus::PEER_LIVE, crate::bus::PEER_UNKNOWN] {
+                o.observe(i64::from(current == state), &[KeyValue::new("peer", peer), KeyValue::new("state", state)]);
+            }
+        })
+        .build();
     m.i64_observable_gauge("wixprint.breaker.state")
         .with_description("Circuit breaker state: 1 for the breaker's current state, 0 for the others")
         .with_unit("{state}")

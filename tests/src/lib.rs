@@ -3,5 +3,6 @@
 
 pub mod fake_wix;
 pub mod harness;
+pub mod observability;
 pub mod sim;
 pub mod webhook;

@@ -74,7 +74,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracker.spawn(internet_monitor.run(shutdown.clone()));
     let outbox_flush = Arc::new(Notify::new());
     metrics::register(&telemetry, store.clone(), internet.watch(), shutdown.clone());
-    wixprint_shared::telemetry::register_common(&telemetry, healing.breakers.clone(), health.clone());
+    wixprint_shared::telemetry::register_common(
+        &telemetry,
+        healing.breakers.clone(),
+        health.clone(),
+        "wix-print",
+        &bus,
+    );
     let app = webhook::router(webhook::WebhookState {
         verifier,
         store: store.clone(),

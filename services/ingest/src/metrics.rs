@@ -21,6 +21,12 @@ pub struct IngestMetrics {
     pub forwarded: Counter<u64>,
     /// `wixprint.ingest.sync.runs` {result}
     pub sync_runs: Counter<u64>,
+    /// `wixprint.ingest.sync.pages`
+    pub sync_pages: Counter<u64>,
+    /// `wixprint.ingest.sync.orders` {result}
+    pub sync_orders: Counter<u64>,
+    /// `wixprint.ingest.sync.rate_limited`
+    pub sync_rate_limited: Counter<u64>,
 }
 
 static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
@@ -46,6 +52,21 @@ static METRICS: LazyLock<IngestMetrics> = LazyLock::new(|| {
             .u64_counter("wixprint.ingest.sync.runs")
             .with_description("Order sync runs by result (the sync state after the run): ok, error, backing_off, breaker_open, waiting")
             .with_unit("{run}")
+            .build(),
+        sync_pages: m
+            .u64_counter("wixprint.ingest.sync.pages")
+            .with_description("Search result pages the order sync read from the Wix Orders API")
+            .with_unit("{page}")
+            .build(),
+        sync_orders: m
+            .u64_counter("wixprint.ingest.sync.orders")
+            .with_description("Orders the sync found, by result: applied (a version the webhooks had missed), known (already stored), invalid (could not be mapped)")
+            .with_unit("{order}")
+            .build(),
+        sync_rate_limited: m
+            .u64_counter("wixprint.ingest.sync.rate_limited")
+            .with_description("Answers HTTP 429 (rate limit) from the Wix Orders API")
+            .with_unit("{answer}")
             .build(),
     }
 });
@@ -79,6 +100,13 @@ pub fn register(
 ) {
     if !t.enabled() {
         return;
+    }
+    // Counters reported from the start (0), so "none yet" is a value, not a gap.
+    let m = get();
+    m.sync_pages.add(0, &[]);
+    m.sync_rate_limited.add(0, &[]);
+    for result in ["applied", "known", "invalid"] {
+        m.sync_orders.add(0, &[KeyValue::new("result", result)]);
     }
     let outbox = refreshed(t, shutdown, move || {
         let store = store.clone();

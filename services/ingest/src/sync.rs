@@ -263,6 +263,7 @@ impl OrderSync {
                 s.pages += 1;
                 s.orders_seen += page.orders.len() as u64;
             });
+            crate::metrics::get().sync_pages.add(1, &[]);
             for json in &page.orders {
                 let order = match map_order(json) {
                     Ok(o) => o,
@@ -270,6 +271,7 @@ impl OrderSync {
                         // Invalid data is permanent: retrying would map it the same way.
                         tracing::warn!(error = %e, class = FailureClass::Permanent.as_str(),
                             "order from the search could not be mapped; skipped");
+                        sync_order("invalid");
                         continue;
                     }
                 };
@@ -279,8 +281,9 @@ impl OrderSync {
                         tracing::info!(%order_id, version, "order sync found a new order version");
                         self.update(|s| s.orders_applied += 1);
                         self.outbox_wake.notify_one();
+                        sync_order("applied");
                     }
-                    Ok(_) => {}
+                    Ok(_) => sync_order("known"),
                     Err(e) => {
                         // Not advancing the watermark past an order we could not store.
                         self.set_state("error", format!("storing a synced order: {e:#}"));
@@ -342,6 +345,9 @@ impl OrderSync {
                 }
                 Err(e) => e,
             };
+            if matches!(error, ApiError::RateLimited { .. }) {
+                crate::metrics::get().sync_rate_limited.add(1, &[]);
+            }
             let offline = self.internet_offline();
             let class = classify(&error, offline);
             match class {
@@ -406,6 +412,11 @@ impl OrderSync {
             }
         }
     }
+}
+
+/// Counts one order the search returned (`wixprint.ingest.sync.orders`).
+fn sync_order(result: &'static str) {
+    crate::metrics::get().sync_orders.add(1, &[opentelemetry::KeyValue::new("result", result)]);
 }
 
 /// The wall-clock time `left` from now, RFC 3339 (for status lines).

@@ -111,11 +111,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let health = wixprint_shared::health::Health::new(&config.health, healing.clone());
     tracker.spawn(wixprint_shared::retention::run(shutdown.clone(), store.clone(), config.retention));
     metrics::register(&telemetry, store.clone(), printers.clone(), shutdown.clone());
-    wixprint_shared::telemetry::register_common(&telemetry, healing.breakers.clone(), health.clone());
     // The bus never waits for wix-ingest; a PUB port that cannot be bound is a startup error.
     let bus = wixprint_shared::bus::Bus::start(config.bus.clone(), shutdown.clone())
         .await
         .with_context(|| format!("starting the connectivity bus on {}", config.bus.pub_addr))?;
+    wixprint_shared::telemetry::register_common(
+        &telemetry,
+        healing.breakers.clone(),
+        health.clone(),
+        "wix-ingest",
+        &bus,
+    );
     tracker.spawn(connectivity::run(
         store.clone(),
         printers.clone(),

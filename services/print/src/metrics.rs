@@ -32,7 +32,16 @@ pub struct PrintMetrics {
     pub uncertain: Counter<u64>,
     /// `wixprint.print.dead_letters` {printer, class}
     pub dead_letters: Counter<u64>,
+    /// `wixprint.print.printer.transitions` {printer, from, to}
+    pub transitions: Counter<u64>,
+    /// `wixprint.print.recovery.sessions` {printer, result}
+    pub recovery_sessions: Counter<u64>,
+    /// `wixprint.print.recovery.drain_rate` tickets/s {printer}
+    pub drain_rate: Histogram<f64>,
 }
+
+/// Recovery drain rate buckets, tickets per second (a TM-m30III prints a few a second).
+pub const DRAIN_BUCKETS: &[f64] = &[0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0];
 
 static METRICS: LazyLock<PrintMetrics> = LazyLock::new(|| {
     let m = telemetry::meter();
@@ -64,8 +73,32 @@ static METRICS: LazyLock<PrintMetrics> = LazyLock::new(|| {
             .with_description("Jobs dead-lettered, by printer and class (transient: attempts used up; permanent: can never print)")
             .with_unit("{job}")
             .build(),
+        transitions: m
+            .u64_counter("wixprint.print.printer.transitions")
+            .with_description("Confirmed printer state changes, by printer, from and to state")
+            .with_unit("{change}")
+            .build(),
+        recovery_sessions: m
+            .u64_counter("wixprint.print.recovery.sessions")
+            .with_description("Recovery sessions (a backlog drained after the printer returned), by printer and result: started, completed")
+            .with_unit("{session}")
+            .build(),
+        drain_rate: m
+            .f64_histogram("wixprint.print.recovery.drain_rate")
+            .with_description("A completed recovery session's drain rate: tickets per second from its first printed ticket")
+            .with_unit("{ticket}/s")
+            .with_boundaries(DRAIN_BUCKETS.to_vec())
+            .build(),
     }
 });
+
+/// When the last new order version arrived (Unix ms; 0 = none since the start).
+static LAST_ORDER_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Notes a new order version (`wixprint.print.order.last_received`).
+pub fn order_received() {
+    LAST_ORDER_MS.store(wixprint_shared::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
+}
 
 /// The instruments (no-op until `Telemetry::start` turned metrics on).
 pub fn get() -> &'static PrintMetrics {
@@ -94,6 +127,9 @@ pub fn register(
         get().uncertain.add(0, std::slice::from_ref(&printer));
         for class in ["transient", "permanent"] {
             get().dead_letters.add(0, &[printer.clone(), KeyValue::new("class", class)]);
+        }
+        for result in ["started", "completed"] {
+            get().recovery_sessions.add(0, &[printer.clone(), KeyValue::new("result", result)]);
         }
     }
     let depth = refreshed(t, shutdown, move || {
@@ -140,6 +176,18 @@ pub fn register(
             let (_, oldest) = read(&depth);
             let age = oldest.map_or(0.0, |ms| (crate::store::queue_now_ms() - ms).max(0) as f64 / 1000.0);
             o.observe(age, &[]);
+        })
+        .build();
+    m.f64_observable_gauge("wixprint.print.order.last_received")
+        .with_description(
+            "When the last new order version arrived from wix-ingest (Unix time); not reported before the first",
+        )
+        .with_unit("s")
+        .with_callback(|o| {
+            let ms = LAST_ORDER_MS.load(std::sync::atomic::Ordering::Relaxed);
+            if ms > 0 {
+                o.observe(ms as f64 / 1000.0, &[]);
+            }
         })
         .build();
     m.i64_observable_gauge("wixprint.print.printer.state")

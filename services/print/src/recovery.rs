@@ -104,6 +104,13 @@ impl RecoveryManager {
         let Some(handle) = self.printers.get(printer) else { return Ok(()) };
         let row = self.store.recovery(id).await?.unwrap_or_default();
         tracing::info!(session = id, printer, trigger, backlog = row.total, "recovery started");
+        crate::metrics::get().recovery_sessions.add(
+            1,
+            &[
+                opentelemetry::KeyValue::new("printer", printer.to_owned()),
+                opentelemetry::KeyValue::new("result", "started"),
+            ],
+        );
         // On the printer's one connection; busy means its dispatcher is printing: go by the monitor.
         let (state, detail) = match handle.link.probe_if_idle().await {
             Some(read) => read,
@@ -146,6 +153,12 @@ impl RecoveryManager {
                         p.start_latency_ms
                     );
                     tracing::info!(session = s.id, printer = %s.printer, %summary, "recovery completed");
+                    let printer = opentelemetry::KeyValue::new("printer", s.printer.clone());
+                    let m = crate::metrics::get();
+                    m.recovery_sessions.add(1, &[printer.clone(), opentelemetry::KeyValue::new("result", "completed")]);
+                    if p.rate_per_s > 0.0 {
+                        m.drain_rate.record(p.rate_per_s, &[printer]);
+                    }
                     self.store.set_recovery_summary(s.id, summary).await?;
                 }
                 Ok(())

@@ -57,6 +57,9 @@ impl PrintService for Printing {
         }
         tracing::info!(%order_id, version, disposition = ?outcome.disposition,
             duplicate = outcome.duplicate, jobs = outcome.job_ids.len(), "order version received");
+        if !outcome.duplicate {
+            crate::metrics::order_received();
+        }
         Ok(Response::new(SubmitOrderResponse {
             disposition: disposition_to_proto(outcome.disposition) as i32,
             job_ids: outcome.job_ids,

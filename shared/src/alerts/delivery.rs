@@ -244,6 +244,8 @@ struct Plan {
     items: Vec<Item>,
     /// How long until the next turn has something to do (None = nothing pending).
     next: Option<Duration>,
+    /// Rows this turn suppressed (throttled, or the resolve of a suppressed raise).
+    suppressed: u64,
 }
 
 impl Delivery {
@@ -275,6 +277,9 @@ impl Delivery {
     async fn turn(&self) -> anyhow::Result<Option<Duration>> {
         let cfg = self.config.clone();
         let plan = self.db.write(move |c| Ok(plan(c, &cfg, now_ms())?)).await?;
+        if plan.suppressed > 0 {
+            counted(plan.suppressed, "suppressed");
+        }
         if plan.items.is_empty() {
             return Ok(plan.next);
         }
@@ -306,6 +311,7 @@ impl Delivery {
                 let sent = ids.clone();
                 self.db.write(move |c| Ok(store::mark_sent(c, &sent, mail_id, now)?)).await?;
                 self.breaker.success();
+                counted(ids.len() as u64, "sent");
                 tracing::info!(mail_id, alerts = ?ids, to = %self.config.describe(), "alert mail sent");
                 Ok(Some(Duration::ZERO))
             }
@@ -316,6 +322,11 @@ impl Delivery {
                 let now = now_ms();
                 let next = now + delay.as_millis() as i64;
                 let max = self.config.max_attempts;
+                send_failures().add(1, &[]);
+                let given_up = plan.items.iter().filter(|i| max > 0 && i.row.attempts + 1 >= max).count();
+                if given_up > 0 {
+                    counted(given_up as u64, "failed");
+                }
                 tracing::warn!(mail_id, alerts = ?ids, attempts, error = %error, retry_in_ms = delay.as_millis() as u64,
                     "alert mail not sent");
                 let e = error.clone();
@@ -336,13 +347,14 @@ fn plan(c: &rusqlite::Connection, cfg: &AlertConfig, now: i64) -> rusqlite::Resu
     let digest = cfg.digest.as_millis() as i64;
     let Some(first) = rows.iter().filter(|r| due_at(r) <= now).min_by_key(|r| r.id) else {
         let next = rows.iter().map(|r| (due_at(r) - now).max(1)).min();
-        return Ok(Plan { items: Vec::new(), next: next.map(|ms| Duration::from_millis(ms as u64)) });
+        return Ok(Plan { items: Vec::new(), next: next.map(|ms| Duration::from_millis(ms as u64)), suppressed: 0 });
     };
     // A fresh alert waits out the digest window for related ones (a retry does not).
     if first.attempts == 0 && now < first.raised_ms + digest && first.raised_ms <= now {
         return Ok(Plan {
             items: Vec::new(),
             next: Some(Duration::from_millis((first.raised_ms + digest - now) as u64)),
+            suppressed: 0,
         });
     }
     let window_end = first.raised_ms + digest;
@@ -351,11 +363,13 @@ fn plan(c: &rusqlite::Connection, cfg: &AlertConfig, now: i64) -> rusqlite::Resu
     let throttle = cfg.throttle.as_millis() as i64;
     let mut items = Vec::new();
     let mut kinds_in_mail: Vec<AlertKind> = Vec::new();
+    let mut suppressed = 0;
     for r in batch {
         if r.event == Event::Resolve {
             match store::raise_state_before(c, r.kind, &r.subject, r.id)?.as_deref() {
                 Some(store::SUPPRESSED) => {
                     store::mark_suppressed(c, r.id, now, "its raise was suppressed")?;
+                    suppressed += 1;
                     continue;
                 }
                 Some(store::PENDING) if !items.iter().any(|i: &Item| i.row.kind == r.kind) => {
@@ -372,6 +386,7 @@ fn plan(c: &rusqlite::Connection, cfg: &AlertConfig, now: i64) -> rusqlite::Resu
             || (throttle > 0 && last.is_some_and(|(_, at)| now - at < throttle && at <= now));
         if throttled {
             store::mark_suppressed(c, r.id, now, "throttled: one mail per kind per ALERT_THROTTLE_SECS")?;
+            suppressed += 1;
             continue;
         }
         let after = last.map_or(0, |(id, _)| id);
@@ -379,5 +394,44 @@ fn plan(c: &rusqlite::Connection, cfg: &AlertConfig, now: i64) -> rusqlite::Resu
         kinds_in_mail.push(r.kind);
         items.push(Item { row: r.clone(), more: first_ms.map(|f| (n, f)) });
     }
-    Ok(Plan { items, next: Some(Duration::ZERO) })
+    Ok(Plan { items, next: Some(Duration::ZERO), suppressed })
+}
+
+/// `wixprint.alerts` {result}: alerts mailed (`sent`), throttled (`suppressed`) or given up
+/// after the last attempt (`failed`).
+fn alerts_counter() -> &'static opentelemetry::metrics::Counter<u64> {
+    static C: std::sync::LazyLock<opentelemetry::metrics::Counter<u64>> = std::sync::LazyLock::new(|| {
+        crate::telemetry::meter()
+            .u64_counter("wixprint.alerts")
+            .with_description("Alerts by result: sent (in a mail the server accepted), suppressed (throttled), failed (given up after ALERT_MAX_ATTEMPTS)")
+            .with_unit("{alert}")
+            .build()
+    });
+    &C
+}
+
+fn counted(n: u64, result: &'static str) {
+    alerts_counter().add(n, &[opentelemetry::KeyValue::new("result", result)]);
+}
+
+/// `wixprint.alerts.send.failures`: mail sends that failed (each is retried with backoff).
+fn send_failures() -> &'static opentelemetry::metrics::Counter<u64> {
+    static C: std::sync::LazyLock<opentelemetry::metrics::Counter<u64>> = std::sync::LazyLock::new(|| {
+        crate::telemetry::meter()
+            .u64_counter("wixprint.alerts.send.failures")
+            .with_description(
+                "Alert mail sends that failed (SMTP refused, timed out, TLS); each is retried with backoff",
+            )
+            .with_unit("{mail}")
+            .build()
+    });
+    &C
+}
+
+/// Reports every alert counter from the start (0), so "none yet" is a value, not a gap.
+pub(crate) fn register_metrics() {
+    for result in ["sent", "suppressed", "failed"] {
+        counted(0, result);
+    }
+    send_failures().add(0, &[]);
 }

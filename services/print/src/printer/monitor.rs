@@ -120,6 +120,14 @@ impl Monitor {
                 // Not ready since the first not-ready state: paper out then offline is one wait.
                 o.not_ready_since.get_or_insert_with(tokio::time::Instant::now);
             }
+            crate::metrics::get().transitions.add(
+                1,
+                &[
+                    opentelemetry::KeyValue::new("printer", o.name.clone()),
+                    opentelemetry::KeyValue::new("from", o.state.as_str()),
+                    opentelemetry::KeyValue::new("to", state.as_str()),
+                ],
+            );
             o.state = state;
             o.since_ms = change.at_ms;
             o.detail = detail;
