@@ -48,3 +48,11 @@ if ! command -v prometheus >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus
 fi
 command -v prometheus >/dev/null 2>&1 || { echo "prometheus is missing after installing it" >&2; exit 1; }
+
+# systemd-analyze: scripts/check-units.sh scores and verifies the units in deploy/.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq systemd
+fi
+command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze is missing after installing systemd" >&2; exit 1; }

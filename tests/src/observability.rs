@@ -16,7 +16,8 @@ const START: Duration = Duration::from_secs(30);
 
 /// The repository's `deploy/dashboards`.
 pub fn dashboards_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/dashboards")
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests).join("deploy/dashboards")
 }
 
 /// rotel's binary: `$ROTEL_BIN`, `rotel` on PATH, or the one inside the PyPI package.

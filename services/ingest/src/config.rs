@@ -124,7 +124,7 @@ const OWN_KEYS: &[Key] = &[
     Key {
         name: "wix_api_key_file",
         env: "WIX_API_KEY_FILE",
-        help: "file holding the Wix API key (order sync is off without it)",
+        help: "file holding the Wix API key (order sync is off without it; %d/<name> = systemd credential)",
     },
     Key { name: "wix_site_id", env: "WIX_SITE_ID", help: "Wix site id (order sync is off without it)" },
     Key { name: "order_sync_interval_secs", env: "ORDER_SYNC_INTERVAL_SECS", help: "order sync period (default 30)" },
@@ -338,8 +338,13 @@ impl Config {
             (None, None) => None,
             (Some(_), None) => return Err(src.invalid("wix_site_id", "is required when WIX_API_KEY_FILE is set")),
             (None, Some(_)) => return Err(src.invalid("wix_api_key_file", "is required when WIX_SITE_ID is set")),
-            (Some(file), Some(site)) => {
-                let key = std::fs::read_to_string(file)
+            (Some(raw), Some(site)) => {
+                // "%d/<name>" is a systemd credential (LoadCredential=), like the tokens.
+                let creds = std::env::var("CREDENTIALS_DIRECTORY").ok();
+                let path = wixprint_shared::auth::credential_path(raw, creds.as_deref())
+                    .map_err(|e| src.invalid("wix_api_key_file", e))?;
+                let file = path.display();
+                let key = std::fs::read_to_string(&path)
                     .map_err(|e| src.invalid("wix_api_key_file", format!("cannot read {file}: {e}")))?;
                 let key = key.trim();
                 if key.is_empty() {

@@ -28,11 +28,14 @@ fn percentiles(name: &str, mut ns: Vec<u64>) {
 }
 
 fn main() {
+    wixprint_tests::cli::help_or_version(
+        "decisionbench",
+        "decisionbench [--rounds N]: the retry decision's cost (failure class, breaker, doubt, backoff delay),
+percentiles in ns over N rounds (default 200000). Release build: cargo run --release --bin decisionbench.
+  -h, --help     this text
+  -V, --version  the version",
+    );
     let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("decisionbench [--rounds N]: the retry decision's cost, percentiles in ns (default 200000 rounds)");
-        return;
-    }
     let rounds: usize = args
         .iter()
         .position(|a| a == "--rounds")

@@ -12,6 +12,15 @@ use wixprint_tests::webhook::{approved_after, fixture};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    wixprint_tests::cli::help_or_version(
+        "demo",
+        "demo [--keep]: starts wix-print, wix-ingest and the printer simulator on loopback with a fresh webhook
+key, posts the Wix fixture orders (a redelivery, a forged signature and a malformed body among
+them) through the real webhook endpoint and shows the printed tickets as text.
+  --keep         stay up for grpcurl until Ctrl-C
+  -h, --help     this text
+  -V, --version  the version",
+    );
     let keep = std::env::args().any(|a| a == "--keep");
     println!("wix-printer demo: binaries from {}", bin_dir().display());
     let stack = Stack::start(StackOptions::default()).await?;
@@ -33,9 +42,13 @@ async fn main() -> anyhow::Result<()> {
         let (status, body) = stack.post_webhook(stack.keys.sign_event(ev)).await?;
         println!("POST {what:<48} → {status} {body}");
     }
-    let forged = format!("{}x", stack.keys.sign_event(&pickup));
+    // A well-formed JWT signed with someone else's key: the signature check refuses it.
+    let forged = wixprint_tests::webhook::KeyPair::generate().sign_event(&pickup);
     let (status, body) = stack.post_webhook(forged).await?;
-    println!("POST {:<48} → {status} {body}", "a forged token");
+    println!("POST {:<48} → {status} {body}", "a forged signature (another key)");
+    // Not a JWT at all.
+    let (status, body) = stack.post_webhook("{\"orderId\": \"10033\"}").await?;
+    println!("POST {:<48} → {status} {body}", "a malformed body (JSON, not a JWT)");
 
     let tickets = stack.sim.wait_for_tickets(6, Duration::from_secs(30)).await?;
     stack.wait_quiet(Duration::from_secs(30)).await?;

@@ -32,6 +32,17 @@ struct Args {
 }
 
 fn parse_args() -> Args {
+    wixprint_tests::cli::help_or_version(
+        "loadgen",
+        "loadgen [--orders N] [--concurrency C] [--accept-rate R1] [--paced M] [--rate R] [--accept-only]
+Starts the real stack, sends N signed webhooks at concurrency C (or offered at R1/s), waits for
+the 3·N tickets, then M orders paced at R/s; prints accept latency, throughput, webhook → ticket
+latency and RSS. Defaults: 2000 orders, concurrency 8, 200 paced at 20/s. Run the release build
+(scripts/bench.sh load).
+  --accept-only  wix-print stays stopped: webhook acceptance alone
+  -h, --help     this text
+  -V, --version  the version",
+    );
     let mut a = Args { orders: 2000, concurrency: 8, paced: 200, rate: 20.0, accept_only: false, accept_rate: None };
     let mut argv: Vec<String> = std::env::args().collect();
     if let Some(pos) = argv.iter().position(|x| x == "--accept-only") {

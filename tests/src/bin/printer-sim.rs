@@ -24,6 +24,7 @@ struct Args {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
+    wixprint_tests::cli::help_or_version("printer-sim", USAGE);
     let mut args = Args { listen: "127.0.0.1:9100".to_string(), out: None, control: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {

@@ -130,6 +130,7 @@ impl Polls {
 }
 
 fn parse_args() -> anyhow::Result<Args> {
+    wixprint_tests::cli::help_or_version("recoverybench", HELP);
     let mut a = Args {
         tickets: 1000,
         runs: 5,

@@ -24,6 +24,15 @@ struct Args {
 }
 
 fn parse_args() -> Args {
+    wixprint_tests::cli::help_or_version(
+        "storagebench",
+        "storagebench [--events N] [--webhooks W] [--concurrency C] [--payload BYTES]
+Does a full database slow wix-ingest down, and what does the retention leave? Fills ingest.db
+with N stored events, measures webhook accept and GetStatus latency before and after, then the
+prune at restart. Defaults 1,000,000 / 2,000 / 8 / 300. Release build: scripts/bench.sh storage.
+  -h, --help     this text
+  -V, --version  the version",
+    );
     let mut a = Args { events: 1_000_000, webhooks: 2000, concurrency: 8, payload: 300 };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
