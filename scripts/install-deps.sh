@@ -56,3 +56,19 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq systemd
 fi
 command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze is missing after installing systemd" >&2; exit 1; }
+
+# The release checks (scripts/release-test.sh, issue 14): the aarch64 cross toolchain and Rust
+# target, qemu user emulation for the smoke test, debootstrap for the clean Debian root.
+need=""
+for pair in aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu \
+  qemu-aarch64-static:qemu-user-static debootstrap:debootstrap file:file bc:bc; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need="$need ${pair#*:}"
+done
+if [ -n "$need" ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need
+fi
+if command -v rustup >/dev/null 2>&1; then
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+fi

@@ -252,9 +252,15 @@ pub struct Service {
 
 impl Service {
     pub fn new(name: &'static str, dir: &Path, env: BTreeMap<String, String>) -> Self {
+        // WIXPRINT_SERVICE_DIR: run the services from another build (the Pi's aarch64 release
+        // binaries in scripts/pi-smoke.sh), with WIXPRINT_SERVICE_WRAPPER in front (e.g.
+        // "qemu-aarch64-static -L /usr/aarch64-linux-gnu").
+        let binary = std::env::var_os("WIXPRINT_SERVICE_DIR")
+            .map(|d| PathBuf::from(d).join(name))
+            .unwrap_or_else(|| bin_path(name));
         Self {
             name,
-            binary: bin_path(name),
+            binary,
             env,
             dir: dir.to_owned(),
             child: None,
@@ -321,7 +327,17 @@ impl Service {
         let _ = std::fs::remove_file(&sock_path);
         let sock = UnixDatagram::bind(&sock_path).context("binding the notify socket")?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path())?;
-        let mut cmd = Command::new(&self.binary);
+        let wrapper: Vec<String> = std::env::var("WIXPRINT_SERVICE_WRAPPER")
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
         cmd.envs(&self.env)
             .env("NOTIFY_SOCKET", &sock_path)
             .env("RUST_LOG", self.env.get("RUST_LOG").cloned().unwrap_or_else(|| "info".into()))

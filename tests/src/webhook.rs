@@ -42,6 +42,13 @@ impl KeyPair {
         Self { private_pem, public_pem, encoding }
     }
 
+    /// A key pair from files: a PKCS#8 private key PEM, and its public key PEM (for a test
+    /// against a service configured elsewhere, e.g. an installed package).
+    pub fn from_pem(private_pem: String, public_pem: String) -> anyhow::Result<Self> {
+        let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes())?;
+        Ok(Self { private_pem, public_pem, encoding })
+    }
+
     /// One key pair per process: generating RSA keys is slow.
     pub fn shared() -> &'static KeyPair {
         static KEYS: OnceLock<KeyPair> = OnceLock::new();

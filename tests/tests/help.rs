@@ -17,6 +17,7 @@ const BINARIES: &[&str] = &[
     "recoverybench",
     "storagebench",
     "decisionbench",
+    "send-webhook",
 ];
 
 fn entries(dir: &std::path::Path) -> Vec<String> {
