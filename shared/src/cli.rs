@@ -1,5 +1,5 @@
-//! The common `main` of both binaries: arguments, config (exit 78 on error), logging, the
-//! runtime, the signal-driven shutdown token, and the exit code.
+//! The common `main` of both binaries: arguments, config (exit 78 on error), the runtime,
+//! traces and logging, the signal-driven shutdown token, and the exit code.
 
 use std::future::Future;
 
@@ -18,7 +18,6 @@ pub fn main<C, F, Fut>(
     F: FnOnce(&Source) -> Result<C, ConfigError>,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    crate::logging::init();
     crate::alerts::delivery::install_crypto_provider();
     let exit_config = |e: ConfigError| -> ! {
         eprintln!("{binary}: configuration error: {e}");
@@ -45,6 +44,29 @@ pub fn main<C, F, Fut>(
             std::process::exit(1);
         }
     };
+    // Traces before logging (the subscriber gets their layer), inside the runtime (the OTLP
+    // exporter's channel needs it). Nothing logs through `tracing` before this point.
+    let tracer = {
+        let _rt = runtime.enter();
+        crate::telemetry::start_traces(binary)
+    };
+    match tracer {
+        Ok(tracer) => {
+            let on = tracer.is_some();
+            crate::logging::init(tracer);
+            if on {
+                tracing::info!(
+                    sampler = std::env::var("OTEL_TRACES_SAMPLER").as_deref().unwrap_or("parentbased_always_on"),
+                    "traces are on"
+                );
+            }
+        }
+        Err(e) => {
+            crate::logging::init(None);
+            eprintln!("{binary}: {e:#}");
+            std::process::exit(1);
+        }
+    }
     crate::fatal::install_panic_hook();
     let result = runtime.block_on(async {
         let shutdown = crate::shutdown::on_signal();

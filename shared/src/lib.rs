@@ -1,8 +1,8 @@
 //! Code both services use and nothing service-specific: generated proto types, typed config
 //! loading, SQLite (open, migrations, the writer thread), ESC/POS code pages, shutdown,
-//! systemd notify, backoff, logging and the gRPC health/reflection plumbing; the one money
-//! type (`money`), checked time conversions (`time`) and the order rules both services
-//! enforce (`validate`).
+//! systemd notify, backoff, logging, metrics and traces (`telemetry`, `traces`) and the gRPC
+//! health/reflection plumbing; the one money type (`money`), checked time conversions (`time`)
+//! and the order rules both services enforce (`validate`).
 //!
 //! Must never: know Wix JSON, know receipt layouts, or open another service's database.
 #![forbid(unsafe_code)]
@@ -32,6 +32,7 @@ pub mod retention;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;
+pub mod traces;
 pub mod validate;
 pub mod watchdog;
 pub mod zmtp;

@@ -1,8 +1,10 @@
-//! Metrics (issue 13): one OpenTelemetry `MeterProvider` per process, set up once in `run()`.
+//! Metrics and traces (issue 13): one OpenTelemetry `MeterProvider` per process, set up once
+//! in `run()`, and one `TracerProvider`, set up by `cli::main` before logging starts.
 //!
 //! - OTLP/gRPC export, configured only by the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 //!   `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SERVICE_NAME`,
-//!   `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_METRIC_EXPORT_INTERVAL`); off when no endpoint is set.
+//!   `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_METRIC_EXPORT_INTERVAL`; for traces also
+//!   `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`); off when no endpoint is set.
 //! - An opt-in Prometheus text endpoint (`GET /metrics` on `INGEST_METRICS_ADDR` /
 //!   `PRINT_METRICS_ADDR`) over the same instruments, with the names the OpenTelemetry
 //!   Collector's Prometheus exporter would give them (dots → underscores, unit suffixes,
@@ -14,12 +16,18 @@
 //! [`REFRESH`]), never the database; a collector that is down costs one log line, not one per
 //! batch (the failed exports are counted in `wixprint.telemetry.export.failures`).
 //!
+//! Traces (see `crate::traces` for the spans and the context they carry): a finished span
+//! goes into the batch span processor's bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048; full =
+//! the span is dropped) and is exported from the processor's own thread, never from a webhook
+//! or a ticket; a failing collector is logged once per outage, like the metrics.
+//!
 //! With neither exporter configured the global provider stays the no-op one: instruments cost
-//! nothing and no refresh task runs.
+//! nothing and no refresh task runs; without an endpoint there is no tracer and no
+//! OpenTelemetry layer in the subscriber.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,6 +38,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -129,7 +138,63 @@ impl Telemetry {
                 _ => tracing::debug!("metrics provider shutdown did not finish in time"),
             }
         }
+        // The spans still queued go out now (same bound).
+        if let Some(provider) = TRACER_PROVIDER.get().cloned() {
+            let stop = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(1)));
+            match tokio::time::timeout(Duration::from_millis(1500), stop).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::debug!(error = %e, "tracer provider shutdown"),
+                _ => tracing::debug!("tracer provider shutdown did not finish in time"),
+            }
+        }
     }
+}
+
+/// The process's tracer provider, when traces are on (set once by [`start_traces`]).
+static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Whether traces are exported (an OTLP endpoint is set); spans are created only then.
+pub fn traces_on() -> bool {
+    TRACER_PROVIDER.get().is_some()
+}
+
+/// Sets up traces for `service` when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `..._TRACES_ENDPOINT`) is set and `OTEL_TRACES_EXPORTER` is not `none`: the OTLP/gRPC span
+/// exporter behind a batch span processor (its own thread, bounded queue), the sampler the SDK
+/// reads from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default
+/// `parentbased_always_on`), and the W3C trace-context propagator. Returns the tracer for the
+/// logging layer (`logging::init`), `None` when traces are off. Called before logging starts
+/// (so it logs nothing itself) and inside the runtime (the exporter's channel needs it).
+pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
+    use opentelemetry::trace::TracerProvider as _;
+    let endpoint = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()));
+    let disabled = std::env::var("OTEL_TRACES_EXPORTER").is_ok_and(|v| v.trim() == "none");
+    if !endpoint || disabled {
+        return Ok(None);
+    }
+    use opentelemetry_otlp::WithExportConfig;
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if std::env::var_os("OTEL_EXPORTER_OTLP_TIMEOUT").is_none()
+        && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").is_none()
+    {
+        exporter = exporter.with_timeout(DEFAULT_EXPORT_TIMEOUT);
+    }
+    let exporter = exporter.build().context("building the OTLP span exporter (OTEL_EXPORTER_OTLP_*)")?;
+    let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: Arc::default() };
+    // Config (the sampler, span limits) comes from the environment, as the SDK reads it.
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource(service))
+        .with_span_processor(BatchSpanProcessor::builder(exporter).build())
+        .build();
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let tracer = provider.tracer("wixprint");
+    if TRACER_PROVIDER.set(provider).is_err() {
+        anyhow::bail!("traces were started twice");
+    }
+    Ok(Some(tracer))
 }
 
 /// Reads a metrics address key: unset = off; a bare port = that port on 127.0.0.1 (loopback
@@ -264,7 +329,7 @@ pub fn register_common(
 
 /// The resource: defaults for `service.name`, `service.version`, `service.instance.id` and
 /// `host.name`, then `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME` (each overriding).
-fn resource(service: &'static str) -> Resource {
+fn resource(service: &str) -> Resource {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|h| h.trim().to_owned())
@@ -272,7 +337,7 @@ fn resource(service: &'static str) -> Resource {
     let instance = format!("{:032x}", rand::random::<u128>());
     let mut b = Resource::builder_empty()
         .with_attributes([
-            KeyValue::new("service.name", service),
+            KeyValue::new("service.name", service.to_owned()),
             KeyValue::new("service.version", crate::VERSION),
             KeyValue::new("service.instance.id", instance),
             KeyValue::new("host.name", host),
@@ -290,7 +355,9 @@ fn resource(service: &'static str) -> Resource {
 }
 
 /// Passes exports on; the first failure of an outage is logged (and the recovery), every
-/// failure is counted, and the reader never sees an error (so it logs nothing per batch).
+/// failure is counted, and the reader (or span processor) never sees an error (so it logs
+/// nothing per batch).
+#[derive(Debug)]
 struct LoggedOnce<E> {
     inner: E,
     failing: AtomicBool,
@@ -325,6 +392,37 @@ impl<E: PushMetricExporter> PushMetricExporter for LoggedOnce<E> {
 
     fn temporality(&self) -> Temporality {
         self.inner.temporality()
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for LoggedOnce<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self.inner.export(batch).await {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("trace export works again");
+                }
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "trace export failed; spans are dropped until the collector answers (logged once)");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }
 

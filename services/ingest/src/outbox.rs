@@ -37,6 +37,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use wixprint_shared::auth::{ClientAuth, Secret};
 use wixprint_shared::backoff::Backoff;
@@ -154,7 +155,27 @@ impl Forwarder {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                let result = self.client.submit_order(row.request).await;
+                // A child of the webhook that stored the row (a new trace for synced and phone
+                // orders); each attempt is one span, its context goes along in the metadata.
+                // (Field values are only evaluated when traces are on.)
+                let span = tracing::info_span!(target: wixprint_shared::traces::SPANS, "outbox.forward",
+                    otel.kind = "client", otel.status_code = tracing::field::Empty, rpc.system = "grpc",
+                    rpc.method = "SubmitOrder", rpc.grpc.status_code = tracing::field::Empty,
+                    order.id = %row.order_id, order.number = row.request.order.as_ref().map_or("", |o| o.number.as_str()),
+                    order.version = row.version, outbox.attempt = i64::from(row.attempts) + 1);
+                wixprint_shared::traces::set_parent(&span, row.traceparent.as_deref());
+                let mut request = tonic::Request::new(row.request);
+                wixprint_shared::traces::inject(&span, request.metadata_mut());
+                let result = self.client.submit_order(request).instrument(span.clone()).await;
+                let code = match &result {
+                    Ok(_) => tonic::Code::Ok,
+                    Err(status) => status.code(),
+                };
+                span.record("rpc.grpc.status_code", code as i64);
+                if code != tonic::Code::Ok {
+                    span.record("otel.status_code", "ERROR");
+                }
+                drop(span);
                 let stored = match result {
                     Ok(resp) => {
                         pace.succeeded();

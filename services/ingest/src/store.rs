@@ -140,6 +140,9 @@ CREATE TABLE local_requests (
 "#,
     wixprint_shared::healing::HEALING_MIGRATION,
     wixprint_shared::alerts::ALERT_MIGRATION,
+    // Issue 13: the W3C traceparent of the webhook span that stored the version (NULL without
+    // traces), so forwarding it continues the same trace after any wait or restart.
+    "ALTER TABLE outbox ADD COLUMN traceparent TEXT;",
 ];
 
 /// What one retention pass deleted.
@@ -287,6 +290,8 @@ pub struct OutboxRow {
     /// Times wix-print answered with a (non-permanent) refusal.
     pub refusals: u32,
     pub request: SubmitOrderRequest,
+    /// The trace the version belongs to (the webhook's span), when traces were on.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Clone)]
@@ -321,12 +326,14 @@ impl Store {
     }
 
     /// Stores a verified webhook in one transaction: the event (dedupe on its id) and, for an
-    /// event that carries a newer order, the order version plus its outbox row.
+    /// event that carries a newer order, the order version plus its outbox row (with
+    /// `traceparent`, the webhook's trace; also for held versions this event releases).
     pub async fn record_webhook(
         &self,
         event: WebhookEvent,
         source: OrderSource,
         reorder_window_ms: i64,
+        traceparent: Option<String>,
     ) -> anyhow::Result<Recorded> {
         let event_id = event.event_id.clone();
         let recorded = self
@@ -358,8 +365,8 @@ impl Store {
                             )?;
                             Recorded::Held { order_id }
                         } else {
-                            let r = upsert_order(tx, order, now)?;
-                            release_held(tx, &order_id, now, false)?;
+                            let r = upsert_order(tx, order, now, traceparent.as_deref())?;
+                            release_held(tx, &order_id, now, false, traceparent.as_deref())?;
                             r
                         }
                     }
@@ -412,7 +419,7 @@ impl Store {
                 let now = now_ms();
                 let mut applied = 0;
                 for order_id in &due {
-                    applied += release_held(tx, order_id, now, true)?;
+                    applied += release_held(tx, order_id, now, true, None)?;
                 }
                 Ok(applied)
             })
@@ -437,7 +444,7 @@ impl Store {
     /// so the two sources never double-print.
     pub async fn record_synced_order(&self, mut order: Order) -> anyhow::Result<Recorded> {
         order.source = OrderSource::WixSync as i32;
-        self.db.write(move |tx| upsert_order(tx, order, now_ms())).await
+        self.db.write(move |tx| upsert_order(tx, order, now_ms(), None)).await
     }
 
     /// Stores a phone order as version 1 with the next number of `day` (`L-<day>-<n>`).
@@ -478,7 +485,7 @@ impl Store {
                 order.id = id.clone();
                 order.number = id.clone();
                 order.source = OrderSource::Local as i32;
-                match upsert_order(tx, order, now_ms())? {
+                match upsert_order(tx, order, now_ms(), None)? {
                     Recorded::Applied { version, .. } => {
                         if let Some(rid) = &request_id {
                             tx.exec(
@@ -525,20 +532,20 @@ impl Store {
         self.db
             .call(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT id, order_id, version, attempts, request_pb, refusals FROM outbox
+                    "SELECT id, order_id, version, attempts, request_pb, refusals, traceparent FROM outbox
                      WHERE state = ?4 AND (next_attempt_ms <= ?1 OR next_attempt_ms > ?1 + ?3)
                      ORDER BY id LIMIT ?2",
                 )?;
                 let rows = stmt
                     .query_map(params![now_ms(), limit as i64, max_ms, OutboxState::Pending.as_sql()], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?, r.get(5)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, Vec<u8>>(4)?, r.get(5)?, r.get(6)?))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows.into_iter()
-                    .map(|(id, order_id, version, attempts, pb, refusals)| {
+                    .map(|(id, order_id, version, attempts, pb, refusals, traceparent)| {
                         let request = SubmitOrderRequest::decode(pb.as_slice())
                             .with_context(|| format!("outbox row {id} holds an undecodable request"))?;
-                        Ok(OutboxRow { id, order_id, version, attempts, refusals, request })
+                        Ok(OutboxRow { id, order_id, version, attempts, refusals, request, traceparent })
                     })
                     .collect()
             })
@@ -968,7 +975,13 @@ fn must_hold(tx: &Connection, kind: EventKind, order: &Order) -> anyhow::Result<
 
 /// Applies an order's held events in sequence order: those that now follow on without a gap,
 /// or all of them when `all` (the window is over). Returns how many became new versions.
-fn release_held(tx: &Connection, order_id: &str, now: i64, all: bool) -> anyhow::Result<usize> {
+fn release_held(
+    tx: &Connection,
+    order_id: &str,
+    now: i64,
+    all: bool,
+    traceparent: Option<&str>,
+) -> anyhow::Result<usize> {
     let held: Vec<(String, i64, Vec<u8>)> = {
         let mut st = tx.prepare_cached(
             "SELECT event_id, sequence, order_pb FROM held_events WHERE order_id = ?1 ORDER BY sequence",
@@ -985,7 +998,7 @@ fn release_held(tx: &Connection, order_id: &str, now: i64, all: bool) -> anyhow:
             break;
         }
         let order = Order::decode(pb.as_slice()).context("held event holds an undecodable order")?;
-        let result = upsert_order(tx, order, now)?;
+        let result = upsert_order(tx, order, now, traceparent)?;
         if matches!(result, Recorded::Applied { .. }) {
             applied += 1;
         }
@@ -1038,8 +1051,9 @@ pub fn next_version(source: i32, updated_ms: i64, sequence: i64, previous: Optio
     derived.max(floor)
 }
 
-/// Stores `order` as the next version unless it is older than (or identical to) what we have.
-fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recorded> {
+/// Stores `order` as the next version unless it is older than (or identical to) what we have;
+/// its outbox row carries `traceparent` (the trace that stored it), if any.
+fn upsert_order(tx: &Connection, order: Order, now: i64, traceparent: Option<&str>) -> anyhow::Result<Recorded> {
     let updated_ms = order.updated_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(0);
     let created_ms = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(0);
     let sequence = order.entity_event_sequence;
@@ -1084,8 +1098,9 @@ fn upsert_order(tx: &Connection, order: Order, now: i64) -> anyhow::Result<Recor
         received_at: Some(wixprint_shared::time::timestamp_from_ms(now)),
     };
     tx.exec(
-        "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms, state) VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-        params![order.id, version, request.encode_to_vec(), now, OutboxState::Pending.as_sql()],
+        "INSERT INTO outbox (order_id, version, request_pb, next_attempt_ms, created_ms, state, traceparent)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
+        params![order.id, version, request.encode_to_vec(), now, OutboxState::Pending.as_sql(), traceparent],
     )?;
     Ok(Recorded::Applied { order_id: order.id, version })
 }

@@ -16,9 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use wixprint_shared::proto::order::OrderSource;
 use wixprint_shared::ratelimit::{LogDecision, LogLimiter};
+use wixprint_shared::traces::SPANS;
 
 use crate::store::{Recorded, Store};
 use crate::wix::{WebhookError, WebhookVerifier};
@@ -55,10 +58,19 @@ struct Outcome(&'static str);
 
 async fn receive(state: State<WebhookState>, body: Body) -> Response {
     let started = std::time::Instant::now();
-    let response = receive_inner(state, body).await;
-    match response.extensions().get::<Outcome>() {
-        Some(o) => crate::metrics::webhook(o.0, started),
-        None => crate::metrics::webhook(response.status().as_str(), started),
+    // The root of the order's trace (a disabled callsite when traces are off).
+    let span = tracing::info_span!(target: SPANS, "webhook", otel.kind = "server", otel.status_code = Empty,
+        webhook.result = Empty, wix.event_id = Empty, order.id = Empty, order.number = Empty, order.version = Empty);
+    let response = receive_inner(state, body).instrument(span.clone()).await;
+    let status = response.status();
+    let result = match response.extensions().get::<Outcome>() {
+        Some(o) => o.0,
+        None => status.as_str(),
+    };
+    crate::metrics::webhook(result, started);
+    span.record("webhook.result", result);
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
     response
 }
@@ -107,8 +119,25 @@ async fn receive_inner(State(state): State<WebhookState>, body: Body) -> Respons
     let verified = started.elapsed();
     let event_id = event.event_id.clone();
     let event_type = event.event_type.clone();
-    match state.store.record_webhook(event, OrderSource::WixWebhook, state.reorder_window_ms).await {
+    let span = tracing::Span::current();
+    span.record("wix.event_id", event_id.as_str());
+    if let Some(order) = &event.order {
+        span.record("order.id", order.id.as_str());
+        span.record("order.number", order.number.as_str());
+    }
+    // Stored with the outbox row: forwarding continues this trace.
+    let traceparent = wixprint_shared::traces::traceparent(&span);
+    let commit = tracing::info_span!(target: SPANS, "sqlite.commit", db.system.name = "sqlite",
+        db.operation.name = "record_webhook");
+    let stored = state
+        .store
+        .record_webhook(event, OrderSource::WixWebhook, state.reorder_window_ms, traceparent)
+        .instrument(commit);
+    match stored.await {
         Ok(recorded) => {
+            if let Recorded::Applied { version, .. } = &recorded {
+                span.record("order.version", *version);
+            }
             tracing::info!(%event_id, %event_type, outcome = recorded.outcome(),
                 verify_us = verified.as_micros() as u64, commit_us = (started.elapsed() - verified).as_micros() as u64, "webhook stored");
             let mut body = json!({ "status": recorded.outcome(), "event_id": event_id });

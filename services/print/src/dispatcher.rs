@@ -14,12 +14,15 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use wixprint_shared::backoff::Backoff;
 use wixprint_shared::failure::FailureClass;
+use wixprint_shared::traces::SPANS;
 
 use crate::printer::{
-    Confirmation, GS_R_PAPER, Link, Monitor, Observed, PrintError, PrinterUrl, State, Timeouts, process_id,
+    Confirmation, GS_R_PAPER, Link, Monitor, Observed, PrintError, PrinterUrl, Session, State, Timeouts, process_id,
     process_id_request,
 };
 use crate::receipt::{self, Layout};
@@ -310,6 +313,29 @@ impl Dispatcher {
             }
         };
 
+        // One span per ticket sent, in the trace of the order version it prints (a new trace
+        // for a job made without one); attempts that find the printer not ready make none.
+        let span = tracing::info_span!(target: SPANS, "print.ticket", otel.status_code = Empty, result = Empty,
+            job.id = job.id, job.attempt = i64::from(job.attempts) + 1, order.id = %job.printable.order.id,
+            order.number = %job.printable.order.number, order.version = job.version, printer = %self.printer,
+            receipt = crate::metrics::receipt_name(job.printable.receipt_type), reprint = job.printable.reprint);
+        wixprint_shared::traces::set_parent(&span, job.traceparent.as_deref());
+        let outcome = self.send_ticket(&job, conn, confirmation).instrument(span.clone()).await;
+        span.record("result", outcome.0);
+        if matches!(outcome.0, "uncertain" | "abandoned" | "not_recorded") {
+            span.record("otel.status_code", "ERROR");
+        }
+        outcome.1
+    }
+
+    /// Steps 2 to 4 of a ticket on a ready printer; answers what became of it (the span's
+    /// `result`) and how the loop goes on.
+    async fn send_ticket(
+        &self,
+        job: &ReadyJob,
+        conn: Session<'_>,
+        confirmation: Confirmation,
+    ) -> (&'static str, Outcome) {
         // 2. Render and commit `sending` before the first byte goes out.
         let layout = if self.buzzer.contains(&job.printable.receipt_type) { &self.buzzer_layout } else { &self.layout };
         let doc = render_job(&job.printable, layout);
@@ -323,41 +349,38 @@ impl Dispatcher {
         }
         let confirm_id = String::from_utf8_lossy(&id).into_owned();
         let sending = std::time::Instant::now();
-        if let Err(e) = self.store.mark_sending(&job, confirm_id).await {
+        if let Err(e) = self.store.mark_sending(job, confirm_id).await {
             if e.downcast_ref::<crate::store::Stale>().is_some() {
                 // Cancelled or changed since it was loaded: take the queue's word again.
                 tracing::info!(job_id = job.id, reason = %e, "job changed before sending; reloading");
-                return Outcome::Next;
+                return ("stale", Outcome::Next);
             }
             tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record sending; not printing");
-            return Outcome::PrinterNotReady;
+            return ("not_recorded", Outcome::PrinterNotReady);
         }
 
-        // 3. Send. From the first byte on, the outcome can be unknown.
-        if let Err(e) = conn.send(&bytes).await {
-            if e.class() == FailureClass::Transient {
-                self.link.breaker().failure(e.to_string());
-            }
-            return self.uncertain(&job, JobState::Sending, e).await;
+        // 3. and 4., the printer round trip: send, then wait for the printer's word.
+        let roundtrip = tracing::info_span!(target: SPANS, "printer.roundtrip", otel.status_code = Empty,
+            printer = %self.printer, printer.confirmation = ?confirmation, bytes = bytes.len() as i64, result = Empty);
+        let confirmed = self.roundtrip(job, conn, confirmation, &bytes, id).instrument(roundtrip.clone()).await;
+        roundtrip.record(
+            "result",
+            match &confirmed {
+                Ok(()) => "confirmed",
+                Err((_, None)) => "not_recorded",
+                Err((JobState::Sending, _)) => "send_failed",
+                Err(_) => "unconfirmed",
+            },
+        );
+        if confirmed.is_err() {
+            roundtrip.record("otel.status_code", "ERROR");
         }
-        if let Err(e) = self.store.mark_awaiting_confirm(job.id).await {
-            // The ticket is out but we could not write that down: a restart will reprint it
-            // with the banner. Leave it in `sending`; its late reply must not meet the next job.
-            tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record awaiting_confirm");
-            conn.close();
-            return Outcome::PrinterNotReady;
-        }
-
-        // 4. Wait for the printer's word. A printer that stops while holding the ticket is
-        // waited for, up to the failover time when it has a backup.
-        // Called on every status read while a stopped printer holds the ticket: waiting on a
-        // printer is progress for the watchdog.
-        let give_up = || {
-            self.heartbeat.beat();
-            self.should_fail_over()
+        let confirmed = match confirmed {
+            Ok(()) => Ok(()),
+            Err((_, None)) => return ("not_recorded", Outcome::PrinterNotReady),
+            Err((JobState::Sending, Some(e))) => return ("uncertain", self.uncertain(job, JobState::Sending, e).await),
+            Err((_, Some(e))) => Err(e),
         };
-        let confirmed = conn.await_confirmation(confirmation, id, &self.monitor, &give_up).await;
-        drop(conn);
         match &confirmed {
             Ok(()) => self.link.breaker().success(),
             Err(e) if e.class() == FailureClass::Transient => self.link.breaker().failure(e.to_string()),
@@ -369,7 +392,7 @@ impl Dispatcher {
                     Ok(l) => l,
                     Err(e) => {
                         tracing::error!(job_id = job.id, error = format!("{e:#}"), "printed but could not record it");
-                        return Outcome::PrinterNotReady;
+                        return ("not_recorded", Outcome::PrinterNotReady);
                     }
                 };
                 let m = crate::metrics::get();
@@ -390,16 +413,57 @@ impl Dispatcher {
                     m.order_latency.record(ms as f64 / 1000.0, &[]);
                 }
                 tracing::info!(job_id = job.id, printer = %self.printer, order = %job.printable.order.number, receipt = ?job.printable.receipt_type, reprint = job.printable.reprint, "printed");
-                Outcome::Next
+                ("printed", Outcome::Next)
             }
             Err(e @ PrintError::Abandoned { .. }) => {
                 tracing::warn!(job_id = job.id, printer = %self.printer, error = %e, "ticket held by a stopped printer; failing over");
-                self.uncertain(&job, JobState::AwaitingConfirm, e).await;
+                self.uncertain(job, JobState::AwaitingConfirm, e).await;
                 // The loop now fails this printer's waiting jobs (this one included) over.
-                Outcome::PrinterNotReady
+                ("abandoned", Outcome::PrinterNotReady)
             }
-            Err(e) => self.uncertain(&job, JobState::AwaitingConfirm, e).await,
+            Err(e) => ("uncertain", self.uncertain(job, JobState::AwaitingConfirm, e).await),
         }
+    }
+
+    /// Sends the ticket and waits for the printer's confirmation (the connection is released
+    /// when it returns). An error carries the state
+    /// the job is in (`sending`: the send failed; `awaiting_confirm`: no confirmation) and why;
+    /// no reason means the bytes went out but `awaiting_confirm` could not be recorded (the
+    /// connection is closed, the job stays `sending` for the restart to reprint).
+    async fn roundtrip(
+        &self,
+        job: &ReadyJob,
+        mut conn: Session<'_>,
+        confirmation: Confirmation,
+        bytes: &[u8],
+        id: [u8; 4],
+    ) -> Result<(), (JobState, Option<PrintError>)> {
+        // 3. Send. From the first byte on, the outcome can be unknown.
+        if let Err(e) = conn.send(bytes).await {
+            if e.class() == FailureClass::Transient {
+                self.link.breaker().failure(e.to_string());
+            }
+            return Err((JobState::Sending, Some(e)));
+        }
+        if let Err(e) = self.store.mark_awaiting_confirm(job.id).await {
+            // The ticket is out but we could not write that down: a restart will reprint it
+            // with the banner. Leave it in `sending`; its late reply must not meet the next job.
+            tracing::error!(job_id = job.id, error = format!("{e:#}"), "could not record awaiting_confirm");
+            conn.close();
+            return Err((JobState::AwaitingConfirm, None));
+        }
+
+        // 4. Wait for the printer's word. A printer that stops while holding the ticket is
+        // waited for, up to the failover time when it has a backup.
+        // Called on every status read while a stopped printer holds the ticket: waiting on a
+        // printer is progress for the watchdog.
+        let give_up = || {
+            self.heartbeat.beat();
+            self.should_fail_over()
+        };
+        conn.await_confirmation(confirmation, id, &self.monitor, &give_up)
+            .await
+            .map_err(|e| (JobState::AwaitingConfirm, Some(e)))
     }
 
     async fn uncertain(&self, job: &ReadyJob, from: JobState, e: PrintError) -> Outcome {

@@ -2,6 +2,8 @@
 //! and `PrintAdmin` (what an operator asks with grpcurl).
 
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use wixprint_shared::proto::print::print_admin_server::PrintAdmin;
 use wixprint_shared::proto::print::print_service_server::PrintService;
@@ -27,7 +29,24 @@ pub struct Printing {
 #[tonic::async_trait]
 impl PrintService for Printing {
     async fn submit_order(&self, req: Request<SubmitOrderRequest>) -> Result<Response<SubmitOrderResponse>, Status> {
-        let SubmitOrderRequest { order, version, previous_version, received_at } = req.into_inner();
+        // A child of wix-ingest's `outbox.forward` when the metadata carries a valid W3C
+        // traceparent; a new trace otherwise (garbage is ignored, never an error).
+        let span = tracing::info_span!(target: wixprint_shared::traces::SPANS, "SubmitOrder", otel.kind = "server",
+            otel.status_code = Empty, rpc.system = "grpc", rpc.method = "SubmitOrder", order.id = Empty,
+            order.number = Empty, order.version = req.get_ref().version, disposition = Empty, duplicate = Empty,
+            jobs = Empty);
+        wixprint_shared::traces::set_remote_parent(&span, wixprint_shared::traces::extract(req.metadata()));
+        let result = self.submit(req.into_inner()).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+}
+
+impl Printing {
+    async fn submit(&self, req: SubmitOrderRequest) -> Result<Response<SubmitOrderResponse>, Status> {
+        let SubmitOrderRequest { order, version, previous_version, received_at } = req;
         let received_ms = received_at.as_ref().and_then(|t| wixprint_shared::time::try_ms_from_timestamp(t).ok());
         let Some(order) = order else {
             return Err(Status::invalid_argument("order is required"));
@@ -45,11 +64,22 @@ impl PrintService for Printing {
             )));
         }
         let order_id = order.id.clone();
+        let span = tracing::Span::current();
+        span.record("order.id", order.id.as_str());
+        span.record("order.number", order.number.as_str());
+        // Stored with the jobs: each ticket's print span continues this trace.
+        let traceparent = wixprint_shared::traces::traceparent(&span);
+        let commit = tracing::info_span!(target: wixprint_shared::traces::SPANS, "sqlite.commit",
+            db.system.name = "sqlite", db.operation.name = "submit_order");
         let outcome = self
             .store
-            .submit_received(order, version, previous_version, self.policy.clone(), received_ms)
+            .submit_received(order, version, previous_version, self.policy.clone(), received_ms, traceparent)
+            .instrument(commit)
             .await
             .map_err(internal)?;
+        span.record("disposition", tracing::field::debug(outcome.disposition));
+        span.record("duplicate", outcome.duplicate);
+        span.record("jobs", outcome.job_ids.len() as i64);
         // New jobs, or jobs that changed (cancelled, now printing another version): the
         // dispatchers look again.
         if outcome.disposition != paper::Disposition::Recorded {

@@ -126,6 +126,9 @@ CREATE INDEX jobs_dead ON jobs (state, printer, updated_ms);
     // Issue 13: when wix-ingest received the version (SubmitOrderRequest.received_at), for the
     // order latency metric.
     "ALTER TABLE order_versions ADD COLUMN webhook_ms INTEGER;",
+    // Issue 13: the W3C traceparent of the SubmitOrder span that made (or re-targeted) the
+    // job (NULL without traces): its print span joins the order's trace however late it prints.
+    "ALTER TABLE jobs ADD COLUMN traceparent TEXT;",
 ];
 
 /// How much longer than its versions an order's paper state is kept (a year).
@@ -173,6 +176,8 @@ pub struct ReadyJob {
     pub attempts: u32,
     pub max_attempts: u32,
     pub printable: Printable,
+    /// The trace of the order version it prints, when traces were on.
+    pub traceparent: Option<String>,
 }
 
 /// Loads what job `id` prints.
@@ -217,14 +222,15 @@ fn insert_job(
     new: &NewJob,
     policy: &QueuePolicy,
     now: i64,
+    traceparent: Option<&str>,
 ) -> anyhow::Result<i64> {
     let t = new.receipt_type;
     let (priority, rank) = policy.priority.of(order, t);
     let order_time = order.created_at.as_ref().map(wixprint_shared::time::ms_from_timestamp).unwrap_or(now);
     tx.exec(
         "INSERT INTO jobs (order_id, order_number, version, kind, base_version, receipt_type, copy, state, priority,
-            order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms, reprint)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?14, ?7, ?8, ?9, ?10, ?15, ?12, ?11, ?11, ?16)",
+            order_time_ms, type_rank, max_attempts, next_attempt_ms, printer, created_ms, updated_ms, reprint, traceparent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?13, ?14, ?7, ?8, ?9, ?10, ?15, ?12, ?11, ?11, ?16, ?17)",
         params![
             order.id,
             order.number,
@@ -242,6 +248,7 @@ fn insert_job(
             JobState::Queued.as_sql(),
             queue_now_ms(),
             new.reprint,
+            traceparent,
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -382,11 +389,12 @@ impl Store {
         previous_version: i64,
         policy: QueuePolicy,
     ) -> anyhow::Result<SubmitOutcome> {
-        self.submit_received(order, version, previous_version, policy, None).await
+        self.submit_received(order, version, previous_version, policy, None, None).await
     }
 
     /// [`Store::submit`], remembering when wix-ingest received the version (`webhook_ms`,
-    /// the start of `wixprint.print.order.latency`).
+    /// the start of `wixprint.print.order.latency`) and the trace the jobs it makes or
+    /// re-targets belong to (`traceparent`).
     pub async fn submit_received(
         &self,
         order: Order,
@@ -394,6 +402,7 @@ impl Store {
         previous_version: i64,
         policy: QueuePolicy,
         webhook_ms: Option<i64>,
+        traceparent: Option<String>,
     ) -> anyhow::Result<SubmitOutcome> {
         self.db
             .write(move |tx| {
@@ -457,12 +466,15 @@ impl Store {
                 for &id in &plan.retargets {
                     let state: String = tx.row("SELECT state FROM jobs WHERE id = ?1", params![id], |r| r.get(0))?;
                     let state = parse_state(&state)?;
-                    tx.exec("UPDATE jobs SET version = ?2, updated_ms = ?3 WHERE id = ?1", params![id, version, now])?;
+                    tx.exec(
+                        "UPDATE jobs SET version = ?2, updated_ms = ?3, traceparent = ?4 WHERE id = ?1",
+                        params![id, version, now, traceparent],
+                    )?;
                     insert_transition(tx, id, Some(state), state, &format!("{reason}: prints this version"))?;
                 }
                 let mut job_ids = Vec::with_capacity(plan.inserts.len());
                 for new in &plan.inserts {
-                    job_ids.push(insert_job(tx, &order, version, new, &policy, now)?);
+                    job_ids.push(insert_job(tx, &order, version, new, &policy, now, traceparent.as_deref())?);
                 }
                 let ids_text = job_ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
                 tx.exec(
@@ -530,20 +542,20 @@ impl Store {
         let horizon = self.horizon_ms;
         self.db
             .call(move |conn| {
-                let row: Option<(i64, String, i64, u32, u32)> = conn
+                let row: Option<(i64, String, i64, u32, u32, Option<String>)> = conn
                     .row(
                         &format!(
-                            "SELECT id, state, version, attempts, max_attempts FROM jobs
+                            "SELECT id, state, version, attempts, max_attempts, traceparent FROM jobs
                              WHERE printer = ?2 AND state IN ({}) AND {DUE} AND {unblocked}
                              ORDER BY priority, order_time_ms, type_rank, id LIMIT 1",
                             JobState::sql_list(&JobState::WAITING),
                             unblocked = *UNBLOCKED
                         ),
                         params![queue_now_ms(), printer, horizon],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                     )
                     .optional()?;
-                let Some((id, state, version, attempts, max_attempts)) = row else {
+                let Some((id, state, version, attempts, max_attempts, traceparent)) = row else {
                     return Ok(None);
                 };
                 let state = parse_state(&state)?;
@@ -560,7 +572,7 @@ impl Store {
                     }
                     Err(e) => return Err(e),
                 };
-                Ok(Some(ReadyJob { id, state, version, attempts, max_attempts, printable }))
+                Ok(Some(ReadyJob { id, state, version, attempts, max_attempts, printable, traceparent }))
             })
             .await
     }
