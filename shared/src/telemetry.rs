@@ -364,21 +364,28 @@ struct LoggedOnce<E> {
     failures: Arc<AtomicU64>,
 }
 
-impl<E: PushMetricExporter> PushMetricExporter for LoggedOnce<E> {
-    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
-        match self.inner.export(metrics).await {
+impl<E> LoggedOnce<E> {
+    /// Counts a failed export and logs the first of an outage (and the recovery) once.
+    fn note(&self, result: OTelSdkResult, signal: &str, what: &str) {
+        match result {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("metrics export works again");
+                    tracing::info!("{signal} export works again");
                 }
             }
             Err(e) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "metrics export failed; batches are dropped until the collector answers (logged once)");
+                    tracing::warn!(error = %e, "{signal} export failed; {what} are dropped until the collector answers (logged once)");
                 }
             }
         }
+    }
+}
+
+impl<E: PushMetricExporter> PushMetricExporter for LoggedOnce<E> {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        self.note(self.inner.export(metrics).await, "metrics", "batches");
         Ok(())
     }
 
@@ -397,19 +404,7 @@ impl<E: PushMetricExporter> PushMetricExporter for LoggedOnce<E> {
 
 impl<E: SpanExporter> SpanExporter for LoggedOnce<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        match self.inner.export(batch).await {
-            Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("trace export works again");
-                }
-            }
-            Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %e, "trace export failed; spans are dropped until the collector answers (logged once)");
-                }
-            }
-        }
+        self.note(self.inner.export(batch).await, "trace", "spans");
         Ok(())
     }
 
