@@ -17,6 +17,8 @@ const BINARIES: &[&str] = &[
     "recoverybench",
     "storagebench",
     "decisionbench",
+    "fake-wix",
+    "tcp-relay",
 ];
 
 fn entries(dir: &std::path::Path) -> Vec<String> {
