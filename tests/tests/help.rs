@@ -19,6 +19,7 @@ const BINARIES: &[&str] = &[
     "decisionbench",
     "fake-wix",
     "tcp-relay",
+    "compose-driver",
 ];
 
 fn entries(dir: &std::path::Path) -> Vec<String> {
