@@ -56,3 +56,6 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq systemd
 fi
 command -v systemd-analyze >/dev/null 2>&1 || { echo "systemd-analyze is missing after installing systemd" >&2; exit 1; }
+
+# The x86_64 musl target and musl-gcc: scripts/build-static.sh (the compose stack's images).
+"$(dirname "$0")/install-static-deps.sh"
