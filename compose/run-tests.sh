@@ -20,7 +20,7 @@ export HIGH_TOTAL=${HIGH_TOTAL:-500}
 export WEBHOOK_PUBLISH=127.0.0.1:
 LOGS="${CARGO_TARGET_DIR:-$ROOT/target}/compose-logs"
 
-command -v docker >/dev/null 2>&1 || { echo "run-tests.sh needs docker" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "run-tests.sh needs a running Docker Engine (docker info failed)" >&2; exit 1; }
 "${COMPOSE_CMD[@]}" version >/dev/null 2>&1 || { echo "run-tests.sh needs ${COMPOSE_CMD[*]} (Debian: apt-get install docker-compose)" >&2; exit 1; }
 echo "compose tool: ${COMPOSE_CMD[*]} ($("${COMPOSE_CMD[@]}" version 2>/dev/null | head -1))"
 
