@@ -64,10 +64,16 @@ rootfs "$ctx/rootfs-prometheus" "$prometheus" /usr/bin/prometheus
 mkdir -p "$ctx/rootfs-prometheus/etc/prometheus"
 
 for image in "${IMAGES[@]}"; do
+  previous=$(docker image inspect -f '{{.Id}}' "wixprint/$image:local" 2>/dev/null || true)
   # The classic builder's deprecation notice (no buildx here) is noise; other output shows on failure.
   if ! out=$(docker build --quiet --target "$image" -t "wixprint/$image:local" -f compose/Dockerfile "$ctx" 2>&1); then
     echo "$out" >&2
     exit 1
+  fi
+  # The image this tag had before is left without a name: remove it (unless a container uses it).
+  current=$(docker image inspect -f '{{.Id}}' "wixprint/$image:local")
+  if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    docker image rm "$previous" >/dev/null 2>&1 || true
   fi
   printf '%-12s %s\n' "$image" "$(docker image inspect -f '{{.Size}}' "wixprint/$image:local" | awk '{ printf "%.1f MB", $1 / 1048576 }')"
 done
