@@ -910,9 +910,14 @@ impl Driver {
         let reply = Self::control(&self.ep.front, "mode withhold_confirm").await?;
         ensure!(reply.first().map(String::as_str) == Some("ok"), "printer-front: {reply:?}");
         self.wait_for(Duration::from_secs(30), "a front ticket awaiting its confirmation", || async {
-            let st = self.print_status().await?;
-            let n = st.jobs.iter().find(|c| c.state == JobState::AwaitingConfirm as i32).map_or(0, |c| c.count);
-            Ok(if n > 0 { Ok(()) } else { Err(format!("jobs {:?}", st.jobs)) })
+            let request =
+                papi::ListJobsRequest { state: JobState::AwaitingConfirm as i32, limit: 1000, ..Default::default() };
+            let jobs = self.print().await?.list_jobs(request).await?.into_inner().jobs;
+            Ok(if jobs.iter().any(|j| j.printer == "front") {
+                Ok(())
+            } else {
+                Err(format!("awaiting confirmation: {:?}", jobs.iter().map(|j| &j.printer).collect::<Vec<_>>()))
+            })
         })
         .await?;
         let on_paper = self.paper().await?.iter().filter(|t| t.number.is_some_and(|n| wanted.contains(&n))).count();
