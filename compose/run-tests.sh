@@ -30,6 +30,7 @@ compose=("${COMPOSE_CMD[@]}" -p "$PROJECT" -f compose/docker-compose.yml -f comp
 
 cleanup() {
   local rc=$?
+  trap - EXIT INT TERM
   if [ "$rc" -ne 0 ] && [ -s "$work/up" ]; then
     mkdir -p "$LOGS"
     "${compose[@]}" logs --no-color >"$LOGS/compose.log" 2>&1 || true
