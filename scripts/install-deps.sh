@@ -72,3 +72,5 @@ fi
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 fi
+# The x86_64 musl target and musl-gcc: scripts/build-static.sh (the compose stack's images).
+"$(dirname "$0")/install-static-deps.sh"

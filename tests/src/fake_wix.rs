@@ -1,4 +1,5 @@
-//! A fake of the Wix eCommerce Orders REST API on 127.0.0.1, for the tests and the demo.
+//! A fake of the Wix eCommerce Orders REST API (on 127.0.0.1, or any address with `start_on`),
+//! for the tests, the demo and the compose stack (`fake-wix` binary).
 //!
 //! It is a test double that speaks the real protocol, not a mock of our own client: the same
 //! paths (`POST /ecom/v1/orders/search`, `GET /ecom/v1/orders/{id}`), the same auth headers
@@ -184,7 +185,13 @@ impl fmt::Debug for FakeWix {
 impl FakeWix {
     /// Binds 127.0.0.1 on a free port and serves until `shutdown()` or the last clone is dropped.
     pub async fn start(api_key: &str, site_id: &str) -> anyhow::Result<FakeWix> {
-        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the fake Wix API")?;
+        FakeWix::start_on("127.0.0.1:0", api_key, site_id).await
+    }
+
+    /// [`FakeWix::start`] on a given address (the `fake-wix` binary in the compose stack binds
+    /// its container's network).
+    pub async fn start_on(addr: &str, api_key: &str, site_id: &str) -> anyhow::Result<FakeWix> {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding the fake Wix API on {addr}"))?;
         let addr = listener.local_addr().context("reading the fake Wix API's address")?;
         let shared = Arc::new(Shared {
             api_key: api_key.to_owned(),
@@ -207,6 +214,11 @@ impl FakeWix {
     /// `http://127.0.0.1:PORT`, to use where the real client has `https://www.wixapis.com`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.inner.addr)
+    }
+
+    /// The address the fake listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
     }
 
     /// Adds the order, or replaces the one with the same `id` (keeping its place).

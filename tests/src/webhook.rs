@@ -42,11 +42,18 @@ impl KeyPair {
         Self { private_pem, public_pem, encoding }
     }
 
-    /// A key pair from files: a PKCS#8 private key PEM, and its public key PEM (for a test
-    /// against a service configured elsewhere, e.g. an installed package).
-    pub fn from_pem(private_pem: String, public_pem: String) -> anyhow::Result<Self> {
+    /// The key pair of a PKCS#8 private key in PEM (`openssl genpkey -algorithm RSA`), e.g. the
+    /// one the compose stack's wix-ingest has the public half of.
+    pub fn from_private_pem(private_pem: &str) -> anyhow::Result<Self> {
+        use rsa::pkcs8::DecodePrivateKey;
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem)
+            .map_err(|e| anyhow::anyhow!("not a PKCS#8 RSA private key: {e}"))?;
+        let public_pem = private
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| anyhow::anyhow!("encoding the public key: {e}"))?;
         let encoding = EncodingKey::from_rsa_pem(private_pem.as_bytes())?;
-        Ok(Self { private_pem, public_pem, encoding })
+        Ok(Self { private_pem: private_pem.to_owned(), public_pem, encoding })
     }
 
     /// One key pair per process: generating RSA keys is slow.

@@ -18,6 +18,9 @@ const BINARIES: &[&str] = &[
     "storagebench",
     "decisionbench",
     "send-webhook",
+    "fake-wix",
+    "tcp-relay",
+    "compose-driver",
 ];
 
 fn entries(dir: &std::path::Path) -> Vec<String> {

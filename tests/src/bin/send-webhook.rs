@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let url = url.context("--url is required")?;
     let key = key.context("--key is required")?;
     let private = std::fs::read_to_string(&key).with_context(|| format!("reading {key}"))?;
-    let keys = KeyPair::from_pem(private, String::new()).context("the private key")?;
+    let keys = KeyPair::from_private_pem(&private).context("the private key")?;
     let body = keys.sign_event(&distinct_order(&fixture, n));
     let resp = reqwest::Client::new().post(&url).body(body).send().await.with_context(|| format!("POST {url}"))?;
     let status = resp.status();
