@@ -135,6 +135,14 @@ async fn a_crowd_trickling_headers_under_ulimit_1024_neither_keeps_wix_out_nor_g
     })
     .await
     .unwrap();
+    // The crowd is in: the listener reached its cap and sheds (a client's connect can complete
+    // before the server accepts it, so the count above alone does not say so).
+    wait_until(Duration::from_secs(30), "the listener sheds the crowd", || {
+        let shedding = stack.ingest.log().contains("shedding idle and slow clients");
+        async move { Ok(shedding) }
+    })
+    .await
+    .unwrap();
 
     let mut worst = Duration::ZERO;
     for n in 2..=6 {
@@ -157,7 +165,6 @@ async fn a_crowd_trickling_headers_under_ulimit_1024_neither_keeps_wix_out_nor_g
         rss_during < rss_before + 48 * 1024,
         "wix-ingest grew from {rss_before} KiB to {rss_during} KiB under {ATTACKERS} slow clients"
     );
-    assert!(stack.ingest.log().contains("shedding idle and slow clients"), "{}", stack.ingest.log());
     let mut admin = stack.ingest_admin().await.unwrap();
     let st = admin.get_status(GetStatusRequest {}).await.unwrap().into_inner();
     assert_eq!(st.webhook_events, 6, "every accepted webhook is stored, nothing else");

@@ -46,8 +46,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let verifier = Arc::new(wix::WebhookVerifier::from_pem(&config.webhook_public_key_pem)?);
     let wake = Arc::new(Notify::new());
 
-    let http = TcpListener::bind(config.http_addr)
-        .await
+    let http = listener::bind(config.http_addr)
         .with_context(|| format!("binding the webhook listener on {}", config.http_addr))?;
     let grpc = TcpListener::bind(config.grpc_addr)
         .await

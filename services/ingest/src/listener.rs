@@ -184,6 +184,20 @@ fn lock(r: &Mutex<Registry>) -> std::sync::MutexGuard<'_, Registry> {
     r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The kernel's queue of connections not yet accepted. Rust's (and mio's) default is 128:
+/// under a crowd of slow clients, Wix's connection would then wait in the SYN queue for the
+/// server's retransmitted SYN-ACK (1 s, then 3 s) instead of being accepted, and the accept
+/// loop could not see the crowd it has to shed. Capped by `net.core.somaxconn`.
+const BACKLOG: u32 = 1024;
+
+/// Binds the webhook listener with a [`BACKLOG`]-deep accept queue.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// Serves `app` on `listener` with `limits` until `shutdown`; returns after every connection
 /// has closed.
 pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown: CancellationToken) {
