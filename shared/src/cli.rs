@@ -33,6 +33,11 @@ pub fn main<C, F, Fut>(
         return;
     }
     let cfg = Source::load(keys, args.config.as_deref()).and_then(|s| parse(&s)).unwrap_or_else(|e| exit_config(e));
+    // The trace sampler is configuration too (an unknown name is not silently "trace all").
+    if let Err(e) = crate::telemetry::traces_config() {
+        eprintln!("{binary}: configuration error: {e}");
+        std::process::exit(EXIT_CONFIG);
+    }
     if args.check_only {
         println!("configuration OK");
         return;
@@ -55,16 +60,15 @@ pub fn main<C, F, Fut>(
             let on = tracer.is_some();
             crate::logging::init(tracer);
             if on {
-                tracing::info!(
-                    sampler = std::env::var("OTEL_TRACES_SAMPLER").as_deref().unwrap_or("parentbased_always_on"),
-                    "traces are on"
-                );
+                let sampler = crate::traces::Sampler::from_env().unwrap_or(crate::traces::Sampler::DEFAULT);
+                tracing::info!(%sampler, "traces are on (the sampler decides before a span is built)");
             }
         }
         Err(e) => {
+            // The OTEL_* variables were wrong (an endpoint, headers, the sampler).
             crate::logging::init(None);
             eprintln!("{binary}: {e:#}");
-            std::process::exit(1);
+            std::process::exit(crate::config::EXIT_CONFIG);
         }
     }
     crate::fatal::install_panic_hook();

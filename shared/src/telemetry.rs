@@ -153,20 +153,10 @@ impl Telemetry {
 /// The process's tracer provider, when traces are on (set once by [`start_traces`]).
 static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
-/// Whether traces are exported (an OTLP endpoint is set); spans are created only then.
-pub fn traces_on() -> bool {
-    TRACER_PROVIDER.get().is_some()
-}
-
-/// Sets up traces for `service` when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-/// `..._TRACES_ENDPOINT`) is set and `OTEL_TRACES_EXPORTER` is not `none`: the OTLP/gRPC span
-/// exporter behind a batch span processor (its own thread, bounded queue), the sampler the SDK
-/// reads from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default
-/// `parentbased_always_on`), and the W3C trace-context propagator. Returns the tracer for the
-/// logging layer (`logging::init`), `None` when traces are off. Called before logging starts
-/// (so it logs nothing itself) and inside the runtime (the exporter's channel needs it).
-pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
-    use opentelemetry::trace::TracerProvider as _;
+/// Whether traces are wanted (`OTEL_EXPORTER_OTLP_ENDPOINT` or `..._TRACES_ENDPOINT` set and
+/// `OTEL_TRACES_EXPORTER` not `none`), and then with which sampler; an error names the
+/// variable that is wrong. `--check-config` asks this too.
+pub fn traces_config() -> Result<Option<crate::traces::Sampler>, String> {
     let endpoint = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()));
@@ -174,6 +164,21 @@ pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
     if !endpoint || disabled {
         return Ok(None);
     }
+    crate::traces::Sampler::from_env().map(Some)
+}
+
+/// Sets up traces for `service` when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `..._TRACES_ENDPOINT`) is set and `OTEL_TRACES_EXPORTER` is not `none`: the OTLP/gRPC span
+/// exporter behind a batch span processor (its own thread, bounded queue), the sampler read
+/// from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`; a
+/// value the SDK would not know is an error), and the W3C trace-context propagator. Returns the tracer for the
+/// logging layer (`logging::init`), `None` when traces are off. Called before logging starts
+/// (so it logs nothing itself) and inside the runtime (the exporter's channel needs it).
+pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
+    use opentelemetry::trace::TracerProvider as _;
+    let Some(sampler) = traces_config().map_err(anyhow::Error::msg)? else {
+        return Ok(None);
+    };
     use opentelemetry_otlp::WithExportConfig;
     let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
     if std::env::var_os("OTEL_EXPORTER_OTLP_TIMEOUT").is_none()
@@ -183,9 +188,12 @@ pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
     }
     let exporter = exporter.build().context("building the OTLP span exporter (OTEL_EXPORTER_OTLP_*)")?;
     let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: Arc::default() };
-    // Config (the sampler, span limits) comes from the environment, as the SDK reads it.
+    // The sampling decision is taken by `traces::hop` before a span is built (an unsampled
+    // hop builds none); whatever reaches the SDK was chosen, so its sampler keeps everything.
+    // Span limits come from the environment, as the SDK reads them.
     let provider = SdkTracerProvider::builder()
         .with_resource(resource(service))
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_span_processor(BatchSpanProcessor::builder(exporter).build())
         .build();
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
@@ -194,6 +202,7 @@ pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
     if TRACER_PROVIDER.set(provider).is_err() {
         anyhow::bail!("traces were started twice");
     }
+    crate::traces::install(sampler);
     Ok(Some(tracer))
 }
 

@@ -3,16 +3,27 @@
 //! `tracing` spans with the target [`SPANS`] are the trace: the OpenTelemetry layer
 //! (`tracing-opentelemetry`, added by `logging::init` only when traces are on) turns them into
 //! OpenTelemetry spans, and they are the only ones it sees (no event, no library span); the
-//! stderr log never shows them, so the log lines stay as they were. With traces off the
-//! callsites are disabled: a span costs one interest check, its fields are not evaluated.
+//! stderr log never shows them, so the log lines stay as they were.
+//!
+//! Each hop of an order's trace (the webhook, the outbox's forward, `SubmitOrder`, a ticket)
+//! starts with [`hop`], which takes the sampling decision **before** any span exists: the
+//! configured [`Sampler`] (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, the SDK's names and
+//! meaning) looks at the parent the hop continues. A hop that is not sampled builds no span at
+//! all (no `tracing` span, no OpenTelemetry span builder, no attributes) and only passes the
+//! context on with the "sampled" flag off, so the next hop, in this process or the other, comes
+//! to the same decision; a sampled hop builds its span, and its children ([`Hop::child`]) are
+//! built only under a built span. The SDK's own sampler is `always_on`: whatever reaches it was
+//! already chosen. With traces off nothing is built and nothing is passed on.
 //!
 //! The context crosses the two durable hops as a W3C `traceparent` string: wix-ingest stores
-//! the webhook span's with the outbox row, the forwarder's `SubmitOrder` call sends it in the
-//! gRPC metadata (`traceparent`, `tracestate`), and wix-print stores its `SubmitOrder` span's
+//! the webhook hop's with the outbox row, the forwarder's `SubmitOrder` call sends it in the
+//! gRPC metadata (`traceparent`, `tracestate`), and wix-print stores its `SubmitOrder` hop's
 //! with each job it creates, so the dispatcher's `print.ticket` span joins the same trace
 //! however long the ticket waited. What a peer sends is parsed strictly ([`parse`]): anything
 //! that is not a version-00 traceparent of exactly 55 characters with non-zero ids is ignored
-//! (the span starts a new trace), never an error; only our own spans' contexts are stored.
+//! (the hop starts a new trace), never an error; only our own hops' contexts are stored.
+
+use std::sync::OnceLock;
 
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector};
@@ -34,21 +45,170 @@ pub fn is_trace_span(meta: &tracing::Metadata<'_>) -> bool {
     meta.is_span() && meta.target() == SPANS
 }
 
-/// The `traceparent` of `span` (to store with a row), `None` when it is not traced.
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    if !crate::telemetry::traces_on() {
-        return None;
-    }
-    span_traceparent(span)
+/// The sampler every hop consults, set once by `telemetry::start_traces` (unset: traces off).
+static SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+/// Installs the process's sampler (traces on). A second call changes nothing.
+pub fn install(sampler: Sampler) {
+    let _ = SAMPLER.set(sampler);
 }
 
-fn span_traceparent(span: &tracing::Span) -> Option<String> {
-    if span.is_disabled() {
-        return None;
+/// Which hops are traced: `OTEL_TRACES_SAMPLER` with the SDK's names and meaning.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampler {
+    /// `parentbased_*`: a hop with a parent follows the parent's "sampled" flag.
+    parent_based: bool,
+    /// The decision for a hop without a parent (or for every hop when not parent-based).
+    rule: Rule,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Rule {
+    On,
+    Off,
+    /// `traceidratio`: this share of trace ids, decided on the trace id as the SDK does (the
+    /// same trace id, the same answer, in both processes).
+    Ratio(f64),
+}
+
+impl Sampler {
+    /// The default, `parentbased_always_on`.
+    pub const DEFAULT: Sampler = Sampler { parent_based: true, rule: Rule::On };
+
+    /// Reads `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` from the environment.
+    pub fn from_env() -> Result<Sampler, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Sampler::parse(var("OTEL_TRACES_SAMPLER").as_deref(), var("OTEL_TRACES_SAMPLER_ARG").as_deref())
     }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| format_traceparent(&sc))
+
+    /// `name` as `OTEL_TRACES_SAMPLER` spells it (unset: the default), `arg` the ratio for the
+    /// `*traceidratio` ones (unset: 1.0). Anything else is an error naming the variable.
+    pub fn parse(name: Option<&str>, arg: Option<&str>) -> Result<Sampler, String> {
+        let ratio = || -> Result<f64, String> {
+            let Some(arg) = arg else { return Ok(1.0) };
+            match arg.trim().parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(format!("OTEL_TRACES_SAMPLER_ARG: {arg:?} is not a ratio from 0 to 1")),
+            }
+        };
+        let (parent_based, rule) = match name.map(str::trim).unwrap_or("parentbased_always_on") {
+            "always_on" => (false, Rule::On),
+            "always_off" => (false, Rule::Off),
+            "traceidratio" => (false, Rule::Ratio(ratio()?)),
+            "parentbased_always_on" => (true, Rule::On),
+            "parentbased_always_off" => (true, Rule::Off),
+            "parentbased_traceidratio" => (true, Rule::Ratio(ratio()?)),
+            other => {
+                return Err(format!(
+                    "OTEL_TRACES_SAMPLER: {other:?} is not one of always_on, always_off, traceidratio, \
+                     parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+                ));
+            }
+        };
+        Ok(Sampler { parent_based, rule })
+    }
+
+    /// Whether a hop continuing `parent` (none: a new trace) is traced.
+    pub fn keeps(&self, parent: Option<&SpanContext>) -> bool {
+        match (parent, self.rule) {
+            (Some(p), _) if self.parent_based => p.is_sampled(),
+            (_, Rule::On) => true,
+            (_, Rule::Off) => false,
+            (Some(p), Rule::Ratio(r)) => ratio_keeps(p.trace_id(), r),
+            (None, Rule::Ratio(r)) => rand::random::<f64>() < r,
+        }
+    }
+}
+
+impl std::fmt::Display for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let prefix = if self.parent_based { "parentbased_" } else { "" };
+        match self.rule {
+            Rule::On => write!(f, "{prefix}always_on"),
+            Rule::Off => write!(f, "{prefix}always_off"),
+            Rule::Ratio(r) => write!(f, "{prefix}traceidratio {r}"),
+        }
+    }
+}
+
+/// The SDK's `TraceIdRatioBased` test: the trace id's low 63 bits below `ratio` × 2^63.
+fn ratio_keeps(trace_id: TraceId, ratio: f64) -> bool {
+    let bytes = trace_id.to_bytes();
+    let low = u64::from_be_bytes(bytes[8..].try_into().unwrap_or([0; 8]));
+    (low >> 1) < (ratio.max(0.0) * (1u64 << 63) as f64) as u64
+}
+
+/// One hop of an order's trace: its span when the sampler kept it, else the context it passes
+/// on (the parent's, or a new trace's, with "sampled" off).
+#[derive(Debug)]
+pub struct Hop {
+    span: tracing::Span,
+    passed: Option<SpanContext>,
+}
+
+/// Starts a hop continuing `parent` (a stored traceparent ([`parse`]) or a request's
+/// ([`extract`])); `make` builds its span and is called only when the hop is sampled.
+pub fn hop(parent: Option<SpanContext>, make: impl FnOnce() -> tracing::Span) -> Hop {
+    match SAMPLER.get() {
+        Some(sampler) => hop_with(sampler, parent, make),
+        None => Hop { span: tracing::Span::none(), passed: None },
+    }
+}
+
+fn hop_with(sampler: &Sampler, parent: Option<SpanContext>, make: impl FnOnce() -> tracing::Span) -> Hop {
+    if sampler.keeps(parent.as_ref()) {
+        let span = make();
+        if let Some(p) = parent
+            && !span.is_disabled()
+        {
+            let _ = span.set_parent(Context::new().with_remote_span_context(p));
+        }
+        return Hop { span, passed: None };
+    }
+    let passed = match parent {
+        Some(p) => SpanContext::new(p.trace_id(), p.span_id(), TraceFlags::default(), true, p.trace_state().clone()),
+        None => {
+            use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+            let ids = RandomIdGenerator::default();
+            SpanContext::new(ids.new_trace_id(), ids.new_span_id(), TraceFlags::default(), false, TraceState::NONE)
+        }
+    };
+    Hop { span: tracing::Span::none(), passed: Some(passed) }
+}
+
+impl Hop {
+    /// The hop's span (a disabled one when the hop is not sampled or traces are off): to
+    /// instrument the hop's future and record its fields.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// A child span of this hop, built by `make` only when the hop's span was.
+    pub fn child(&self, make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+        if self.span.is_disabled() { tracing::Span::none() } else { make() }
+    }
+
+    /// The context to store with a row (the next hop continues it); `None` with traces off.
+    pub fn traceparent(&self) -> Option<String> {
+        self.context().map(|sc| format_traceparent(&sc))
+    }
+
+    /// Writes the hop's context into outgoing gRPC metadata (`traceparent`, `tracestate`)
+    /// through the global propagator (W3C trace context).
+    pub fn inject(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Some(sc) = self.context() {
+            let cx = Context::new().with_remote_span_context(sc);
+            opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(metadata)));
+        }
+    }
+
+    fn context(&self) -> Option<SpanContext> {
+        if self.span.is_disabled() {
+            return self.passed.clone();
+        }
+        let sc = self.span.context().span().span_context().clone();
+        sc.is_valid().then_some(sc)
+    }
 }
 
 fn format_traceparent(sc: &SpanContext) -> String {
@@ -74,55 +234,21 @@ pub fn parse(traceparent: &str) -> Option<SpanContext> {
     sc.is_valid().then_some(sc)
 }
 
-/// Makes `span` a child of the stored `traceparent`; nothing when it is missing or invalid
-/// (the span starts its own trace) or the span is not traced.
-pub fn set_parent(span: &tracing::Span, traceparent: Option<&str>) {
-    if span.is_disabled() {
-        return;
-    }
-    if let Some(sc) = traceparent.and_then(parse) {
-        let _ = span.set_parent(Context::new().with_remote_span_context(sc));
-    }
-}
-
-/// Makes `span` a child of the remote parent a request carried ([`extract`]).
-pub fn set_remote_parent(span: &tracing::Span, parent: Option<Context>) {
-    if let Some(cx) = parent
-        && !span.is_disabled()
-    {
-        let _ = span.set_parent(cx);
-    }
-}
-
-/// Writes `span`'s context into outgoing gRPC metadata (`traceparent`, `tracestate`) through
-/// the global propagator (W3C trace context).
-pub fn inject(span: &tracing::Span, metadata: &mut tonic::metadata::MetadataMap) {
-    if span.is_disabled() {
-        return;
-    }
-    let cx = span.context();
-    if !cx.span().span_context().is_valid() {
-        return;
-    }
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(metadata)));
-}
-
 /// The remote parent an incoming request carries: `None` when traces are off or its
 /// `traceparent` is missing or does not [`parse`]; a `tracestate` over 512 bytes is dropped.
-pub fn extract(metadata: &tonic::metadata::MetadataMap) -> Option<Context> {
-    if !crate::telemetry::traces_on() {
-        return None;
-    }
+pub fn extract(metadata: &tonic::metadata::MetadataMap) -> Option<SpanContext> {
+    SAMPLER.get()?;
     extract_checked(metadata)
 }
 
-fn extract_checked(metadata: &tonic::metadata::MetadataMap) -> Option<Context> {
+fn extract_checked(metadata: &tonic::metadata::MetadataMap) -> Option<SpanContext> {
     let get = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok());
     let traceparent = get("traceparent").filter(|t| parse(t).is_some())?;
     let tracestate = get("tracestate").filter(|s| s.len() <= TRACESTATE_MAX);
     let carrier = Checked { traceparent, tracestate };
     let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
-    cx.span().span_context().is_valid().then_some(cx)
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then_some(sc)
 }
 
 /// What [`extract`] lets the propagator read: the checked headers, nothing else.
@@ -210,52 +336,137 @@ mod tests {
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f)
     }
 
+    const ON: Sampler = Sampler::DEFAULT;
+
+    fn hop_on(parent: Option<&str>, name: &'static str) -> Hop {
+        hop_with(&ON, parent.and_then(parse), || match name {
+            "child" => tracing::info_span!(target: SPANS, "child"),
+            _ => tracing::info_span!(target: SPANS, "root"),
+        })
+    }
+
     #[test]
     fn a_stored_traceparent_makes_the_span_its_child_and_garbage_starts_a_new_trace() {
         traced(|| {
-            let child = tracing::info_span!(target: SPANS, "child");
-            set_parent(&child, Some(VALID));
-            let tp = span_traceparent(&child).expect("traced");
+            let child = hop_on(Some(VALID), "child");
+            assert!(!child.span().is_disabled());
+            let tp = child.traceparent().expect("traced");
             assert_eq!(tp.len(), TRACEPARENT_LEN);
             assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{tp}");
             assert!(!tp.contains("00f067aa0ba902b7"), "its own span id: {tp}");
-            assert!(parse(&tp).is_some());
+            assert!(tp.ends_with("-01") && parse(&tp).is_some());
 
             for garbage in ["00-zz", "", &"x".repeat(10_000)] {
-                let root = tracing::info_span!(target: SPANS, "root");
-                set_parent(&root, Some(garbage));
-                let tp = span_traceparent(&root).expect("traced");
+                let root = hop_on(Some(garbage), "root");
+                let tp = root.traceparent().expect("traced");
                 assert!(!tp.contains("4bf92f3577b34da6a3ce929d0e0e4736") && parse(&tp).is_some(), "{tp}");
             }
-            // Not one of the trace's spans: no context.
-            assert!(span_traceparent(&tracing::info_span!("other")).is_none());
+            // Traces off (no sampler installed in this test process): nothing built, nothing passed.
+            let mut built = false;
+            let off = hop(parse(VALID), || {
+                built = true;
+                tracing::info_span!(target: SPANS, "x")
+            });
+            assert!(!built && off.span().is_disabled() && off.traceparent().is_none());
         });
+    }
+
+    #[test]
+    fn an_unsampled_hop_builds_no_span_and_passes_the_decision_on() {
+        traced(|| {
+            let off = Sampler::parse(Some("always_off"), None).unwrap();
+            let built = std::cell::Cell::new(0);
+            let make = || {
+                built.set(built.get() + 1);
+                tracing::info_span!(target: SPANS, "x")
+            };
+            // A new trace, not sampled: no span, a fresh context with "sampled" off.
+            let root = hop_with(&off, None, make);
+            assert!(root.span().is_disabled() && root.child(|| panic!("no child of nothing")).is_disabled());
+            let tp = root.traceparent().expect("the decision travels");
+            assert!(tp.ends_with("-00") && parse(&tp).is_some(), "{tp}");
+            // The next hop (default sampler) follows it, and passes the same trace on.
+            let next = hop_with(&ON, parse(&tp), make);
+            assert!(next.span().is_disabled());
+            assert_eq!(next.traceparent().as_deref(), Some(tp.as_str()));
+            let mut md = tonic::metadata::MetadataMap::new();
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
+            next.inject(&mut md);
+            assert_eq!(md.get("traceparent").and_then(|v| v.to_str().ok()), Some(tp.as_str()));
+            // A sampled parent under a sampler that keeps nothing: passed on, flag off.
+            let dropped = hop_with(&off, parse(VALID), make);
+            assert_eq!(
+                dropped.traceparent().as_deref(),
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+            );
+            assert_eq!(built.get(), 0, "no span was built for an unsampled hop");
+            // A sampled hop's child is built.
+            let kept = hop_with(&ON, None, make);
+            assert_eq!(built.get(), 1);
+            assert!(!kept.child(|| tracing::info_span!(target: SPANS, "c")).is_disabled());
+        });
+    }
+
+    #[test]
+    fn the_sampler_reads_the_sdk_names_and_refuses_anything_else() {
+        let p = |n: Option<&str>, a: Option<&str>| Sampler::parse(n, a);
+        assert_eq!(p(None, None), Ok(Sampler::DEFAULT));
+        assert_eq!(
+            p(Some("parentbased_traceidratio"), Some("0.25")).unwrap().to_string(),
+            "parentbased_traceidratio 0.25"
+        );
+        assert_eq!(p(Some("traceidratio"), None).unwrap().to_string(), "traceidratio 1");
+        for (n, a) in [(Some("sometimes"), None), (Some("traceidratio"), Some("2")), (Some("traceidratio"), Some("x"))]
+        {
+            let e = p(n, a).unwrap_err();
+            assert!(e.starts_with("OTEL_TRACES_SAMPLER"), "{e}");
+        }
+        let sampled = parse(VALID).unwrap();
+        let unsampled = parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        let s = |n: &str, a: Option<&str>| p(Some(n), a).unwrap();
+        assert!(s("parentbased_always_off", None).keeps(Some(&sampled)));
+        assert!(!s("parentbased_always_off", None).keeps(None));
+        assert!(!s("parentbased_always_on", None).keeps(Some(&unsampled)));
+        assert!(s("always_on", None).keeps(Some(&unsampled)));
+        assert!(!s("always_off", None).keeps(Some(&sampled)));
+        // traceidratio decides on the trace id: the low 63 bits of ...4736 are far below 1.0,
+        // and above 0.0; the same id always gets the same answer.
+        assert!(s("traceidratio", Some("1")).keeps(Some(&unsampled)));
+        assert!(!s("traceidratio", Some("0")).keeps(Some(&sampled)));
+        let half = s("traceidratio", Some("0.5"));
+        let low = parse("00-000000000000000000000000000000ff-00f067aa0ba902b7-00").unwrap();
+        let high = parse("00-0000000000000000ffffffffffffffff-00f067aa0ba902b7-01").unwrap();
+        assert!(half.keeps(Some(&low)) && !half.keeps(Some(&high)));
+        // Roots under a ratio: about that share.
+        let tenth = s("parentbased_traceidratio", Some("0.1"));
+        let kept = (0..10_000).filter(|_| tenth.keeps(None)).count();
+        assert!((700..1300).contains(&kept), "{kept} of 10000");
     }
 
     #[test]
     fn grpc_metadata_carries_the_context_and_hostile_metadata_is_ignored() {
         use tonic::metadata::MetadataMap;
         traced(|| {
-            let span = tracing::info_span!(target: SPANS, "client");
-            set_parent(&span, Some(VALID));
+            let client = hop_on(Some(VALID), "child");
             let mut md = MetadataMap::new();
-            inject(&span, &mut md);
+            client.inject(&mut md);
             let sent = md.get("traceparent").and_then(|v| v.to_str().ok()).expect("injected").to_owned();
-            assert_eq!(Some(sent.clone()), span_traceparent(&span));
+            assert_eq!(Some(sent.clone()), client.traceparent());
             md.insert("tracestate", "vendor=1".parse().unwrap());
             // `extract` answers only while traces are on (a process-wide switch, not set here).
             assert!(extract(&md).is_none());
-            let cx = extract_checked(&md).expect("what we sent");
-            assert_eq!(cx.span().span_context().trace_state().get("vendor"), Some("1"));
-            let server = tracing::info_span!(target: SPANS, "server");
-            set_remote_parent(&server, Some(cx));
-            let tp = span_traceparent(&server).unwrap();
+            let sc = extract_checked(&md).expect("what we sent");
+            assert_eq!(sc.trace_state().get("vendor"), Some("1"));
+            let server = hop_with(&ON, Some(sc), || tracing::info_span!(target: SPANS, "server"));
+            let tp = server.traceparent().unwrap();
             assert_eq!(&tp[..36], &sent[..36], "same trace");
 
             let mut long_state = md.clone();
             long_state.insert("tracestate", format!("a={}", "b".repeat(600)).parse().unwrap());
-            let cx = extract_checked(&long_state).expect("the traceparent still counts");
-            assert_eq!(cx.span().span_context().trace_state().header(), "");
+            let sc = extract_checked(&long_state).expect("the traceparent still counts");
+            assert_eq!(sc.trace_state().header(), "");
 
             let mut hostile = MetadataMap::new();
             hostile.insert("traceparent", format!("{VALID}; drop").parse().unwrap());

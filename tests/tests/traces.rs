@@ -341,3 +341,60 @@ async fn a_collector_that_is_down_costs_one_log_line_and_nothing_else() {
         assert_eq!(lines, 1, "{name} logged {lines} trace export failures:\n{log}");
     }
 }
+
+/// A sampler the SDK would not know, or a ratio outside 0..1, is a configuration error: exit 78
+/// naming the variable, before anything is bound or stored (the SDK itself would fall back to
+/// tracing everything without a word).
+#[test]
+fn a_sampler_that_does_not_exist_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let pem = keys.path().join("wix.pem");
+    std::fs::write(&pem, &wixprint_tests::webhook::KeyPair::shared().public_pem).unwrap();
+    for (sampler, arg, named) in [
+        ("sometimes", "", "OTEL_TRACES_SAMPLER"),
+        ("parentbased_traceidratio", "1.5", "OTEL_TRACES_SAMPLER_ARG"),
+        ("traceidratio", "ten percent", "OTEL_TRACES_SAMPLER_ARG"),
+    ] {
+        for binary in ["wix-ingest", "wix-print"] {
+            let out = std::process::Command::new(wixprint_tests::harness::bin_path(binary))
+                .arg("--check-config")
+                .env_clear()
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
+                .env("OTEL_TRACES_SAMPLER", sampler)
+                .env("OTEL_TRACES_SAMPLER_ARG", arg)
+                .env("WIX_WEBHOOK_PUBLIC_KEY_FILE", &pem)
+                .env("INGEST_DB_PATH", dir.path().join("ingest.db"))
+                .env("PRINT_DB_PATH", dir.path().join("print.db"))
+                .env("PRINTER_URL", "tcp://127.0.0.1:9")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{binary} {sampler} {arg}: {err}");
+            assert!(err.contains(named), "{binary}: {err}");
+        }
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created");
+    // The same variables are fine with traces off (nothing reads them then) ...
+    let out = std::process::Command::new(wixprint_tests::harness::bin_path("wix-print"))
+        .arg("--check-config")
+        .env_clear()
+        .env("OTEL_TRACES_SAMPLER", "sometimes")
+        .env("PRINT_DB_PATH", dir.path().join("print.db"))
+        .env("PRINTER_URL", "tcp://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // ... and a good sampler passes.
+    let out = std::process::Command::new(wixprint_tests::harness::bin_path("wix-print"))
+        .arg("--check-config")
+        .env_clear()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+        .env("OTEL_TRACES_SAMPLER_ARG", "0.25")
+        .env("PRINT_DB_PATH", dir.path().join("print.db"))
+        .env("PRINTER_URL", "tcp://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -157,15 +157,18 @@ impl Forwarder {
                 }
                 // A child of the webhook that stored the row (a new trace for synced and phone
                 // orders); each attempt is one span, its context goes along in the metadata.
-                // (Field values are only evaluated when traces are on.)
-                let span = tracing::info_span!(target: wixprint_shared::traces::SPANS, "outbox.forward",
-                    otel.kind = "client", otel.status_code = tracing::field::Empty, rpc.system = "grpc",
-                    rpc.method = "SubmitOrder", rpc.grpc.status_code = tracing::field::Empty,
-                    order.id = %row.order_id, order.number = row.request.order.as_ref().map_or("", |o| o.number.as_str()),
-                    order.version = row.version, outbox.attempt = i64::from(row.attempts) + 1);
-                wixprint_shared::traces::set_parent(&span, row.traceparent.as_deref());
+                // (The span is built only when the trace is sampled.)
+                let parent = row.traceparent.as_deref().and_then(wixprint_shared::traces::parse);
+                let trace = wixprint_shared::traces::hop(parent, || {
+                    tracing::info_span!(target: wixprint_shared::traces::SPANS, "outbox.forward",
+                        otel.kind = "client", otel.status_code = tracing::field::Empty, rpc.system = "grpc",
+                        rpc.method = "SubmitOrder", rpc.grpc.status_code = tracing::field::Empty,
+                        order.id = %row.order_id, order.number = row.request.order.as_ref().map_or("", |o| o.number.as_str()),
+                        order.version = row.version, outbox.attempt = i64::from(row.attempts) + 1)
+                });
+                let span = trace.span().clone();
                 let mut request = tonic::Request::new(row.request);
-                wixprint_shared::traces::inject(&span, request.metadata_mut());
+                trace.inject(request.metadata_mut());
                 let result = self.client.submit_order(request).instrument(span.clone()).await;
                 let code = match &result {
                     Ok(_) => tonic::Code::Ok,
@@ -175,7 +178,7 @@ impl Forwarder {
                 if code != tonic::Code::Ok {
                     span.record("otel.status_code", "ERROR");
                 }
-                drop(span);
+                drop((span, trace));
                 let stored = match result {
                     Ok(resp) => {
                         pace.succeeded();

@@ -21,7 +21,7 @@ use tracing::field::Empty;
 
 use wixprint_shared::proto::order::OrderSource;
 use wixprint_shared::ratelimit::{LogDecision, LogLimiter};
-use wixprint_shared::traces::SPANS;
+use wixprint_shared::traces::{self, SPANS};
 
 use crate::store::{Recorded, Store};
 use crate::wix::{WebhookError, WebhookVerifier};
@@ -58,10 +58,13 @@ struct Outcome(&'static str);
 
 async fn receive(state: State<WebhookState>, body: Body) -> Response {
     let started = std::time::Instant::now();
-    // The root of the order's trace (a disabled callsite when traces are off).
-    let span = tracing::info_span!(target: SPANS, "webhook", otel.kind = "server", otel.status_code = Empty,
-        webhook.result = Empty, wix.event_id = Empty, order.id = Empty, order.number = Empty, order.version = Empty);
-    let response = receive_inner(state, body).instrument(span.clone()).await;
+    // The root of the order's trace (built only when sampled; nothing with traces off).
+    let trace = traces::hop(None, || {
+        tracing::info_span!(target: SPANS, "webhook", otel.kind = "server", otel.status_code = Empty,
+            webhook.result = Empty, wix.event_id = Empty, order.id = Empty, order.number = Empty, order.version = Empty)
+    });
+    let span = trace.span().clone();
+    let response = receive_inner(state, body, &trace).instrument(span.clone()).await;
     let status = response.status();
     let result = match response.extensions().get::<Outcome>() {
         Some(o) => o.0,
@@ -75,7 +78,7 @@ async fn receive(state: State<WebhookState>, body: Body) -> Response {
     response
 }
 
-async fn receive_inner(State(state): State<WebhookState>, body: Body) -> Response {
+async fn receive_inner(State(state): State<WebhookState>, body: Body, trace: &traces::Hop) -> Response {
     // Held until the answer: the body's bytes count against the global budget meanwhile.
     let (bytes, _budget) = match read_body(body, state.max_body_bytes, state.body_timeout, &state.body_budget).await {
         Ok(b) => b,
@@ -119,16 +122,18 @@ async fn receive_inner(State(state): State<WebhookState>, body: Body) -> Respons
     let verified = started.elapsed();
     let event_id = event.event_id.clone();
     let event_type = event.event_type.clone();
-    let span = tracing::Span::current();
+    let span = trace.span();
     span.record("wix.event_id", event_id.as_str());
     if let Some(order) = &event.order {
         span.record("order.id", order.id.as_str());
         span.record("order.number", order.number.as_str());
     }
     // Stored with the outbox row: forwarding continues this trace.
-    let traceparent = wixprint_shared::traces::traceparent(&span);
-    let commit = tracing::info_span!(target: SPANS, "sqlite.commit", db.system.name = "sqlite",
-        db.operation.name = "record_webhook");
+    let traceparent = trace.traceparent();
+    let commit = trace.child(|| {
+        tracing::info_span!(target: SPANS, "sqlite.commit", db.system.name = "sqlite",
+            db.operation.name = "record_webhook")
+    });
     let stored = state
         .store
         .record_webhook(event, OrderSource::WixWebhook, state.reorder_window_ms, traceparent)

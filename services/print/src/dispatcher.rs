@@ -315,12 +315,15 @@ impl Dispatcher {
 
         // One span per ticket sent, in the trace of the order version it prints (a new trace
         // for a job made without one); attempts that find the printer not ready make none.
-        let span = tracing::info_span!(target: SPANS, "print.ticket", otel.status_code = Empty, result = Empty,
-            job.id = job.id, job.attempt = i64::from(job.attempts) + 1, order.id = %job.printable.order.id,
-            order.number = %job.printable.order.number, order.version = job.version, printer = %self.printer,
-            receipt = crate::metrics::receipt_name(job.printable.receipt_type), reprint = job.printable.reprint);
-        wixprint_shared::traces::set_parent(&span, job.traceparent.as_deref());
-        let outcome = self.send_ticket(&job, conn, confirmation).instrument(span.clone()).await;
+        let parent = job.traceparent.as_deref().and_then(wixprint_shared::traces::parse);
+        let trace = wixprint_shared::traces::hop(parent, || {
+            tracing::info_span!(target: SPANS, "print.ticket", otel.status_code = Empty, result = Empty,
+                job.id = job.id, job.attempt = i64::from(job.attempts) + 1, order.id = %job.printable.order.id,
+                order.number = %job.printable.order.number, order.version = job.version, printer = %self.printer,
+                receipt = crate::metrics::receipt_name(job.printable.receipt_type), reprint = job.printable.reprint)
+        });
+        let span = trace.span().clone();
+        let outcome = self.send_ticket(&job, conn, confirmation, &trace).instrument(span.clone()).await;
         span.record("result", outcome.0);
         if matches!(outcome.0, "uncertain" | "abandoned" | "not_recorded") {
             span.record("otel.status_code", "ERROR");
@@ -335,6 +338,7 @@ impl Dispatcher {
         job: &ReadyJob,
         conn: Session<'_>,
         confirmation: Confirmation,
+        trace: &wixprint_shared::traces::Hop,
     ) -> (&'static str, Outcome) {
         // 2. Render and commit `sending` before the first byte goes out.
         let layout = if self.buzzer.contains(&job.printable.receipt_type) { &self.buzzer_layout } else { &self.layout };
@@ -360,8 +364,10 @@ impl Dispatcher {
         }
 
         // 3. and 4., the printer round trip: send, then wait for the printer's word.
-        let roundtrip = tracing::info_span!(target: SPANS, "printer.roundtrip", otel.status_code = Empty,
-            printer = %self.printer, printer.confirmation = ?confirmation, bytes = bytes.len() as i64, result = Empty);
+        let roundtrip = trace.child(|| {
+            tracing::info_span!(target: SPANS, "printer.roundtrip", otel.status_code = Empty,
+                printer = %self.printer, printer.confirmation = ?confirmation, bytes = bytes.len() as i64, result = Empty)
+        });
         let confirmed = self.roundtrip(job, conn, confirmation, &bytes, id).instrument(roundtrip.clone()).await;
         roundtrip.record(
             "result",

@@ -31,12 +31,15 @@ impl PrintService for Printing {
     async fn submit_order(&self, req: Request<SubmitOrderRequest>) -> Result<Response<SubmitOrderResponse>, Status> {
         // A child of wix-ingest's `outbox.forward` when the metadata carries a valid W3C
         // traceparent; a new trace otherwise (garbage is ignored, never an error).
-        let span = tracing::info_span!(target: wixprint_shared::traces::SPANS, "SubmitOrder", otel.kind = "server",
-            otel.status_code = Empty, rpc.system = "grpc", rpc.method = "SubmitOrder", order.id = Empty,
-            order.number = Empty, order.version = req.get_ref().version, disposition = Empty, duplicate = Empty,
-            jobs = Empty);
-        wixprint_shared::traces::set_remote_parent(&span, wixprint_shared::traces::extract(req.metadata()));
-        let result = self.submit(req.into_inner()).instrument(span.clone()).await;
+        let parent = wixprint_shared::traces::extract(req.metadata());
+        let version = req.get_ref().version;
+        let trace = wixprint_shared::traces::hop(parent, || {
+            tracing::info_span!(target: wixprint_shared::traces::SPANS, "SubmitOrder", otel.kind = "server",
+                otel.status_code = Empty, rpc.system = "grpc", rpc.method = "SubmitOrder", order.id = Empty,
+                order.number = Empty, order.version = version, disposition = Empty, duplicate = Empty, jobs = Empty)
+        });
+        let span = trace.span().clone();
+        let result = self.submit(req.into_inner(), &trace).instrument(span.clone()).await;
         if result.is_err() {
             span.record("otel.status_code", "ERROR");
         }
@@ -45,7 +48,11 @@ impl PrintService for Printing {
 }
 
 impl Printing {
-    async fn submit(&self, req: SubmitOrderRequest) -> Result<Response<SubmitOrderResponse>, Status> {
+    async fn submit(
+        &self,
+        req: SubmitOrderRequest,
+        trace: &wixprint_shared::traces::Hop,
+    ) -> Result<Response<SubmitOrderResponse>, Status> {
         let SubmitOrderRequest { order, version, previous_version, received_at } = req;
         let received_ms = received_at.as_ref().and_then(|t| wixprint_shared::time::try_ms_from_timestamp(t).ok());
         let Some(order) = order else {
@@ -64,13 +71,15 @@ impl Printing {
             )));
         }
         let order_id = order.id.clone();
-        let span = tracing::Span::current();
+        let span = trace.span();
         span.record("order.id", order.id.as_str());
         span.record("order.number", order.number.as_str());
         // Stored with the jobs: each ticket's print span continues this trace.
-        let traceparent = wixprint_shared::traces::traceparent(&span);
-        let commit = tracing::info_span!(target: wixprint_shared::traces::SPANS, "sqlite.commit",
-            db.system.name = "sqlite", db.operation.name = "submit_order");
+        let traceparent = trace.traceparent();
+        let commit = trace.child(|| {
+            tracing::info_span!(target: wixprint_shared::traces::SPANS, "sqlite.commit",
+                db.system.name = "sqlite", db.operation.name = "submit_order")
+        });
         let outcome = self
             .store
             .submit_received(order, version, previous_version, self.policy.clone(), received_ms, traceparent)
