@@ -29,6 +29,8 @@ struct Args {
     /// Offer phase 1 at this many orders/s (open loop, at most C in flight) instead of as
     /// fast as C connections go.
     accept_rate: Option<f64>,
+    /// Also report this process's CPU time (e.g. a local OpenTelemetry collector).
+    collector_pid: Option<u32>,
 }
 
 fn parse_args() -> Args {
@@ -40,10 +42,11 @@ the 3·N tickets, then M orders paced at R/s; prints accept latency, throughput,
 latency and RSS. Defaults: 2000 orders, concurrency 8, 200 paced at 20/s. Run the release build
 (scripts/bench.sh load).
   --accept-only  wix-print stays stopped: webhook acceptance alone
+  --collector-pid P  also report the CPU time process P used during phase 1 and the drain
   -h, --help     this text
   -V, --version  the version",
     );
-    let mut a = Args { orders: 2000, concurrency: 8, paced: 200, rate: 20.0, accept_only: false, accept_rate: None };
+    let mut a = Args { orders: 2000, concurrency: 8, paced: 200, rate: 20.0, accept_only: false, accept_rate: None, collector_pid: None };
     let mut argv: Vec<String> = std::env::args().collect();
     if let Some(pos) = argv.iter().position(|x| x == "--accept-only") {
         a.accept_only = true;
@@ -58,6 +61,7 @@ latency and RSS. Defaults: 2000 orders, concurrency 8, 200 paced at 20/s. Run th
             "--paced" => a.paced = v.parse().expect("--paced M"),
             "--rate" => a.rate = v.parse().expect("--rate R"),
             "--accept-rate" => a.accept_rate = Some(v.parse().expect("--accept-rate R")),
+            "--collector-pid" => a.collector_pid = Some(v.parse().expect("--collector-pid P")),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -75,6 +79,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// CPU time (user + system) the process has used so far, in milliseconds, from `/proc`.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces): state is the first, utime
+    // and stime the 12th and 13th.
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0)).collect();
+    // In clock ticks of USER_HZ, which Linux fixes at 100 for /proc.
+    f.get(11).zip(f.get(12)).map_or(0, |(u, s)| (u + s) * 10)
 }
 
 fn rss_kb(pid: u32) -> (u64, u64) {
@@ -127,6 +142,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let next = Arc::new(AtomicUsize::new(0));
     let poster = stack.poster();
+    let cpu_pids = [Some(ipid), Some(ppid), args.collector_pid];
+    let cpu_before = cpu_pids.map(|p| p.map(cpu_ms));
     let pace = args
         .accept_rate
         .map(|r| Arc::new(tokio::sync::Mutex::new(tokio::time::interval(Duration::from_secs_f64(1.0 / r)))));
@@ -174,6 +191,8 @@ async fn main() -> anyhow::Result<()> {
     let expected = 3 + 3 * total;
     stack.sim.wait_for_tickets(expected, Duration::from_secs(600)).await?;
     let drain_wall = started.elapsed();
+    let cpu_used: Vec<Option<u64>> =
+        cpu_pids.iter().zip(cpu_before).map(|(p, b)| Some(cpu_ms((*p)?).saturating_sub(b?))).collect();
 
     // Phase 2: paced end-to-end latency.
     let base = stack.sim.tickets().len();
@@ -231,6 +250,13 @@ async fn main() -> anyhow::Result<()> {
         3 * total,
         drain_wall.as_secs_f64(),
         (3 * total) as f64 / drain_wall.as_secs_f64()
+    );
+    let per_order = |ms: Option<u64>| ms.map_or("–".to_owned(), |ms| format!("{:.0} µs", ms as f64 * 1000.0 / total as f64));
+    println!(
+        "| CPU per order, phase 1 + drain: wix-ingest / wix-print / collector | {} / {} / {} | |",
+        per_order(cpu_used[0]),
+        per_order(cpu_used[1]),
+        per_order(cpu_used[2])
     );
     println!(
         "| webhook → kitchen ticket p50 ({} orders at {}/s) | {} | |",
