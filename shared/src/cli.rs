@@ -33,8 +33,9 @@ pub fn main<C, F, Fut>(
         return;
     }
     let cfg = Source::load(keys, args.config.as_deref()).and_then(|s| parse(&s)).unwrap_or_else(|e| exit_config(e));
-    // The trace sampler is configuration too (an unknown name is not silently "trace all").
-    if let Err(e) = crate::telemetry::traces_config() {
+    // The OTLP protocol and the trace sampler are configuration too (an unknown sampler is not
+    // silently "trace all").
+    if let Err(e) = crate::telemetry::check_env() {
         eprintln!("{binary}: configuration error: {e}");
         std::process::exit(EXIT_CONFIG);
     }

@@ -26,6 +26,7 @@ pub mod health;
 pub mod logging;
 pub mod money;
 pub mod notify;
+pub mod otlp_http;
 pub mod proto;
 pub mod ratelimit;
 pub mod retention;

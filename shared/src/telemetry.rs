@@ -1,7 +1,8 @@
 //! Metrics and traces (issue 13): one OpenTelemetry `MeterProvider` per process, set up once
 //! in `run()`, and one `TracerProvider`, set up by `cli::main` before logging starts.
 //!
-//! - OTLP/gRPC export, configured only by the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! - OTLP export (gRPC; HTTP/protobuf with `OTEL_EXPORTER_OTLP_PROTOCOL`, see `crate::otlp_http`),
+//!   configured only by the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`,
 //!   `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SERVICE_NAME`,
 //!   `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_METRIC_EXPORT_INTERVAL`; for traces also
 //!   `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_BSP_*`); off when no endpoint is set.
@@ -81,14 +82,19 @@ impl Telemetry {
         let mut builder = SdkMeterProvider::builder().with_resource(resource(service));
         let failures = Arc::new(AtomicU64::new(0));
         if otlp {
-            use opentelemetry_otlp::WithExportConfig;
-            let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
-            if std::env::var_os("OTEL_EXPORTER_OTLP_TIMEOUT").is_none()
-                && std::env::var_os("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT").is_none()
-            {
-                exporter = exporter.with_timeout(DEFAULT_EXPORT_TIMEOUT);
-            }
-            let exporter = exporter.build().context("building the OTLP metrics exporter (OTEL_EXPORTER_OTLP_*)")?;
+            use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+            let timeout = export_timeout("METRICS");
+            let otlp_builder = opentelemetry_otlp::MetricExporter::builder();
+            let exporter = match protocol("METRICS").map_err(anyhow::Error::msg)? {
+                Protocol::Grpc => otlp_builder.with_tonic().with_timeout(timeout).build(),
+                Protocol::HttpProtobuf => otlp_builder
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_timeout(timeout)
+                    .with_http_client(crate::otlp_http::Client::new(timeout))
+                    .build(),
+            };
+            let exporter = exporter.context("building the OTLP metrics exporter (OTEL_EXPORTER_OTLP_*)")?;
             let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: failures.clone() };
             // Its own thread; the interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
             builder = builder.with_reader(PeriodicReader::builder(exporter).build());
@@ -153,6 +159,52 @@ impl Telemetry {
 /// The process's tracer provider, when traces are on (set once by [`start_traces`]).
 static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// How OTLP travels: gRPC (our default, port 4317) or HTTP/protobuf (port 4318), as
+/// `OTEL_EXPORTER_OTLP_{METRICS,TRACES}_PROTOCOL` or `OTEL_EXPORTER_OTLP_PROTOCOL` say.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
+/// The protocol for `signal` (`METRICS` or `TRACES`); an unknown or unsupported value is an
+/// error naming the variable.
+pub fn protocol(signal: &str) -> Result<Protocol, String> {
+    let specific = format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL");
+    let (key, value) = [specific.as_str(), "OTEL_EXPORTER_OTLP_PROTOCOL"]
+        .into_iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()).map(|v| (k, v)))
+        .unwrap_or(("", "grpc".to_owned()));
+    match value.trim() {
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Err(format!("{key}: http/json is not supported; use grpc or http/protobuf")),
+        other => Err(format!("{key}: {other:?} is not one of grpc, http/protobuf")),
+    }
+}
+
+/// `OTEL_EXPORTER_OTLP_{signal}_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` (ms), else
+/// [`DEFAULT_EXPORT_TIMEOUT`] (shorter than the SDK's 10 s: a slow collector holds nothing).
+fn export_timeout(signal: &str) -> Duration {
+    [format!("OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT".to_owned()]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.trim().parse::<u64>().ok())
+        .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis)
+}
+
+/// Checks the `OTEL_*` variables that would stop a start (the protocols, the sampler) when
+/// an OTLP endpoint is set; `--check-config` and `cli::main` ask it before anything starts.
+pub fn check_env() -> Result<(), String> {
+    let set = |k: &str| std::env::var(k).is_ok_and(|s| !s.trim().is_empty());
+    if set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") {
+        protocol("METRICS")?;
+    }
+    if traces_config()?.is_some() {
+        protocol("TRACES")?;
+    }
+    Ok(())
+}
+
 /// Whether traces are wanted (`OTEL_EXPORTER_OTLP_ENDPOINT` or `..._TRACES_ENDPOINT` set and
 /// `OTEL_TRACES_EXPORTER` not `none`), and then with which sampler; an error names the
 /// variable that is wrong. `--check-config` asks this too.
@@ -168,7 +220,7 @@ pub fn traces_config() -> Result<Option<crate::traces::Sampler>, String> {
 }
 
 /// Sets up traces for `service` when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-/// `..._TRACES_ENDPOINT`) is set and `OTEL_TRACES_EXPORTER` is not `none`: the OTLP/gRPC span
+/// `..._TRACES_ENDPOINT`) is set and `OTEL_TRACES_EXPORTER` is not `none`: the OTLP span
 /// exporter behind a batch span processor (its own thread, bounded queue), the sampler read
 /// from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (default `parentbased_always_on`; a
 /// value the SDK would not know is an error), and the W3C trace-context propagator. Returns the tracer for the
@@ -179,14 +231,19 @@ pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
     let Some(sampler) = traces_config().map_err(anyhow::Error::msg)? else {
         return Ok(None);
     };
-    use opentelemetry_otlp::WithExportConfig;
-    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-    if std::env::var_os("OTEL_EXPORTER_OTLP_TIMEOUT").is_none()
-        && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT").is_none()
-    {
-        exporter = exporter.with_timeout(DEFAULT_EXPORT_TIMEOUT);
-    }
-    let exporter = exporter.build().context("building the OTLP span exporter (OTEL_EXPORTER_OTLP_*)")?;
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let timeout = export_timeout("TRACES");
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    let exporter = match protocol("TRACES").map_err(anyhow::Error::msg)? {
+        Protocol::Grpc => builder.with_tonic().with_timeout(timeout).build(),
+        Protocol::HttpProtobuf => builder
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_timeout(timeout)
+            .with_http_client(crate::otlp_http::Client::new(timeout))
+            .build(),
+    };
+    let exporter = exporter.context("building the OTLP span exporter (OTEL_EXPORTER_OTLP_*)")?;
     let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: Arc::default() };
     // The sampling decision is taken by `traces::hop` before a span is built (an unsampled
     // hop builds none); whatever reaches the SDK was chosen, so its sampler keeps everything.

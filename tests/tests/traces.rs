@@ -398,3 +398,56 @@ fn a_sampler_that_does_not_exist_is_a_configuration_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`: the same trace and the metrics reach the
+/// collector's OTLP/HTTP receiver (port 4318's protocol) from both services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_over_http_carries_the_trace_and_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let rotel = Rotel::start(dir.path(), &["traces", "metrics"]).await.expect("rotel starts (scripts/install-deps.sh)");
+    let mut opts = traced(StackOptions::default(), &format!("http://127.0.0.1:{}", rotel.http));
+    for (k, v) in [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("OTEL_METRIC_EXPORT_INTERVAL", "300")] {
+        opts = opts.ingest_env(k, v).print_env(k, v);
+    }
+    let stack = Stack::start(opts).await.expect("stack starts");
+    let event = distinct_order(PICKUP, 3);
+    let order_id = event["entityId"].as_str().unwrap().to_owned();
+    stack.send_event(&event).await.unwrap();
+    tickets(&stack, 3).await;
+    let trace = wait_for_trace(&rotel, "webhook", &order_id, |t| {
+        print_side_complete(t) && !named(t, "outbox.forward").is_empty()
+    })
+    .await;
+    let webhook = named(&trace, "webhook")[0];
+    assert_eq!(webhook.service, "wix-ingest");
+    assert!(trace.iter().all(|s| s.trace_id == webhook.trace_id), "{trace:#?}");
+    let res = wait_until(T, "both services' metrics over OTLP/HTTP", || {
+        let log = rotel.log();
+        async move { Ok(log.contains("wixprint.ingest.webhooks") && log.contains("wixprint.print.tickets")) }
+    })
+    .await;
+    res.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
+    let logs = stack.logs();
+    assert!(!logs.contains("export failed"), "{logs}");
+}
+
+/// An OTLP protocol we do not speak is a configuration error naming the variable.
+#[test]
+fn an_otlp_protocol_we_do_not_speak_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in
+        [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon")]
+    {
+        let out = std::process::Command::new(wixprint_tests::harness::bin_path("wix-print"))
+            .env_clear()
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
+            .env(key, value)
+            .env("PRINT_DB_PATH", dir.path().join("print.db"))
+            .env("PRINTER_URL", "tcp://127.0.0.1:9")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{value}: {err}");
+        assert!(err.contains(key) && err.contains(value), "{err}");
+    }
+}

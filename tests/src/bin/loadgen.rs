@@ -46,7 +46,15 @@ latency and RSS. Defaults: 2000 orders, concurrency 8, 200 paced at 20/s. Run th
   -h, --help     this text
   -V, --version  the version",
     );
-    let mut a = Args { orders: 2000, concurrency: 8, paced: 200, rate: 20.0, accept_only: false, accept_rate: None, collector_pid: None };
+    let mut a = Args {
+        orders: 2000,
+        concurrency: 8,
+        paced: 200,
+        rate: 20.0,
+        accept_only: false,
+        accept_rate: None,
+        collector_pid: None,
+    };
     let mut argv: Vec<String> = std::env::args().collect();
     if let Some(pos) = argv.iter().position(|x| x == "--accept-only") {
         a.accept_only = true;
@@ -251,7 +259,8 @@ async fn main() -> anyhow::Result<()> {
         drain_wall.as_secs_f64(),
         (3 * total) as f64 / drain_wall.as_secs_f64()
     );
-    let per_order = |ms: Option<u64>| ms.map_or("–".to_owned(), |ms| format!("{:.0} µs", ms as f64 * 1000.0 / total as f64));
+    let per_order =
+        |ms: Option<u64>| ms.map_or("–".to_owned(), |ms| format!("{:.0} µs", ms as f64 * 1000.0 / total as f64));
     println!(
         "| CPU per order, phase 1 + drain: wix-ingest / wix-print / collector | {} / {} / {} | |",
         per_order(cpu_used[0]),
