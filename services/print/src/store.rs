@@ -339,6 +339,33 @@ static UNBLOCKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
+/// The next job a printer's dispatcher takes: the first due and unblocked waiting job in
+/// (priority, order time, receipt type, id) order. One ordered walk of `jobs_printer_ready` per
+/// waiting state, each stopping at its first match, then the best of those (at most three)
+/// rows: a single `state IN (...)` query made SQLite collect and sort every waiting job of the
+/// printer for each ticket (≈5 ms per ticket with 6,000 queued, ≈7 µs this way; BENCHMARKS.md).
+static NEXT_READY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let per_state: Vec<String> = JobState::WAITING
+        .iter()
+        .map(|state| {
+            format!(
+                "SELECT * FROM (SELECT id, state, version, attempts, max_attempts, traceparent, priority,
+                        order_time_ms, type_rank
+                   FROM jobs INDEXED BY jobs_printer_ready
+                  WHERE printer = ?2 AND state = '{}' AND {DUE} AND {}
+                  ORDER BY priority, order_time_ms, type_rank, id LIMIT 1)",
+                state.as_sql(),
+                *UNBLOCKED
+            )
+        })
+        .collect();
+    format!(
+        "SELECT id, state, version, attempts, max_attempts, traceparent FROM ({})
+          ORDER BY priority, order_time_ms, type_rank, id LIMIT 1",
+        per_state.join(" UNION ALL ")
+    )
+});
+
 /// Why `requeue_dead` changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequeueRefused {
@@ -543,17 +570,9 @@ impl Store {
         self.db
             .call(move |conn| {
                 let row: Option<(i64, String, i64, u32, u32, Option<String>)> = conn
-                    .row(
-                        &format!(
-                            "SELECT id, state, version, attempts, max_attempts, traceparent FROM jobs
-                             WHERE printer = ?2 AND state IN ({}) AND {DUE} AND {unblocked}
-                             ORDER BY priority, order_time_ms, type_rank, id LIMIT 1",
-                            JobState::sql_list(&JobState::WAITING),
-                            unblocked = *UNBLOCKED
-                        ),
-                        params![queue_now_ms(), printer, horizon],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-                    )
+                    .row(&NEXT_READY, params![queue_now_ms(), printer, horizon], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    })
                     .optional()?;
                 let Some((id, state, version, attempts, max_attempts, traceparent)) = row else {
                     return Ok(None);
@@ -1615,6 +1634,39 @@ mod tests {
     async fn send(store: &Store, job: &ReadyJob) {
         store.mark_sending(job, "0001".into()).await.unwrap();
         store.mark_awaiting_confirm(job.id).await.unwrap();
+    }
+
+    /// The dispatcher's query walks `jobs_printer_ready` in order, one state at a time, and
+    /// sorts only the (at most three) rows that walk found: never every waiting job.
+    #[tokio::test]
+    async fn the_next_job_is_found_by_an_ordered_index_walk_and_across_waiting_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir).await;
+        let conn = rusqlite::Connection::open(dir.path().join("print.db")).unwrap();
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", *NEXT_READY)).unwrap();
+        let plan: Vec<String> =
+            st.query_map(params![0, "main", 0], |r| r.get::<_, String>(3)).unwrap().collect::<Result<_, _>>().unwrap();
+        let searches: Vec<&String> = plan.iter().filter(|l| l.starts_with("SEARCH jobs ")).collect();
+        assert_eq!(searches.len(), JobState::WAITING.len(), "{plan:#?}");
+        assert!(searches.iter().all(|l| l.contains("jobs_printer_ready (printer=? AND state=?)")), "{plan:#?}");
+        assert_eq!(
+            plan.iter().filter(|l| l.contains("TEMP B-TREE")).count(),
+            1,
+            "only the final pick sorts: {plan:#?}"
+        );
+
+        // An earlier order's ticket in doubt (state uncertain) comes before a later queued one.
+        s.submit(order(OrderStatus::Approved, 1), 1, 0, policy()).await.unwrap();
+        let first = s.next_ready_job("main").await.unwrap().unwrap();
+        send(&s, &first).await;
+        let mut later = order(OrderStatus::Approved, 1);
+        later.id = "o-2".into();
+        later.number = "10002".into();
+        s.submit(later, 1, 0, policy()).await.unwrap();
+        let to = s.mark_uncertain(first.id, JobState::AwaitingConfirm, "no answer".into(), queue_now_ms()).await;
+        assert_eq!(to.unwrap(), JobState::Uncertain);
+        let next = s.next_ready_job("main").await.unwrap().unwrap();
+        assert_eq!((next.id, next.state), (first.id, JobState::Uncertain));
     }
 
     #[tokio::test]
