@@ -62,6 +62,25 @@ pub struct Telemetry {
     pub metrics_addr: Option<SocketAddr>,
 }
 
+/// Builds the OTLP exporter of `$builder` (a metric or span exporter builder: the same
+/// methods, no common trait) for `$signal` (`"METRICS"` / `"TRACES"`) with the protocol and
+/// timeout the environment names; `?` on a protocol that is not spoken.
+macro_rules! otlp_exporter {
+    ($builder:expr, $signal:literal) => {{
+        use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+        let timeout = export_timeout($signal);
+        match protocol($signal).map_err(anyhow::Error::msg)? {
+            Protocol::Grpc => $builder.with_tonic().with_timeout(timeout).build(),
+            Protocol::HttpProtobuf => $builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_timeout(timeout)
+                .with_http_client(crate::otlp_http::Client::new(timeout))
+                .build(),
+        }
+    }};
+}
+
 impl Telemetry {
     /// Sets up the global meter provider for `service` ("wix-ingest" / "wix-print"): OTLP
     /// when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._METRICS_ENDPOINT`) is set, the Prometheus
@@ -82,18 +101,7 @@ impl Telemetry {
         let mut builder = SdkMeterProvider::builder().with_resource(resource(service));
         let failures = Arc::new(AtomicU64::new(0));
         if otlp {
-            use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-            let timeout = export_timeout("METRICS");
-            let otlp_builder = opentelemetry_otlp::MetricExporter::builder();
-            let exporter = match protocol("METRICS").map_err(anyhow::Error::msg)? {
-                Protocol::Grpc => otlp_builder.with_tonic().with_timeout(timeout).build(),
-                Protocol::HttpProtobuf => otlp_builder
-                    .with_http()
-                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                    .with_timeout(timeout)
-                    .with_http_client(crate::otlp_http::Client::new(timeout))
-                    .build(),
-            };
+            let exporter = otlp_exporter!(opentelemetry_otlp::MetricExporter::builder(), "METRICS");
             let exporter = exporter.context("building the OTLP metrics exporter (OTEL_EXPORTER_OTLP_*)")?;
             let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: failures.clone() };
             // Its own thread; the interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
@@ -231,18 +239,7 @@ pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
     let Some(sampler) = traces_config().map_err(anyhow::Error::msg)? else {
         return Ok(None);
     };
-    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
-    let timeout = export_timeout("TRACES");
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    let exporter = match protocol("TRACES").map_err(anyhow::Error::msg)? {
-        Protocol::Grpc => builder.with_tonic().with_timeout(timeout).build(),
-        Protocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_timeout(timeout)
-            .with_http_client(crate::otlp_http::Client::new(timeout))
-            .build(),
-    };
+    let exporter = otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), "TRACES");
     let exporter = exporter.context("building the OTLP span exporter (OTEL_EXPORTER_OTLP_*)")?;
     let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: Arc::default() };
     // The sampling decision is taken by `traces::hop` before a span is built (an unsampled

@@ -69,8 +69,9 @@ impl Rotel {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
-        wait_until(START, "rotel listening", || async move {
-            Ok(tokio::net::TcpStream::connect(("127.0.0.1", grpc)).await.is_ok())
+        wait_until(START, "rotel listening (OTLP/gRPC and OTLP/HTTP)", || async move {
+            Ok(tokio::net::TcpStream::connect(("127.0.0.1", grpc)).await.is_ok()
+                && tokio::net::TcpStream::connect(("127.0.0.1", http)).await.is_ok())
         })
         .await?;
         Ok(Rotel { _child: child, log, grpc, http })

@@ -357,46 +357,55 @@ fn a_sampler_that_does_not_exist_is_a_configuration_error() {
         ("traceidratio", "ten percent", "OTEL_TRACES_SAMPLER_ARG"),
     ] {
         for binary in ["wix-ingest", "wix-print"] {
-            let out = std::process::Command::new(wixprint_tests::harness::bin_path(binary))
-                .arg("--check-config")
-                .env_clear()
-                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
-                .env("OTEL_TRACES_SAMPLER", sampler)
-                .env("OTEL_TRACES_SAMPLER_ARG", arg)
-                .env("WIX_WEBHOOK_PUBLIC_KEY_FILE", &pem)
-                .env("INGEST_DB_PATH", dir.path().join("ingest.db"))
-                .env("PRINT_DB_PATH", dir.path().join("print.db"))
-                .env("PRINTER_URL", "tcp://127.0.0.1:9")
-                .output()
-                .unwrap();
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(78), "{binary} {sampler} {arg}: {err}");
+            let endpoint = format!("http://127.0.0.1:{}", free_port());
+            let env = [
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_TRACES_SAMPLER", sampler),
+                ("OTEL_TRACES_SAMPLER_ARG", arg),
+            ];
+            let (code, err) = run_with(binary, &env, dir.path(), &pem, true);
+            assert_eq!(code, Some(78), "{binary} {sampler} {arg}: {err}");
             assert!(err.contains(named), "{binary}: {err}");
         }
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was created");
     // The same variables are fine with traces off (nothing reads them then) ...
-    let out = std::process::Command::new(wixprint_tests::harness::bin_path("wix-print"))
-        .arg("--check-config")
-        .env_clear()
-        .env("OTEL_TRACES_SAMPLER", "sometimes")
-        .env("PRINT_DB_PATH", dir.path().join("print.db"))
-        .env("PRINTER_URL", "tcp://127.0.0.1:9")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (code, err) = run_with("wix-print", &[("OTEL_TRACES_SAMPLER", "sometimes")], dir.path(), &pem, true);
+    assert_eq!(code, Some(0), "{err}");
     // ... and a good sampler passes.
-    let out = std::process::Command::new(wixprint_tests::harness::bin_path("wix-print"))
-        .arg("--check-config")
+    let good = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+    ];
+    let (code, err) = run_with("wix-print", &good, dir.path(), &pem, true);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+/// Runs `binary` (with `--check-config` when `check`) with only `env` and a minimal valid
+/// configuration (databases in `dir`, the Wix key `pem`, a printer address); returns its exit
+/// code and stderr.
+fn run_with(
+    binary: &str,
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+    pem: &std::path::Path,
+    check: bool,
+) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(wixprint_tests::harness::bin_path(binary));
+    if check {
+        cmd.arg("--check-config");
+    }
+    let out = cmd
         .env_clear()
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
-        .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-        .env("OTEL_TRACES_SAMPLER_ARG", "0.25")
-        .env("PRINT_DB_PATH", dir.path().join("print.db"))
+        .env("WIX_WEBHOOK_PUBLIC_KEY_FILE", pem)
+        .env("INGEST_DB_PATH", dir.join("ingest.db"))
+        .env("PRINT_DB_PATH", dir.join("print.db"))
         .env("PRINTER_URL", "tcp://127.0.0.1:9")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`: the same trace and the metrics reach the
@@ -410,6 +419,15 @@ async fn otlp_over_http_carries_the_trace_and_the_metrics() {
         opts = opts.ingest_env(k, v).print_env(k, v);
     }
     let stack = Stack::start(opts).await.expect("stack starts");
+    // Metrics first (exported every 300 ms from start-up): both services reach the receiver.
+    let res = wait_until(T, "both services' metrics over OTLP/HTTP", || {
+        let log = rotel.log();
+        async move {
+            Ok(log.contains("wixprint.ingest.outbox.backlog") && log.contains("wixprint.print.printer.state"))
+        }
+    })
+    .await;
+    res.unwrap_or_else(|e| panic!("{e:#}\n{}\nrotel:\n{}", stack.logs(), rotel.log()));
     let event = distinct_order(PICKUP, 3);
     let order_id = event["entityId"].as_str().unwrap().to_owned();
     stack.send_event(&event).await.unwrap();
@@ -421,12 +439,6 @@ async fn otlp_over_http_carries_the_trace_and_the_metrics() {
     let webhook = named(&trace, "webhook")[0];
     assert_eq!(webhook.service, "wix-ingest");
     assert!(trace.iter().all(|s| s.trace_id == webhook.trace_id), "{trace:#?}");
-    let res = wait_until(T, "both services' metrics over OTLP/HTTP", || {
-        let log = rotel.log();
-        async move { Ok(log.contains("wixprint.ingest.webhooks") && log.contains("wixprint.print.tickets")) }
-    })
-    .await;
-    res.unwrap_or_else(|e| panic!("{e:#}\n{}", stack.logs()));
     let logs = stack.logs();
     assert!(!logs.contains("export failed"), "{logs}");
 }
@@ -435,19 +447,20 @@ async fn otlp_over_http_carries_the_trace_and_the_metrics() {
 #[test]
 fn an_otlp_protocol_we_do_not_speak_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
-    for (key, value) in
-        [("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"), ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon")]
-    {
-        let out = std::process::Command::new(wixprint_tests::harness::bin_path("wix-print"))
-            .env_clear()
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
-            .env(key, value)
-            .env("PRINT_DB_PATH", dir.path().join("print.db"))
-            .env("PRINTER_URL", "tcp://127.0.0.1:9")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(78), "{value}: {err}");
-        assert!(err.contains(key) && err.contains(value), "{err}");
+    let pem = dir.path().join("absent.pem");
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    for (key, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon"),
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc+smoke-signals"),
+    ] {
+        // Both at start-up and under --check-config, before anything is created.
+        for check in [false, true] {
+            let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), (key, value)];
+            let (code, err) = run_with("wix-print", &env, dir.path(), &pem, check);
+            assert_eq!(code, Some(78), "{value}: {err}");
+            assert!(err.contains(key) && err.contains(value), "{err}");
+        }
     }
+    assert!(!dir.path().join("print.db").exists());
 }
