@@ -99,11 +99,11 @@ impl Telemetry {
             return Ok(Telemetry { provider: None, metrics_addr: None });
         }
         let mut builder = SdkMeterProvider::builder().with_resource(resource(service));
-        let failures = Arc::new(AtomicU64::new(0));
         if otlp {
             let exporter = otlp_exporter!(opentelemetry_otlp::MetricExporter::builder(), "METRICS");
             let exporter = exporter.context("building the OTLP metrics exporter (OTEL_EXPORTER_OTLP_*)")?;
-            let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: failures.clone() };
+            let exporter =
+                LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: &METRIC_EXPORT_FAILURES };
             // Its own thread; the interval comes from OTEL_METRIC_EXPORT_INTERVAL (default 60 s).
             builder = builder.with_reader(PeriodicReader::builder(exporter).build());
         }
@@ -120,12 +120,16 @@ impl Telemetry {
         }
         let provider = builder.build();
         opentelemetry::global::set_meter_provider(provider.clone());
-        let f = failures.clone();
         meter()
             .u64_observable_counter("wixprint.telemetry.export.failures")
-            .with_description("OTLP metric exports that failed (the batch is dropped; logged once per outage)")
+            .with_description("OTLP exports that failed, by signal (the batch is dropped; logged once per outage)")
             .with_unit("{export}")
-            .with_callback(move |o| o.observe(f.load(Ordering::Relaxed), &[]))
+            .with_callback(move |o| {
+                o.observe(METRIC_EXPORT_FAILURES.load(Ordering::Relaxed), &[KeyValue::new("signal", "metrics")]);
+                if TRACER_PROVIDER.get().is_some() {
+                    o.observe(TRACE_EXPORT_FAILURES.load(Ordering::Relaxed), &[KeyValue::new("signal", "traces")]);
+                }
+            })
             .build();
         let mut bound = None;
         if let Some((l, registry)) = listener {
@@ -163,6 +167,10 @@ impl Telemetry {
         }
     }
 }
+
+/// Exports that failed (the batch dropped), for `wixprint.telemetry.export.failures`.
+static METRIC_EXPORT_FAILURES: AtomicU64 = AtomicU64::new(0);
+static TRACE_EXPORT_FAILURES: AtomicU64 = AtomicU64::new(0);
 
 /// The process's tracer provider, when traces are on (set once by [`start_traces`]).
 static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
@@ -241,7 +249,7 @@ pub fn start_traces(service: &str) -> anyhow::Result<Option<SdkTracer>> {
     };
     let exporter = otlp_exporter!(opentelemetry_otlp::SpanExporter::builder(), "TRACES");
     let exporter = exporter.context("building the OTLP span exporter (OTEL_EXPORTER_OTLP_*)")?;
-    let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: Arc::default() };
+    let exporter = LoggedOnce { inner: exporter, failing: AtomicBool::new(false), failures: &TRACE_EXPORT_FAILURES };
     // The sampling decision is taken by `traces::hop` before a span is built (an unsampled
     // hop builds none); whatever reaches the SDK was chosen, so its sampler keeps everything.
     // Span limits come from the environment, as the SDK reads them.
@@ -424,7 +432,7 @@ fn resource(service: &str) -> Resource {
 struct LoggedOnce<E> {
     inner: E,
     failing: AtomicBool,
-    failures: Arc<AtomicU64>,
+    failures: &'static AtomicU64,
 }
 
 impl<E> LoggedOnce<E> {

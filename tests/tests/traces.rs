@@ -14,7 +14,7 @@ use std::time::Duration;
 use wixprint_shared::proto::order::{LineItem, Order, OrderStatus, PriceSummary};
 use wixprint_shared::proto::print::SubmitOrderRequest;
 use wixprint_tests::harness::{Stack, StackOptions, free_port, wait_until};
-use wixprint_tests::observability::Rotel;
+use wixprint_tests::observability::{Rotel, sample_sum, scrape};
 use wixprint_tests::webhook::distinct_order;
 
 const T: Duration = Duration::from_secs(30);
@@ -308,9 +308,10 @@ async fn sampling_follows_the_variable_and_the_parent_and_a_hostile_traceparent_
 async fn a_collector_that_is_down_costs_one_log_line_and_nothing_else() {
     // A closed port: every export is refused.
     let closed = free_port();
-    let mut stack = Stack::start(traced(StackOptions::default(), &format!("http://127.0.0.1:{closed}")))
-        .await
-        .expect("stack starts");
+    let print_metrics = free_port();
+    let opts = traced(StackOptions::default(), &format!("http://127.0.0.1:{closed}"))
+        .print_env("PRINT_METRICS_ADDR", print_metrics.to_string());
+    let mut stack = Stack::start(opts).await.expect("stack starts");
     let started = std::time::Instant::now();
     for i in 0..3 {
         stack.send_event(&distinct_order(PICKUP, 10 + i)).await.unwrap();
@@ -326,6 +327,15 @@ async fn a_collector_that_is_down_costs_one_log_line_and_nothing_else() {
     .await;
     if let Err(e) = logged {
         panic!("{e:#}\n{}", stack.logs());
+    }
+    // ... and counted, per signal (the dropped batches are not silent).
+    let counted = wait_until(T, "the failed span exports counted", || async move {
+        let text = scrape(print_metrics).await?;
+        Ok(sample_sum(&text, "wixprint_telemetry_export_failures_total", &["signal=\"traces\""]) >= 1.0)
+    })
+    .await;
+    if let Err(e) = counted {
+        panic!("{e:#}\n{}", scrape(print_metrics).await.unwrap_or_default());
     }
     // ... and more spans fail the same way: still quick, still quiet.
     for i in 3..6 {
