@@ -58,10 +58,8 @@ pub fn main<C, F, Fut>(
     };
     match tracer {
         Ok(tracer) => {
-            let on = tracer.is_some();
             crate::logging::init(tracer);
-            if on {
-                let sampler = crate::traces::Sampler::from_env().unwrap_or(crate::traces::Sampler::DEFAULT);
+            if let Some(sampler) = crate::traces::sampler() {
                 tracing::info!(%sampler, "traces are on (the sampler decides before a span is built)");
             }
         }

@@ -145,26 +145,27 @@ impl Telemetry {
         self.provider.is_some()
     }
 
-    /// Flushes and stops the exporters, waiting at most one second (a collector that is
-    /// down must not hold the exit).
+    /// Flushes and stops the exporters (metrics and spans at once), waiting at most about a
+    /// second and a half (a collector that is down must not hold the exit).
     pub async fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            let stop = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(1)));
-            match tokio::time::timeout(Duration::from_millis(1500), stop).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::debug!(error = %e, "metrics provider shutdown"),
-                _ => tracing::debug!("metrics provider shutdown did not finish in time"),
-            }
-        }
-        // The spans still queued go out now (same bound).
-        if let Some(provider) = TRACER_PROVIDER.get().cloned() {
-            let stop = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(Duration::from_secs(1)));
-            match tokio::time::timeout(Duration::from_millis(1500), stop).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => tracing::debug!(error = %e, "tracer provider shutdown"),
-                _ => tracing::debug!("tracer provider shutdown did not finish in time"),
-            }
-        }
+        let metrics = self.provider.map(|p| move |t| p.shutdown_with_timeout(t));
+        let traces = TRACER_PROVIDER.get().cloned().map(|p| move |t| p.shutdown_with_timeout(t));
+        tokio::join!(stop_bounded("metrics provider", metrics), stop_bounded("tracer provider", traces));
+    }
+}
+
+/// Runs a provider's blocking `shutdown_with_timeout` (1 s) off the runtime, waiting 1.5 s at
+/// most; a failure is only worth a debug line at exit.
+async fn stop_bounded<F>(what: &str, stop: Option<F>)
+where
+    F: FnOnce(Duration) -> OTelSdkResult + Send + 'static,
+{
+    let Some(stop) = stop else { return };
+    let task = tokio::task::spawn_blocking(move || stop(Duration::from_secs(1)));
+    match tokio::time::timeout(Duration::from_millis(1500), task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::debug!(error = %e, "{what} shutdown"),
+        _ => tracing::debug!("{what} shutdown did not finish in time"),
     }
 }
 

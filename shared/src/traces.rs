@@ -53,6 +53,11 @@ pub fn install(sampler: Sampler) {
     let _ = SAMPLER.set(sampler);
 }
 
+/// The installed sampler; `None` while traces are off.
+pub fn sampler() -> Option<Sampler> {
+    SAMPLER.get().copied()
+}
+
 /// Which hops are traced: `OTEL_TRACES_SAMPLER` with the SDK's names and meaning.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampler {
