@@ -153,36 +153,41 @@ impl Prometheus {
 
     /// An instant query through the HTTP API: every series with its value (NaN included).
     pub async fn query(&self, q: &str) -> anyhow::Result<Vec<Sample>> {
-        let encoded: String = q
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let resp = reqwest::get(format!("{}/api/v1/query?query={encoded}", self.url())).await?;
-        let v: serde_json::Value = resp.json().await?;
-        if v["status"] != "success" {
-            bail!("{q}: {}", v["error"]);
-        }
-        let mut out = Vec::new();
-        let data = &v["data"];
-        let results: Vec<&serde_json::Value> = match data["resultType"].as_str() {
-            Some("vector") => data["result"].as_array().map(|a| a.iter().collect()).unwrap_or_default(),
-            Some("scalar") => vec![data],
-            other => bail!("{q}: unexpected result type {other:?}"),
-        };
-        for r in results {
-            let value = if data["resultType"] == "scalar" { &r["result"][1] } else { &r["value"][1] };
-            let value = value.as_str().and_then(|s| s.parse::<f64>().ok()).context("a value")?;
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
-                .unwrap_or_default();
-            out.push((labels, value));
-        }
-        Ok(out)
+        instant_query(&reqwest::Client::new(), &self.url(), q).await
     }
+}
+
+/// An instant query against the Prometheus at `base` (`http://host:port`): every series of a
+/// vector (or the one value of a scalar) with its labels; a failed query names itself.
+pub async fn instant_query(http: &reqwest::Client, base: &str, q: &str) -> anyhow::Result<Vec<Sample>> {
+    let encoded: String = q
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let v: serde_json::Value = http.get(format!("{base}/api/v1/query?query={encoded}")).send().await?.json().await?;
+    if v["status"] != "success" {
+        bail!("{q}: {}", v["error"]);
+    }
+    let mut out = Vec::new();
+    let data = &v["data"];
+    let results: Vec<&serde_json::Value> = match data["resultType"].as_str() {
+        Some("vector") => data["result"].as_array().map(|a| a.iter().collect()).unwrap_or_default(),
+        Some("scalar") => vec![data],
+        other => bail!("{q}: unexpected result type {other:?}"),
+    };
+    for r in results {
+        let value = if data["resultType"] == "scalar" { &r["result"][1] } else { &r["value"][1] };
+        let value = value.as_str().and_then(|s| s.parse::<f64>().ok()).context("a value")?;
+        let labels = r["metric"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .unwrap_or_default();
+        out.push((labels, value));
+    }
+    Ok(out)
 }
 
 /// `deploy/dashboards/panels.toml`.

@@ -766,26 +766,7 @@ impl Driver {
     }
 
     async fn prometheus(&self, query: &str) -> anyhow::Result<Vec<(BTreeMap<String, String>, f64)>> {
-        let encoded: String = query
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        let v: Value =
-            self.http.get(format!("{}/api/v1/query?query={encoded}", self.ep.prometheus)).send().await?.json().await?;
-        ensure!(v["status"] == "success", "{query}: {}", v["error"]);
-        let mut out = Vec::new();
-        for r in v["data"]["result"].as_array().into_iter().flatten() {
-            let value = r["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()).context("a sample value")?;
-            let labels = r["metric"]
-                .as_object()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
-                .unwrap_or_default();
-            out.push((labels, value));
-        }
-        Ok(out)
+        wixprint_tests::observability::instant_query(&self.http, &self.ep.prometheus, query).await
     }
 
     async fn prometheus_value(&self, query: &str) -> anyhow::Result<Option<f64>> {
